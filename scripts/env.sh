@@ -1,0 +1,32 @@
+# Sourced by run.sh and test.sh: puts a ready edge-asr environment on PATH.
+#
+# The virtual environment is cached outside the repo, under
+# ${EDGE_ASR_CACHE_DIR:-~/.cache/edge-asr}/venv-<hash of setup.cfg, pyproject.toml, Python version>,
+# so a repeat run costs nothing and a dependency change builds a fresh one.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${EDGE_ASR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-asr}
+PYTHON=${PYTHON:-python3}
+KEY=$( { cat "$REPO/setup.cfg" "$REPO/pyproject.toml"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
+VENV=$CACHE/venv-$KEY
+mkdir -p "$CACHE"
+
+pip_quiet() {  # pip's own output only when it fails
+  local log; log=$(mktemp)
+  if ! "$VENV/bin/python" -m pip "$@" --progress-bar off >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; return 1
+  fi
+  rm -f "$log"
+}
+
+if [ ! -f "$VENV/.complete" ]; then
+  echo "[env] creating $VENV" >&2
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  pip_quiet install -e "$REPO[test,bench]"
+  touch "$VENV/.complete"
+fi
+# Clones with the same dependencies share the venv: point its editable install at this checkout.
+if [ "$("$VENV/bin/python" -c 'import edge_asr, pathlib; print(pathlib.Path(edge_asr.__file__).parent.parent)' 2>/dev/null)" != "$REPO" ]; then
+  pip_quiet install --no-deps -e "$REPO"
+fi
+export PATH="$VENV/bin:$PATH"

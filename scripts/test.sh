@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Command 2: set up everything (cached) and run the checks and the whole test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k audio`.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$REPO"
+edge-asr models prepare
+ruff check .
+ruff format --check .
+python -m pytest "$@"

