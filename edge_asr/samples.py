@@ -6,13 +6,11 @@ used, so the x86-64 wheel serves every machine. Fetched once into ``<cache_dir>/
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from edge_asr.config import Config
+from edge_asr.wheels import extract_wheel
 
 PACKAGE = "moonshine-voice==0.1.5"
 PLATFORM = "manylinux_2_34_x86_64"
@@ -36,35 +34,8 @@ REFERENCES = {
 def sample_clips(config: Config) -> dict[str, Path]:
     """Paths of the sample clips by name, downloading them on first use."""
     folder = config.cache_dir / "samples" / PACKAGE.replace("==", "-")
-    paths = {name: folder / f"{name}.wav" for name in CLIPS}
-    if all(p.is_file() for p in paths.values()):
-        return paths
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--progress-bar",
-                "off",
-                "--platform",
-                PLATFORM,
-                "-d",
-                tmp,
-                PACKAGE,
-            ],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if pip.returncode:
-            raise RuntimeError(f"could not download {PACKAGE}:\n{pip.stdout}{pip.stderr}")
-        (wheel,) = Path(tmp).glob("*.whl")
-        with zipfile.ZipFile(wheel) as z:
-            for name, path in paths.items():
-                path.write_bytes(z.read(f"moonshine_voice/assets/{name}.wav"))
+    members = {name: f"moonshine_voice/assets/{name}.wav" for name in CLIPS}
+    paths = {name: folder / member for name, member in members.items()}
+    if not all(p.is_file() for p in paths.values()):
+        extract_wheel(sys.executable, PACKAGE, folder, members.values(), PLATFORM)
     return paths

