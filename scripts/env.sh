@@ -26,7 +26,7 @@ if [ ! -f "$VENV/.complete" ]; then
   touch "$VENV/.complete"
 fi
 # Clones with the same dependencies share the venv: point its editable install at this checkout.
-if [ "$("$VENV/bin/python" -c 'import edge_asr, pathlib; print(pathlib.Path(edge_asr.__file__).parent.parent)' 2>/dev/null)" != "$REPO" ]; then
+if [ "$("$VENV/bin/python" -I -c 'import edge_asr, pathlib; print(pathlib.Path(edge_asr.__file__).parent.parent)' 2>/dev/null)" != "$REPO" ]; then
   pip_quiet install --no-deps -e "$REPO"
 fi
 export PATH="$VENV/bin:$PATH"
