@@ -133,5 +133,79 @@ def samples(config: Config) -> None:
         click.echo(f"{name}\t{path}")
 
 
+@cli.command()
+@click.option("--host", help="Address to listen on (config: host).")
+@click.option("--port", type=int, help="Port (config: port).")
+@click.pass_obj
+def serve(config: Config, host: str | None, port: int | None) -> None:
+    """Run the HTTP service."""
+    from dataclasses import replace
+
+    from edge_asr.server.serve import serve as run
+
+    run(replace(config, host=host or config.host, port=port or config.port))
+
+
+def _api(config: Config, method: str, path: str, url: str | None) -> dict:
+    """Call a running service's management API."""
+    import urllib.error
+    import urllib.request
+
+    base = url or f"http://{config.host}:{config.port}"
+    req = urllib.request.Request(base.rstrip("/") + path, method=method)
+    if config.api_key:
+        req.add_header("Authorization", f"Bearer {config.api_key}")
+    try:
+        with urllib.request.urlopen(req, timeout=600) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.load(e)["error"]["message"]
+        except (ValueError, KeyError):
+            message = e.reason
+        raise click.ClickException(f"{e.code}: {message}") from None
+    except urllib.error.URLError as e:
+        raise click.ClickException(f"cannot reach the service at {base}: {e.reason}") from None
+
+
+url_option = click.option("--url", envvar="EDGE_ASR_URL", help="Service URL (default: http://<host>:<port>).")
+
+
+@cli.command()
+@url_option
+@click.pass_obj
+def ps(config: Config, url: str | None) -> None:
+    """Models of a running service, their state and memory."""
+    click.echo(f"{'MODEL':28} {'TASK':4} {'STATE':9} {'IN USE':6} {'FOOTPRINT':>10}  REASON")
+    for m in _api(config, "GET", "/api/models", url)["models"]:
+        footprint = f"{m['footprint_bytes'] / 1e6:.0f} MB" if m["footprint_bytes"] is not None else "-"
+        click.echo(f"{m['id']:28} {m['task']:4} {m['state']:9} {m['in_flight']:6} {footprint:>10}  {m['reason']}")
+
+
+@cli.command()
+@click.argument("model_id")
+@url_option
+@click.pass_obj
+def load(config: Config, model_id: str, url: str | None) -> None:
+    """Load a model in a running service."""
+    status = _api(config, "POST", f"/api/models/{model_id}/load", url)
+    click.echo(f"{model_id}: {status['state']} ({status['footprint_bytes'] / 1e6:.0f} MB)")
+
+
+@cli.command()
+@click.argument("model_id")
+@click.option("--wait", type=float, help="Seconds to wait for running requests instead of refusing.")
+@url_option
+@click.pass_obj
+def unload(config: Config, model_id: str, wait: float | None, url: str | None) -> None:
+    """Unload a model in a running service."""
+    query = f"?wait={wait}" if wait is not None else ""
+    result = _api(config, "POST", f"/api/models/{model_id}/unload{query}", url)
+    if result["unloaded"]:
+        click.echo(f"{model_id}: unloaded, {result['reclaimed_bytes'] / 1e6:.0f} MB came back")
+    else:
+        click.echo(f"{model_id}: was not loaded ({result['state']})")
+
+
 def main() -> None:
     cli()

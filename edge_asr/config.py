@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from edge_asr.units import parse_duration, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,14 +28,36 @@ def _default_cache_dir() -> Path:
     return Path(base) / "edge-asr"
 
 
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "edge-asr"
+
+
 @dataclass(frozen=True)
 class Config:
-    """Where things live and how runtimes are tuned."""
+    """Where things live, how the service listens, and the limits it keeps."""
 
+    # paths
     cache_dir: Path = field(default_factory=_default_cache_dir)
     models_dir: Path | None = None  # default: <cache_dir>/models
     manifest: Path = BUILTIN_MANIFEST
+    state_dir: Path = field(default_factory=_default_state_dir)  # settings, footprints, events
+    # service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 16  # HTTP worker threads (one process: CUDA does not survive fork)
+    api_key: str = ""  # when set, /api/* write endpoints need "Authorization: Bearer <key>"
+    max_upload_bytes: int = 200 * 10**6
+    # runtimes
     ort_threads: int = 0  # 0 = let ONNX Runtime decide (one per physical core)
+    gpu_mem_limit: int = 0  # CUDA execution provider arena limit in bytes; 0 = no limit
+    # lifecycle
+    memory_reserve: int = 256 * 10**6  # loads never leave less available than this
+    memory_budget: int = 0  # bytes all loaded models may take together; 0 = what is available
+    load_timeout: float = 120.0  # seconds a worker may take to load its model
+    wait_timeout: float = 30.0  # seconds a request waits for a loading/unloading model before 503
+    drain_timeout: float = 30.0  # longest ?wait= an unload may ask for
+    failure_backoff: float = 2.0  # seconds before reloading after a second crash in a row, doubling
 
     @property
     def models_path(self) -> Path:
@@ -43,33 +69,46 @@ class Config:
         return self.models_path / "manifest.toml"
 
 
-_ENV = {
-    "EDGE_ASR_CACHE_DIR": ("cache_dir", Path),
-    "EDGE_ASR_MODELS_DIR": ("models_dir", Path),
-    "EDGE_ASR_MANIFEST": ("manifest", Path),
-    "EDGE_ASR_ORT_THREADS": ("ort_threads", int),
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "cache_dir": Path,
+    "models_dir": Path,
+    "manifest": Path,
+    "state_dir": Path,
+    "host": str,
+    "port": int,
+    "threads": int,
+    "api_key": str,
+    "max_upload_bytes": parse_size,
+    "ort_threads": int,
+    "gpu_mem_limit": parse_size,
+    "memory_reserve": parse_size,
+    "memory_budget": parse_size,
+    "load_timeout": parse_duration,
+    "wait_timeout": parse_duration,
+    "drain_timeout": parse_duration,
+    "failure_backoff": parse_duration,
 }
+# Every key can be set from the environment as EDGE_ASR_<KEY>.
+_ENV = {f"EDGE_ASR_{key.upper()}": key for key in _CONVERT}
 
 
-def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from an optional TOML file (or ``EDGE_ASR_CONFIG``) and the environment.
 
-    The TOML file holds the same keys as ``Config`` at its top level.
+    The TOML file holds the keys of ``Config`` at its top level; sizes may be written ``"600MB"``
+    and durations ``"5m"``.
     """
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    assert {f.name for f in fields(Config)} == set(_CONVERT), "every Config field needs a converter"
+    values: dict[str, Any] = {}
     path = path or environ.get("EDGE_ASR_CONFIG")
     if path:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
-        for key, value in data.items():
-            if key not in Config.__dataclass_fields__:
-                raise ValueError(f"{path}: unknown configuration key {key!r}")
-            values[key] = value
-    for var, (key, _) in _ENV.items():
+            for key, value in tomllib.load(f).items():
+                if key not in _CONVERT:
+                    raise ValueError(f"{path}: unknown configuration key {key!r}")
+                values[key] = value
+    for var, key in _ENV.items():
         if environ.get(var):
             values[key] = environ[var]
-    for key, convert in _ENV.values():
-        if key in values:
-            values[key] = convert(values[key])
-    return Config(**values)
+    return Config(**{key: _CONVERT[key](value) for key, value in values.items()})

@@ -41,3 +41,14 @@ def clips(config: Config) -> dict[str, Path]:
 def speech(clips: dict[str, Path]) -> dict[str, np.ndarray]:
     """The sample clips decoded to 16 kHz mono."""
     return {name: decode_audio(path) for name, path in clips.items()}
+
+
+@pytest.fixture
+def service(tmp_path, whisper_spec):
+    """A fresh service process with its own state directory (models from the shared cache)."""
+    from tests.service import Service
+
+    svc = Service(tmp_path / "state").start()
+    yield svc
+    if svc.process.poll() is None:
+        svc.stop()

@@ -15,13 +15,21 @@ class WhisperTokenizer:
         self.languages = languages
         self.eot = special["eot"]
 
-    def prompt(self, language: str | None = None) -> list[int]:
+    def prompt(
+        self, language: str | None = None, previous_text: str | None = None, max_previous: int = 223
+    ) -> list[int]:
         """The decoder's start sequence for transcription without timestamps.
 
         English-only models take ``<|startoftranscript|><|notimestamps|>``; multilingual ones
-        also need a language and the task.
+        also need a language and the task. ``previous_text`` (the user's prompt or hotwords) goes
+        before, after ``<|startofprev|>``, as in the reference implementation: it biases spelling
+        and vocabulary. Only its last ``max_previous`` tokens are kept.
         """
-        tokens = [self.special["sot"]]
+        tokens = []
+        if previous_text and previous_text.strip():
+            text_tokens = self._tokenizer.encode(" " + previous_text.strip(), add_special_tokens=False).ids
+            tokens = [self.special["sot_prev"], *text_tokens[-max_previous:]]
+        tokens.append(self.special["sot"])
         if self.languages:
             code = language or "en"
             if code not in self.languages:

@@ -35,8 +35,10 @@ def split_windows(audio: np.ndarray) -> list[np.ndarray]:
     return windows
 
 
-def transcribe(model: WhisperModel, audio: np.ndarray, language: str | None = None) -> Transcript:
-    """Transcribe 16 kHz mono float32 audio."""
+def transcribe(
+    model: WhisperModel, audio: np.ndarray, language: str | None = None, prompt: str | None = None
+) -> Transcript:
+    """Transcribe 16 kHz mono float32 audio; ``prompt`` (e.g. hotwords) biases every window."""
     windows = split_windows(audio)
-    texts = [model.tokenizer.decode(model.decode_window(w, language)).strip() for w in windows]
+    texts = [model.tokenizer.decode(model.decode_window(w, language, prompt)).strip() for w in windows]
     return Transcript(text=" ".join(t for t in texts if t), duration=len(audio) / SAMPLE_RATE, windows=len(windows))

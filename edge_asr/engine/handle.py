@@ -1,0 +1,124 @@
+"""The front process's side of one engine worker: start it, call it, release it, notice its death."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from multiprocessing.connection import wait
+from typing import Any
+
+from edge_asr.config import Config
+from edge_asr.engine.worker import worker_main
+from edge_asr.errors import InvalidRequest, ModelLoadFailed, ServiceError, WorkerCrashed
+from edge_asr.manifest import ModelSpec
+
+# CUDA does not survive fork: workers are always spawned.
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class WorkerDied(WorkerCrashed):
+    pass
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class WorkerHandle:
+    """One worker process. ``call`` is serialised: a worker serves one request at a time, the
+    others queue on its lock."""
+
+    def __init__(self, spec: ModelSpec, config: Config):
+        self.model_id = spec.id
+        self._conn, child = _SPAWN.Pipe()
+        self.process = _SPAWN.Process(
+            target=worker_main, args=(child, spec, config), name=f"edge-asr-worker-{spec.id}", daemon=True
+        )
+        self._lock = threading.Lock()
+        self.process.start()
+        child.close()
+        try:
+            kind, *rest = self._receive(config.load_timeout)
+        except ServiceError as e:
+            self.kill()
+            raise ModelLoadFailed(f"model {spec.id!r} failed to load: {e.message}") from None
+        if kind != "ready":
+            self.kill()
+            raise ModelLoadFailed(f"model {spec.id!r} failed to load: {rest[0]}")
+        self.load_report: dict[str, Any] = rest[0]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def exit_description(self) -> str:
+        return describe_exit(self.process.exitcode)
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        with self._lock:
+            try:
+                self._conn.send(("call", method, kwargs))
+            except (BrokenPipeError, OSError):
+                raise self._died() from None
+            kind, *rest = self._receive(None)
+        if kind == "ok":
+            return rest[0]
+        error_kind, message = rest
+        if error_kind == "invalid":
+            raise InvalidRequest(message)
+        raise ServiceError(f"model {self.model_id!r} failed: {message}")
+
+    def release(self, timeout: float) -> dict[str, Any]:
+        """Ask the worker to destroy its model and exit; kill it if it does not within ``timeout``."""
+        report: dict[str, Any] = {}
+        with self._lock:
+            try:
+                self._conn.send(("release",))
+                kind, *rest = self._receive(timeout)
+                if kind == "released":
+                    report = rest[0]
+            except (ServiceError, BrokenPipeError, OSError) as e:
+                report["error"] = str(e)
+            self.process.join(timeout)
+            report["exit"] = describe_exit(self.process.exitcode)
+            self.kill()
+        return report
+
+    def kill(self) -> None:
+        """Make sure the process is gone and reaped and the pipe closed (no zombies, no leaked fds)."""
+        if self._conn.closed:
+            return
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self._conn.close()
+
+    def _died(self) -> WorkerDied:
+        self.process.join(1)
+        return WorkerDied(f"the worker of model {self.model_id!r} died ({describe_exit(self.process.exitcode)})")
+
+    def _receive(self, timeout: float | None) -> tuple:
+        ready = wait([self._conn, self.process.sentinel], timeout)
+        if self._conn in ready:
+            try:
+                return self._conn.recv()
+            except (EOFError, OSError):
+                raise self._died() from None
+        if ready:
+            raise self._died()
+        raise ServiceError(f"the worker of model {self.model_id!r} did not answer within {timeout:.0f} s")

@@ -1,0 +1,74 @@
+"""The main loop of an engine worker process.
+
+Protocol over a duplex pipe (the front process sends, the worker answers each message once):
+    front -> ("call", method, kwargs)    worker -> ("ok", result) | ("error", kind, message)
+    front -> ("release",)                worker -> ("released", report), then exits
+On start the worker answers ("ready", report) or ("load_failed", message). If the front process
+goes away, the pipe closes and the worker releases its model and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from edge_asr.audio import AudioError
+from edge_asr.config import Config
+from edge_asr.engine.runners import create_runner
+from edge_asr.manifest import ModelSpec
+from edge_asr.memory import trim_heap
+
+log = logging.getLogger(__name__)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the front process's to handle
+    logging.basicConfig(level=logging.INFO, format=f"[worker {spec.id} %(process)d] %(message)s")
+    rss_start = rss_bytes()
+    try:
+        runner = create_runner(spec, config)
+    except Exception as e:  # the front process reports it; the worker just ends
+        conn.send(("load_failed", f"{type(e).__name__}: {e}"))
+        return
+    rss_loaded = rss_bytes()
+    conn.send(("ready", {"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded,
+                         "providers": runner.providers()}))  # fmt: skip
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the front process is gone
+            break
+        if message[0] == "release":
+            break
+        _, method, kwargs = message
+        conn.send(_call(runner, method, kwargs))
+    rss_before = rss_bytes()
+    runner.release()
+    del runner
+    gc.collect()
+    trim_heap()
+    report = {"rss_before_release": rss_before, "rss_after_release": rss_bytes(), "rss_start": rss_start}
+    with contextlib.suppress(BrokenPipeError, OSError):
+        conn.send(("released", report))
+
+
+def _call(runner: Any, method: str, kwargs: dict[str, Any]) -> tuple:
+    if method not in runner.methods:
+        return ("error", "invalid", f"this model does not support {method!r}")
+    try:
+        return ("ok", getattr(runner, method)(**kwargs))
+    except (AudioError, ValueError) as e:
+        return ("error", "invalid", str(e))
+    except Exception as e:
+        log.exception("%s failed", method)
+        return ("error", "internal", f"{type(e).__name__}: {e}")

@@ -1,0 +1,57 @@
+"""Errors a client can act on. Each carries its HTTP status and OpenAI error ``type``/``code``;
+the server turns them into ``{"error": {"message", "type", "code"}}``."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class InvalidRequest(ServiceError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class Unauthorized(ServiceError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class ModelNotFound(ServiceError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class ModelBusy(ServiceError):
+    """An unload was asked of a model that is serving requests (or is loading)."""
+
+    status, type, code = 409, "conflict_error", "model_busy"
+
+
+class PayloadTooLarge(ServiceError):
+    status, type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class ModelUnavailable(ServiceError):
+    """The model cannot serve now (loading, unloading, backing off after crashes); retry later."""
+
+    status, type, code = 503, "server_error", "model_unavailable"
+
+
+class InsufficientMemory(ServiceError):
+    status, type, code = 503, "server_error", "insufficient_memory"
+
+
+class WorkerCrashed(ServiceError):
+    """The model's worker process died while serving the request."""
+
+    status, type, code = 503, "server_error", "worker_crashed"
+
+
+class ModelLoadFailed(ServiceError):
+    status, type, code = 500, "server_error", "model_load_failed"

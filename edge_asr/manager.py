@@ -1,0 +1,408 @@
+"""The ModelManager: the one owner of every model's lifecycle state.
+
+HTTP handlers and the supervisor ask it; they never touch workers. A request takes a *lease* on a
+model (loading it if needed) and gives it back when done. Loads and unloads happen one at a time
+(the lifecycle lock), so the change in available memory around each is the model's own: that is
+its footprint, persisted and used to decide whether the next load fits. Before a load that would
+leave less than the reserve (or exceed the budget), idle models are evicted — lowest priority
+first, then least recently used; pinned models never. Nothing is unloaded under a running
+request: an unload of a busy model is refused (409) or waits for its leases to drain.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for_sentinels
+from typing import Any
+
+from edge_asr import settings as model_settings
+from edge_asr.config import Config
+from edge_asr.engine.handle import WorkerDied, WorkerHandle
+from edge_asr.errors import (
+    InsufficientMemory,
+    ModelBusy,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelUnavailable,
+    ServiceError,
+)
+from edge_asr.events import EventLog
+from edge_asr.manifest import ModelSpec, load_manifest
+from edge_asr.memory import MemInfoSource, MemorySource, trim_heap
+from edge_asr.state import StateStore
+from edge_asr.units import parse_duration
+
+log = logging.getLogger(__name__)
+MB = 10**6
+MAX_BACKOFF = 300.0
+
+
+class State(str, enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+@dataclass
+class ModelRecord:
+    spec: ModelSpec
+    state: State = State.UNLOADED
+    reason: str = "not loaded since start"
+    worker: WorkerHandle | None = None
+    in_flight: int = 0
+    draining: bool = False  # an unload is waiting for the leases to come back: no new ones
+    loaded_at: float | None = None
+    last_used: float | None = None
+    last_unload_reason: str | None = None
+    failures: int = 0  # crashes and failed loads in a row
+    retry_at: float = 0.0
+    providers: list[str] = field(default_factory=list)
+
+
+class ModelManager:
+    def __init__(self, config: Config, memory: MemorySource, store: StateStore, events: EventLog):
+        self.config = config
+        self.memory = memory
+        self.store = store
+        self.events = events
+        self._records = {spec.id: ModelRecord(spec) for spec in load_manifest(config).values()}
+        self._footprints = store.footprints()
+        self._cond = threading.Condition()
+        self._lifecycle = threading.RLock()  # one load or unload at a time
+        self._closed = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_workers, name="edge-asr-worker-watch", daemon=True)
+        self._watcher.start()
+
+    @classmethod
+    def create(cls, config: Config) -> ModelManager:
+        return cls(config, MemInfoSource(), StateStore(config.state_dir), EventLog(config.state_dir / "events.jsonl"))
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _record(self, model_id: str) -> ModelRecord:
+        try:
+            return self._records[model_id]
+        except KeyError:
+            raise ModelNotFound(f"the model {model_id!r} does not exist") from None
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return self._record(model_id).spec
+
+    def specs(self) -> list[ModelSpec]:
+        return [r.spec for r in self._records.values()]
+
+    def settings(self, model_id: str) -> dict[str, Any]:
+        spec = self.spec(model_id)
+        return model_settings.defaults(spec) | self.store.settings(model_id)
+
+    def update_settings(self, model_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        spec = self.spec(model_id)
+        with self._cond:
+            self.store.save_settings(model_id, model_settings.merge(spec, self.store.settings(model_id), patch))
+        return self.settings(model_id)
+
+    def status(self, model_id: str) -> dict[str, Any]:
+        rec = self._record(model_id)
+        current = self.settings(model_id)
+        with self._cond:
+            keep_alive = parse_duration(current["keep_alive"])
+            idle = rec.state is State.READY and rec.in_flight == 0 and rec.last_used is not None
+            return {
+                "id": rec.spec.id,
+                "task": rec.spec.task,
+                "family": rec.spec.family,
+                "state": rec.state.value,
+                "reason": rec.reason,
+                "in_flight": rec.in_flight,
+                "footprint_bytes": self._footprints.get(rec.spec.id),
+                "loaded_at": rec.loaded_at,
+                "last_used": rec.last_used,
+                "expires_at": rec.last_used + keep_alive if idle and keep_alive >= 0 else None,
+                "last_unload_reason": rec.last_unload_reason,
+                "failures": rec.failures,
+                "providers": rec.providers,
+                "worker_pid": rec.worker.pid if rec.worker else None,
+                "prepared": rec.spec.present,
+                "settings": current,
+            }
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [self.status(model_id) for model_id in self._records]
+
+    # -- leases ----------------------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, model_id: str) -> Iterator[Lease]:
+        """Hold ``model_id`` loaded for the duration of a request, loading it if needed."""
+        rec = self._record(model_id)
+        deadline = time.monotonic() + self.config.wait_timeout
+        while True:
+            with self._cond:
+                worker = self._wait_ready(rec, deadline)
+                if worker is not None:
+                    rec.in_flight += 1
+                    break
+            self._load(rec, deadline, "request")
+        ok = False
+        try:
+            yield Lease(self, rec, worker)
+            ok = True
+        finally:
+            with self._cond:
+                rec.in_flight -= 1
+                rec.last_used = time.time()
+                if ok:
+                    rec.failures = 0
+                self._cond.notify_all()
+
+    def _wait_ready(self, rec: ModelRecord, deadline: float) -> WorkerHandle | None:
+        """(Under the lock.) The worker once ``rec`` is ready, or None if the caller must load it."""
+        while True:
+            if rec.state is State.READY and not rec.draining:
+                return rec.worker
+            if rec.state in (State.UNLOADED, State.FAILED):
+                self._check_backoff(rec)
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ModelUnavailable(f"the model {rec.spec.id!r} is {rec.state.value}; try again", retry_after=1)
+            self._cond.wait(remaining)
+
+    def _check_backoff(self, rec: ModelRecord) -> None:
+        wait = rec.retry_at - time.time()
+        if rec.failures >= 2 and wait > 0:
+            raise ModelUnavailable(
+                f"the model {rec.spec.id!r} failed {rec.failures} times in a row ({rec.reason}); "
+                f"next attempt in {wait:.0f} s",
+                retry_after=wait,
+            )
+
+    def _crashed(self, rec: ModelRecord, worker: WorkerHandle, reason: str) -> None:
+        with self._cond:
+            if rec.worker is not worker or rec.state is not State.READY:
+                return  # already handled, or the exit of an unload
+            worker.kill()
+            self._fail(rec, f"crashed: {reason}")
+            rec.worker, rec.loaded_at, rec.providers = None, None, []
+            rec.last_unload_reason = "crashed"
+            self._cond.notify_all()
+        self.events.record(rec.spec.id, State.READY.value, State.FAILED.value, f"crashed: {reason}")
+
+    def _fail(self, rec: ModelRecord, reason: str) -> None:
+        rec.state, rec.reason = State.FAILED, reason
+        rec.failures += 1
+        if rec.failures >= 2:
+            rec.retry_at = time.time() + min(MAX_BACKOFF, self.config.failure_backoff * 2 ** (rec.failures - 2))
+
+    def _watch_workers(self) -> None:
+        """Notice a worker that dies while idle (a request in flight notices its own)."""
+        while not self._closed.is_set():
+            with self._cond:
+                watched = {r.worker.sentinel: r for r in self._records.values() if r.state is State.READY and r.worker}
+            if not watched:
+                self._closed.wait(0.5)
+                continue
+            for sentinel in wait_for_sentinels(list(watched), timeout=0.5):
+                rec = watched[sentinel]
+                worker = rec.worker
+                if worker is not None and not worker.alive():
+                    self._crashed(rec, worker, worker.exit_description())
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, model_id: str, reason: str = "user") -> dict[str, Any]:
+        rec = self._record(model_id)
+        deadline = time.monotonic() + self.config.wait_timeout
+        with self._cond:
+            if self._wait_ready(rec, deadline) is not None:
+                return self.status(model_id)
+        self._load(rec, deadline, reason)
+        return self.status(model_id)
+
+    def _load(self, rec: ModelRecord, deadline: float, reason: str) -> None:
+        if not rec.spec.present:
+            raise ModelUnavailable(
+                f"the model {rec.spec.id!r} is not prepared (missing {', '.join(rec.spec.missing_files)}); "
+                "run `edge-asr models prepare`"
+            )
+        if not self._lifecycle.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ModelUnavailable("another model is loading or unloading; try again", retry_after=2)
+        try:
+            with self._cond:
+                if rec.state not in (State.UNLOADED, State.FAILED):
+                    return  # another request loaded it meanwhile
+                self._check_backoff(rec)
+                previous, rec.state, rec.reason = rec.state, State.LOADING, f"loading ({reason})"
+                self._cond.notify_all()
+            start = time.monotonic()
+            try:
+                self._admit(rec, deadline)
+                before = self.memory.read()
+                worker = WorkerHandle(rec.spec, self.config)
+                after = self.memory.read()
+            except InsufficientMemory as e:
+                with self._cond:
+                    rec.state, rec.reason = previous, e.message
+                    self._cond.notify_all()
+                raise
+            except ServiceError as e:
+                with self._cond:
+                    self._fail(rec, e.message)
+                    self._cond.notify_all()
+                self.events.record(rec.spec.id, State.LOADING.value, State.FAILED.value, e.message)
+                raise ModelLoadFailed(e.message) from None
+            footprint = max(0, before.available_bytes - after.available_bytes)
+            self._footprints[rec.spec.id] = footprint
+            self.store.save_footprint(rec.spec.id, footprint)
+            with self._cond:
+                rec.state, rec.reason, rec.worker = State.READY, f"loaded ({reason})", worker
+                rec.loaded_at = rec.last_used = time.time()
+                rec.providers = worker.load_report["providers"]
+                self._cond.notify_all()
+            self.events.record(
+                rec.spec.id, previous.value, State.READY.value, reason,
+                mem_available_before=before.available_bytes, mem_available_after=after.available_bytes,
+                duration_s=round(time.monotonic() - start, 3), footprint_bytes=footprint,
+                worker_rss_bytes=worker.load_report["rss_loaded"], worker_pid=worker.pid, providers=rec.providers,
+            )  # fmt: skip
+        finally:
+            self._lifecycle.release()
+
+    def _predicted_footprint(self, spec: ModelSpec) -> int:
+        """The last measured footprint, or before any load, 1.5x the model's files."""
+        if spec.id in self._footprints:
+            return self._footprints[spec.id]
+        return int(1.5 * sum((spec.directory / f).stat().st_size for f in spec.files))
+
+    def _admit(self, rec: ModelRecord, deadline: float) -> None:
+        """(Holding the lifecycle lock.) Evict idle models until ``rec`` fits, or raise."""
+        need = self._predicted_footprint(rec.spec)
+        while True:
+            available = self.memory.read().available_bytes
+            with self._cond:
+                resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
+                room = available - self.config.memory_reserve
+                if self.config.memory_budget:
+                    used = sum(self._footprints.get(r.spec.id, 0) for r in resident)
+                    room = min(room, self.config.memory_budget - used)
+                if need <= room:
+                    return
+                evictable = [r for r in resident if not self.settings(r.spec.id)["pinned"]]
+                idle = [r for r in evictable if r.in_flight == 0]
+                if idle:
+                    victim = min(idle, key=lambda r: (self.settings(r.spec.id)["priority"], r.last_used or 0))
+                    victim.state, victim.reason = State.UNLOADING, f"evicted for {rec.spec.id}"
+                elif any(r.in_flight for r in evictable) and time.monotonic() < deadline:
+                    self._cond.wait(min(1.0, deadline - time.monotonic()))  # a busy model may become idle
+                    continue
+                else:
+                    raise InsufficientMemory(
+                        f"the model {rec.spec.id!r} needs about {need / MB:.0f} MB but only {max(room, 0) / MB:.0f} MB "
+                        f"can be made available (missing {(need - room) / MB:.0f} MB; reserve "
+                        f"{self.config.memory_reserve / MB:.0f} MB)",
+                        retry_after=10,
+                    )
+            self._unload(victim, f"evicted-for:{rec.spec.id}")
+
+    # -- unloading -------------------------------------------------------------------------
+
+    def unload(self, model_id: str, wait: float | None = None, reason: str = "user") -> dict[str, Any]:
+        """Unload ``model_id``. Busy: 409, or with ``wait`` seconds, wait for its requests to end."""
+        rec = self._record(model_id)
+        with self._cond:
+            if rec.state in (State.UNLOADED, State.FAILED):
+                return {"model": model_id, "unloaded": False, "state": rec.state.value}
+            if rec.state is not State.READY:
+                raise ModelBusy(f"the model {model_id!r} is {rec.state.value}; try again", retry_after=1)
+            if rec.in_flight:
+                if wait is None:
+                    raise ModelBusy(
+                        f"the model {model_id!r} is serving {rec.in_flight} request(s); "
+                        "retry later or pass ?wait=SECONDS to wait for them"
+                    )
+                rec.draining = True
+                deadline = time.monotonic() + min(wait, self.config.drain_timeout)
+                while rec.in_flight and rec.state is State.READY and time.monotonic() < deadline:
+                    self._cond.wait(deadline - time.monotonic())
+                rec.draining = False
+                self._cond.notify_all()
+                if rec.state is not State.READY:
+                    return {"model": model_id, "unloaded": False, "state": rec.state.value}
+                if rec.in_flight:
+                    raise ModelBusy(f"the model {model_id!r} is still serving {rec.in_flight} request(s)")
+            rec.state, rec.reason = State.UNLOADING, f"unloading ({reason})"
+        with self._lifecycle:
+            return self._unload(rec, reason)
+
+    def _unload(self, rec: ModelRecord, reason: str) -> dict[str, Any]:
+        """(Holding the lifecycle lock, ``rec`` marked UNLOADING.) Release the worker and measure."""
+        worker = rec.worker
+        assert worker is not None
+        before = self.memory.read()
+        start = time.monotonic()
+        report = worker.release(self.config.load_timeout)
+        trim_heap()
+        after = self.memory.read()
+        reclaimed = after.available_bytes - before.available_bytes
+        footprint = self._footprints.get(rec.spec.id, 0)
+        with self._cond:
+            rec.state, rec.reason, rec.worker = State.UNLOADED, f"unloaded ({reason})", None
+            rec.loaded_at, rec.providers, rec.last_unload_reason = None, [], reason
+            self._cond.notify_all()
+        self.events.record(
+            rec.spec.id, State.READY.value, State.UNLOADED.value, reason,
+            mem_available_before=before.available_bytes, mem_available_after=after.available_bytes,
+            duration_s=round(time.monotonic() - start, 3), reclaimed_bytes=reclaimed,
+            residue_bytes=footprint - reclaimed, worker=report,
+        )  # fmt: skip
+        return {"model": rec.spec.id, "unloaded": True, "reclaimed_bytes": reclaimed, "worker": report}
+
+    def free(self) -> dict[str, Any]:
+        """Unload every idle model that is not pinned."""
+        unloaded, reclaimed = [], 0
+        for rec in self._records.values():
+            with self._cond:
+                if rec.state is not State.READY or rec.in_flight or self.settings(rec.spec.id)["pinned"]:
+                    continue
+                rec.state, rec.reason = State.UNLOADING, "unloading (free)"
+            with self._lifecycle:
+                reclaimed += self._unload(rec, "free")["reclaimed_bytes"]
+            unloaded.append(rec.spec.id)
+        return {"unloaded": unloaded, "reclaimed_bytes": reclaimed}
+
+    def shutdown(self) -> None:
+        """Release every worker (service stop)."""
+        self._closed.set()
+        for rec in self._records.values():
+            with self._cond:
+                if rec.state is not State.READY or rec.worker is None:
+                    continue
+                rec.state = State.UNLOADING
+            with self._lifecycle:
+                self._unload(rec, "shutdown")
+
+
+class Lease:
+    """A request's hold on a loaded model."""
+
+    def __init__(self, manager: ModelManager, record: ModelRecord, worker: WorkerHandle):
+        self._manager, self._record, self._worker = manager, record, worker
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self._manager.settings(self._record.spec.id)
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return self._worker.call(method, **kwargs)
+        except WorkerDied as e:
+            self._manager._crashed(self._record, self._worker, e.message)
+            raise

@@ -1,0 +1,48 @@
+"""Every error leaves the service as JSON in OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}`` with the matching status (and ``Retry-After``
+on a 503), never an HTML page or a traceback."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from edge_asr.errors import PayloadTooLarge, ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, type_: str, code: str, retry_after: float | None = None) -> Response:
+    response = jsonify({"error": {"message": message, "type": type_, "param": None, "code": code}})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def service_error(e: ServiceError) -> Response:
+        if e.status >= 500:
+            log.warning("%s: %s", e.code, e.message)
+        return error_response(e.status, e.message, e.type, e.code, e.retry_after)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(e: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        err = PayloadTooLarge(f"the upload is larger than the limit of {limit / 1e6:.0f} MB")
+        return error_response(err.status, err.message, err.type, err.code)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        code = (e.name or "error").lower().replace(" ", "_")
+        type_ = "invalid_request_error" if (e.code or 500) < 500 else "server_error"
+        return error_response(e.code or 500, e.description or e.name, type_, code)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, f"internal error: {type(e).__name__}", "server_error", "internal_error")

@@ -1,0 +1,94 @@
+"""The management API under ``/api`` (models, memory, events) and ``/healthz``."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from edge_asr.errors import InvalidRequest, Unauthorized
+from edge_asr.manager import ModelManager
+
+bp = Blueprint("management", __name__)
+WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+
+
+def manager() -> ModelManager:
+    return current_app.extensions["edge_asr.manager"]
+
+
+@bp.before_request
+def require_api_key() -> None:
+    key = current_app.extensions["edge_asr.config"].api_key
+    if key and request.method in WRITE_METHODS and request.path.startswith("/api/"):
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise Unauthorized("this endpoint needs 'Authorization: Bearer <EDGE_ASR_API_KEY>'")
+
+
+def _float_arg(name: str) -> float | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequest(f"?{name}= must be a number of seconds, not {value!r}") from None
+    if number < 0:
+        raise InvalidRequest(f"?{name}= must not be negative")
+    return number
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/api/models")
+def models() -> Response:
+    return jsonify({"models": manager().statuses()})
+
+
+@bp.get("/api/models/<model_id>")
+def model(model_id: str) -> Response:
+    return jsonify(manager().status(model_id))
+
+
+@bp.post("/api/models/<model_id>/load")
+def load(model_id: str) -> Response:
+    return jsonify(manager().load(model_id))
+
+
+@bp.post("/api/models/<model_id>/unload")
+def unload(model_id: str) -> Response:
+    return jsonify(manager().unload(model_id, wait=_float_arg("wait")))
+
+
+@bp.patch("/api/models/<model_id>/settings")
+def settings(model_id: str) -> Response:
+    patch = request.get_json(silent=True)
+    if not isinstance(patch, dict):
+        raise InvalidRequest('the body must be a JSON object of settings, e.g. {"language": "en"}')
+    return jsonify({"id": model_id, "settings": manager().update_settings(model_id, patch)})
+
+
+@bp.post("/api/system/free")
+def free() -> Response:
+    return jsonify(manager().free())
+
+
+@bp.get("/api/system/memory")
+def memory() -> Response:
+    source = manager().memory
+    since = _float_arg("since") or 0.0
+    current = source.read()
+    return jsonify({
+        "source": source.name,
+        "current": current.as_dict(),
+        "history": [r.as_dict() for r in source.history(since)],
+    })  # fmt: skip
+
+
+@bp.get("/api/events")
+def events() -> Response:
+    return jsonify({"events": manager().events.recent(_float_arg("since") or 0.0, request.args.get("model"))})

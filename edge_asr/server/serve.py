@@ -1,0 +1,39 @@
+"""Run the service: one process, a thread pool (waitress), models in spawned workers.
+
+One process because CUDA contexts do not survive ``fork``; threads because requests spend their
+time waiting on workers. SIGTERM/SIGINT stop accepting requests, then release every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+import waitress
+
+from edge_asr.config import Config
+from edge_asr.server import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve(config: Config) -> None:
+    app = create_app(config)
+    manager = app.extensions["edge_asr.manager"]
+    server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads)
+    signal.signal(signal.SIGTERM, _stop)
+    log.info("edge-asr listening on http://%s:%d (models: %s)", config.host, config.port,
+             ", ".join(s.id for s in manager.specs()))  # fmt: skip
+    try:
+        server.run()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopping")
+    finally:
+        server.close()
+        manager.shutdown()
+        log.info("stopped; all workers released")

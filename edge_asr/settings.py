@@ -1,0 +1,73 @@
+"""Per-model settings a user may change: what they mean, their defaults, their validation.
+
+Stored overrides live in the ``StateStore``; the effective settings are the manifest's defaults
+overlaid with them. They survive unloads and restarts and apply at the next request or load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_asr.errors import InvalidRequest
+from edge_asr.manifest import ModelSpec
+from edge_asr.units import parse_duration
+
+ASR_ONLY = {"language", "prompt"}
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _keep_alive(value: Any) -> str | float:
+    parse_duration(value)
+    return value
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+VALIDATORS = {
+    "language": _text,  # spoken language (multilingual speech models)
+    "prompt": _text,  # initial prompt / hotwords, biases every transcription
+    "keep_alive": _keep_alive,  # idle time before hibernation: "5m", 300, 0 (after each request), -1 (never)
+    "priority": _priority,  # lower is evicted first
+    "pinned": _flag,  # never evicted to make room
+}
+
+
+def defaults(spec: ModelSpec) -> dict[str, Any]:
+    base: dict[str, Any] = {"keep_alive": spec.keep_alive, "priority": spec.priority, "pinned": False}
+    if spec.task == "asr":
+        base |= {"language": None, "prompt": None}
+    return base | {k: v for k, v in spec.settings.items() if k in VALIDATORS}
+
+
+def merge(spec: ModelSpec, stored: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """The stored overrides after ``patch``; a ``null`` value returns that setting to its default."""
+    if not isinstance(patch, dict):
+        raise InvalidRequest("settings must be a JSON object")
+    updated = dict(stored)
+    for key, value in patch.items():
+        if key not in VALIDATORS or (key in ASR_ONLY and spec.task != "asr"):
+            allowed = sorted(k for k in VALIDATORS if spec.task == "asr" or k not in ASR_ONLY)
+            raise InvalidRequest(f"unknown setting {key!r} for model {spec.id!r}; known: {', '.join(allowed)}")
+        if value is None:
+            updated.pop(key, None)
+            continue
+        try:
+            updated[key] = VALIDATORS[key](value)
+        except ValueError as e:
+            raise InvalidRequest(f"setting {key!r}: {e}") from None
+    return updated

@@ -1,0 +1,92 @@
+"""A real edge-asr service on loopback, run as its own process (`python -m edge_asr serve`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid``, zombies included (an unreaped worker is a leak too)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+class Service:
+    def __init__(self, state_dir: Path, **env: str):
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "EDGE_ASR_STATE_DIR": str(state_dir), "EDGE_ASR_PORT": str(self.port), **env}
+        self.log = state_dir / "service.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Service:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge_asr", "serve"], env=self.env, stdin=subprocess.DEVNULL,
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the service exited: {self.log.read_text()[-3000:]}"
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise TimeoutError("the service did not start")
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def workers(self) -> list[int]:
+        """Worker processes (the resource tracker that multiprocessing starts is not one)."""
+        assert self.process is not None
+        pids = children(self.process.pid)
+        return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+    # -- API helpers -------------------------------------------------------------------------
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=kw.pop("timeout", 60), **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=kw.pop("timeout", 120), **kw)
+
+    def patch(self, path: str, **kw) -> requests.Response:
+        return requests.patch(self.url + path, timeout=kw.pop("timeout", 60), **kw)
+
+    def transcribe(self, audio: Path | bytes, model: str = "whisper-tiny-en", **fields: str) -> requests.Response:
+        data = audio.read_bytes() if isinstance(audio, Path) else audio
+        return self.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)}, data={"model": model, **fields})
+
+    def model(self, model_id: str = "whisper-tiny-en") -> dict:
+        return self.get(f"/api/models/{model_id}").json()

@@ -1,0 +1,160 @@
+"""The HTTP API on a real service process: shapes (the contract), transcription, and bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile
+
+from edge_asr.evaluation import word_error_rate
+from edge_asr.samples import REFERENCES
+from tests.service import Service
+
+MODEL_FIELDS = {"id", "task", "state", "in_flight", "footprint_bytes", "loaded_at", "last_used", "expires_at",
+                "last_unload_reason", "settings"}
+EVENT_FIELDS = {"time", "model", "from", "to", "reason", "mem_available_before", "mem_available_after", "duration_s"}
+
+
+def assert_openai_error(response, status: int, code: str, words: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and words in error["message"], error
+    assert set(error) >= {"message", "type", "code"}
+
+
+def test_transcription_json_and_text(service: Service, clips):
+    r = service.transcribe(clips["beckett"])
+    assert r.status_code == 200
+    assert word_error_rate(REFERENCES["beckett"], r.json()["text"]) < 0.05
+    r = service.transcribe(clips["two_cities"], response_format="text")
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert word_error_rate(REFERENCES["two_cities"], r.text) < 0.05
+
+
+def test_models_listing_and_lifecycle_contract(service: Service, clips):
+    assert service.get("/healthz").json() == {"status": "ok"}
+    ids = [m["id"] for m in service.get("/v1/models").json()["data"]]
+    assert ids == ["whisper-tiny-en", "smollm2-135m-instruct"]
+    before = service.model()
+    assert before["state"] == "unloaded" and set(before) >= MODEL_FIELDS
+    assert service.transcribe(clips["beckett"]).ok
+    loaded = service.model()
+    assert loaded["state"] == "ready" and loaded["in_flight"] == 0
+    assert loaded["footprint_bytes"] > 50e6 and loaded["worker_pid"] and loaded["providers"][-1] == "CPUExecutionProvider"
+    assert loaded["expires_at"] == pytest.approx(loaded["last_used"] + 300)  # keep_alive "5m" from the manifest
+    r = service.post("/api/models/whisper-tiny-en/unload")
+    assert r.json()["unloaded"] and r.json()["worker"]["exit"] == "exited with status 0"
+    after = service.model()
+    assert after["state"] == "unloaded" and after["last_unload_reason"] == "user" and after["worker_pid"] is None
+    events = service.get("/api/events").json()["events"]
+    assert [(e["from"], e["to"]) for e in events] == [("unloaded", "ready"), ("ready", "unloaded")]
+    assert all(set(e) >= EVENT_FIELDS for e in events)
+    assert events[0]["mem_available_before"] - events[0]["mem_available_after"] == loaded["footprint_bytes"]
+    lines = (service.state_dir / "events.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+
+
+def test_memory_endpoint(service: Service):
+    body = service.get("/api/system/memory").json()
+    assert body["source"] == "meminfo"
+    current = body["current"]
+    assert 0 < current["available_bytes"] <= current["total_bytes"]
+    assert current["used_bytes"] == current["total_bytes"] - current["available_bytes"]
+    assert body["history"][-1] == current
+
+
+def test_load_free_and_cli(service: Service):
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "edge_asr"]
+    env = {**service.env}
+    done = subprocess.run([*cli, "load", "whisper-tiny-en"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "whisper-tiny-en: ready" in done.stdout, done.stderr
+    ps = subprocess.run([*cli, "ps"], capture_output=True, text=True, env=env, timeout=60).stdout
+    assert any(line.split()[:3] == ["whisper-tiny-en", "asr", "ready"] for line in ps.splitlines())
+    freed = service.post("/api/system/free").json()
+    assert freed["unloaded"] == ["whisper-tiny-en"] and isinstance(freed["reclaimed_bytes"], int)
+    done = subprocess.run([*cli, "unload", "whisper-tiny-en"], capture_output=True, text=True, env=env, timeout=60)
+    assert "was not loaded (unloaded)" in done.stdout
+    assert service.workers() == []
+
+
+def wav(samples: np.ndarray, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fields", "audio", "status", "code", "words"),
+    [
+        ({"model": "nope"}, None, 404, "model_not_found", "'nope' does not exist"),
+        ({"model": "smollm2-135m-instruct"}, None, 400, "invalid_request", "is a llm model"),
+        ({"response_format": "yaml"}, None, 400, "invalid_request", "response_format must be one of"),
+        ({}, b"", 400, "invalid_request", "empty"),
+        ({}, b"RIFF\x00\x00\x00\x00WAVEfmt garbage", 400, "invalid_request", "not a readable audio file"),
+        ({}, b"just some text\n" * 20, 400, "invalid_request", "not a readable audio file"),
+        ({}, "nan", 400, "invalid_request", "NaN"),
+    ],
+    ids=["unknown-model", "llm-model", "bad-format", "empty", "corrupt", "text", "nan"],
+)
+def test_bad_transcription_requests(service: Service, clips, fields, audio, status, code, words):
+    if audio is None:
+        audio = clips["beckett"]
+    elif audio == "nan":
+        audio = wav(np.full(1600, np.nan, np.float32))
+    assert_openai_error(service.transcribe(audio, **fields), status, code, words)
+    assert service.model()["state"] in ("unloaded", "ready")  # nothing broke
+
+
+def test_missing_file_field(service: Service):
+    r = service.post("/v1/audio/transcriptions", data={"model": "whisper-tiny-en"})
+    assert_openai_error(r, 400, "invalid_request", "'file'")
+
+
+def test_unknown_routes_and_methods_are_json(service: Service):
+    assert_openai_error(service.get("/v1/nothing"), 404, "not_found", "")
+    assert service.get("/v1/audio/transcriptions").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_settings_validation(service: Service):
+    url = "/api/models/whisper-tiny-en/settings"
+    assert_openai_error(service.patch(url, data="{not json", headers={"Content-Type": "application/json"}), 400,
+                        "invalid_request", "JSON object")
+    assert_openai_error(service.patch(url, json={"colour": "blue"}), 400, "invalid_request", "unknown setting 'colour'")
+    assert_openai_error(service.patch(url, json={"keep_alive": "soon"}), 400, "invalid_request", "not a duration")
+    assert_openai_error(service.patch(url, json={"pinned": "yes"}), 400, "invalid_request", "true or false")
+    assert_openai_error(service.patch("/api/models/smollm2-135m-instruct/settings", json={"language": "en"}), 400,
+                        "invalid_request", "unknown setting 'language'")
+    assert_openai_error(service.patch("/api/models/nope/settings", json={}), 404, "model_not_found", "nope")
+    r = service.patch(url, json={"prompt": "Beckett, Worstward Ho", "keep_alive": "2m", "priority": 3})
+    assert r.json()["settings"]["prompt"] == "Beckett, Worstward Ho" and r.json()["settings"]["keep_alive"] == "2m"
+    r = service.patch(url, json={"prompt": None})
+    assert r.json()["settings"]["prompt"] is None and r.json()["settings"]["priority"] == 3
+
+
+def test_bad_wait_argument(service: Service):
+    assert_openai_error(service.post("/api/models/whisper-tiny-en/unload?wait=abc"), 400, "invalid_request", "wait")
+
+
+def test_upload_over_the_limit_is_413(tmp_path, whisper_spec, clips):
+    svc = Service(tmp_path / "state", EDGE_ASR_MAX_UPLOAD_BYTES="100kB").start()
+    try:
+        assert_openai_error(svc.transcribe(clips["beckett"]), 413, "payload_too_large", "limit of 0 MB")
+        assert svc.model()["state"] == "unloaded"
+    finally:
+        svc.stop()
+
+
+def test_api_key_guards_management_writes(tmp_path, whisper_spec):
+    svc = Service(tmp_path / "state", EDGE_ASR_API_KEY="s3cret").start()
+    try:
+        assert_openai_error(svc.post("/api/system/free"), 401, "invalid_api_key", "Bearer")
+        assert svc.post("/api/system/free", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert svc.post("/api/system/free", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert svc.get("/api/models").status_code == 200  # reads stay open
+    finally:
+        svc.stop()
