@@ -2,7 +2,7 @@
 same Whisper tiny.en weights and clips, in one process, both greedy, fp32, without timestamps, on
 the same number of threads. Prints one JSON line per clip and a summary with the ratio.
 
-usage: python bench/whisper_rtf.py [--repeats N]     (in the environment of scripts/env.sh)
+usage: python -m bench.whisper_rtf [--repeats N]     (from the repo root, after `source scripts/env.sh`)
 """
 
 from __future__ import annotations

@@ -43,10 +43,14 @@ class Service:
 
     def start(self) -> Service:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge_asr", "serve"], env=self.env, stdin=subprocess.DEVNULL,
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-        )
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge_asr", "serve"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"the service exited: {self.log.read_text()[-3000:]}"
@@ -86,7 +90,9 @@ class Service:
 
     def transcribe(self, audio: Path | bytes, model: str = "whisper-tiny-en", **fields: str) -> requests.Response:
         data = audio.read_bytes() if isinstance(audio, Path) else audio
-        return self.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)}, data={"model": model, **fields})
+        return self.post(
+            "/v1/audio/transcriptions", files={"file": ("clip.wav", data)}, data={"model": model, **fields}
+        )
 
     def model(self, model_id: str = "whisper-tiny-en") -> dict:
         return self.get(f"/api/models/{model_id}").json()

@@ -31,6 +31,15 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss_bytes() -> int:
+    """The most this process has held at once (VmHWM): the model plus its largest request."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return rss_bytes()
+
+
 def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the front process's to handle
     logging.basicConfig(level=logging.INFO, format=f"[worker {spec.id} %(process)d] %(message)s")
@@ -41,8 +50,12 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
         conn.send(("load_failed", f"{type(e).__name__}: {e}"))
         return
     rss_loaded = rss_bytes()
-    conn.send(("ready", {"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded,
-                         "providers": runner.providers()}))  # fmt: skip
+    conn.send(
+        (
+            "ready",
+            {"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded, "providers": runner.providers()},
+        )
+    )
     while True:
         try:
             message = conn.recv()
@@ -57,7 +70,12 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
     del runner
     gc.collect()
     trim_heap()
-    report = {"rss_before_release": rss_before, "rss_after_release": rss_bytes(), "rss_start": rss_start}
+    report = {
+        "rss_start": rss_start,
+        "rss_peak": peak_rss_bytes(),
+        "rss_before_release": rss_before,
+        "rss_after_release": rss_bytes(),
+    }
     with contextlib.suppress(BrokenPipeError, OSError):
         conn.send(("released", report))
 

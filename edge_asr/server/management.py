@@ -82,11 +82,13 @@ def memory() -> Response:
     source = manager().memory
     since = _float_arg("since") or 0.0
     current = source.read()
-    return jsonify({
-        "source": source.name,
-        "current": current.as_dict(),
-        "history": [r.as_dict() for r in source.history(since)],
-    })  # fmt: skip
+    return jsonify(
+        {
+            "source": source.name,
+            "current": current.as_dict(),
+            "history": [r.as_dict() for r in source.history(since)],
+        }
+    )
 
 
 @bp.get("/api/events")

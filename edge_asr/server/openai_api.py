@@ -21,11 +21,15 @@ def manager() -> ModelManager:
 
 @bp.get("/models")
 def list_models() -> Response:
-    return jsonify({
-        "object": "list",
-        "data": [{"id": s.id, "object": "model", "created": 0, "owned_by": "edge-asr", "task": s.task}
-                 for s in manager().specs()],
-    })  # fmt: skip
+    return jsonify(
+        {
+            "object": "list",
+            "data": [
+                {"id": s.id, "object": "model", "created": 0, "owned_by": "edge-asr", "task": s.task}
+                for s in manager().specs()
+            ],
+        }
+    )
 
 
 @bp.post("/audio/transcriptions")

@@ -13,6 +13,7 @@ from types import FrameType
 import waitress
 
 from edge_asr.config import Config
+from edge_asr.memory import limit_malloc_arenas
 from edge_asr.server import create_app
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,17 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(config: Config) -> None:
+    limit_malloc_arenas()
     app = create_app(config)
     manager = app.extensions["edge_asr.manager"]
     server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads)
     signal.signal(signal.SIGTERM, _stop)
-    log.info("edge-asr listening on http://%s:%d (models: %s)", config.host, config.port,
-             ", ".join(s.id for s in manager.specs()))  # fmt: skip
+    log.info(
+        "edge-asr listening on http://%s:%d (models: %s)",
+        config.host,
+        config.port,
+        ", ".join(s.id for s in manager.specs()),
+    )
     try:
         server.run()
     except (KeyboardInterrupt, SystemExit):

@@ -1,0 +1,116 @@
+"""Lifecycle costs of the service, each as a ratio against a reference measured in the same run:
+
+(a) wake latency: the first transcription on an unloaded model through the service (HTTP, worker
+    spawn, sessions, inference) versus a fresh Python process that creates the same ONNX Runtime
+    sessions and runs the same inference;
+(b) HTTP overhead: a warm transcription through the service versus the library in-process;
+(c) N load/transcribe/unload cycles through the API: available memory at the end against the
+    start (polled up to 30 s: this VM returns freed pages lazily), workers left, time per cycle.
+
+usage: python -m bench.lifecycle [--cycles 200] [--repeats 5]   (from the repo root, after `source scripts/env.sh`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edge_asr.audio import decode_audio
+from edge_asr.config import load_config
+from edge_asr.manifest import get_model
+from edge_asr.samples import sample_clips
+from edge_asr.whisper.model import WhisperModel
+from edge_asr.whisper.transcribe import transcribe
+from tests.service import Service
+
+FRESH_PROCESS = """
+import sys, time
+start = time.perf_counter()
+from pathlib import Path
+from edge_asr.audio import decode_audio
+from edge_asr.whisper.model import WhisperModel
+from edge_asr.whisper.transcribe import transcribe
+text = transcribe(WhisperModel(Path(sys.argv[1])), decode_audio(sys.argv[2])).text
+print(time.perf_counter() - start)
+"""
+
+
+def available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable")
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    config = load_config()
+    spec = get_model(config, "whisper-tiny-en")
+    clip = sample_clips(config)["beckett"]
+    data = clip.read_bytes()
+    with tempfile.TemporaryDirectory() as state:
+        service = Service(Path(state)).start()
+        try:
+
+            def wake():
+                service.post("/api/models/whisper-tiny-en/unload")
+                assert service.transcribe(data).ok
+
+            def fresh_process():
+                subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(spec.directory), str(clip)], check=True,
+                               capture_output=True)
+
+            wake_s, fresh_s = median_time(wake, args.repeats), median_time(fresh_process, args.repeats)
+            print(json.dumps({"bench": "wake latency", "service_first_request_s": round(wake_s, 3),
+                              "fresh_process_s": round(fresh_s, 3), "ratio": round(wake_s / fresh_s, 3)}))
+
+            model, audio = WhisperModel(spec.directory), decode_audio(clip)
+            transcribe(model, audio)
+            assert service.transcribe(data).ok
+            http_s = median_time(lambda: service.transcribe(data), args.repeats * 2)
+            local_s = median_time(lambda: transcribe(model, audio), args.repeats * 2)
+            print(json.dumps({"bench": "http overhead (warm)", "service_s": round(http_s, 3),
+                              "in_process_s": round(local_s, 3), "ratio": round(http_s / local_s, 3)}))
+            del model
+
+            service.post("/api/models/whisper-tiny-en/unload")
+            time.sleep(2)
+            start_available = statistics.median(available() for _ in range(5))
+            start = time.perf_counter()
+            for _ in range(args.cycles):
+                assert service.transcribe(data).ok
+                assert service.post("/api/models/whisper-tiny-en/unload").json()["unloaded"]
+            per_cycle = (time.perf_counter() - start) / args.cycles
+            immediate = available() - start_available
+            deadline = time.monotonic() + 30
+            while abs(available() - start_available) >= 16e6 and time.monotonic() < deadline:
+                time.sleep(0.25)
+            print(json.dumps({"bench": f"{args.cycles} load/transcribe/unload cycles", "s_per_cycle": round(per_cycle, 3),
+                              "available_delta_immediately_mb": round(immediate / 1e6, 1),
+                              "available_delta_settled_mb": round((available() - start_available) / 1e6, 1),
+                              "settle_s": round(30 - max(0.0, deadline - time.monotonic()), 1),
+                              "workers_left": len(service.workers())}))
+        finally:
+            service.stop()
+
+
+if __name__ == "__main__":
+    main()
