@@ -57,6 +57,24 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def http_overhead(service: Service, data: bytes, model_dir: Path, clip: Path, repeats: int) -> None:
+    model, audio = WhisperModel(model_dir), decode_audio(clip)
+    transcribe(model, audio)
+    assert service.transcribe(data).ok
+    http_s = median_time(lambda: service.transcribe(data), repeats)
+    local_s = median_time(lambda: transcribe(model, audio), repeats)
+    print(
+        json.dumps(
+            {
+                "bench": "http overhead (warm)",
+                "service_s": round(http_s, 3),
+                "in_process_s": round(local_s, 3),
+                "ratio": round(http_s / local_s, 3),
+            }
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=200)
@@ -75,21 +93,25 @@ def main() -> None:
                 assert service.transcribe(data).ok
 
             def fresh_process():
-                subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(spec.directory), str(clip)], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-c", FRESH_PROCESS, str(spec.directory), str(clip)],
+                    check=True,
+                    capture_output=True,
+                )
 
             wake_s, fresh_s = median_time(wake, args.repeats), median_time(fresh_process, args.repeats)
-            print(json.dumps({"bench": "wake latency", "service_first_request_s": round(wake_s, 3),
-                              "fresh_process_s": round(fresh_s, 3), "ratio": round(wake_s / fresh_s, 3)}))
+            print(
+                json.dumps(
+                    {
+                        "bench": "wake latency",
+                        "service_first_request_s": round(wake_s, 3),
+                        "fresh_process_s": round(fresh_s, 3),
+                        "ratio": round(wake_s / fresh_s, 3),
+                    }
+                )
+            )
 
-            model, audio = WhisperModel(spec.directory), decode_audio(clip)
-            transcribe(model, audio)
-            assert service.transcribe(data).ok
-            http_s = median_time(lambda: service.transcribe(data), args.repeats * 2)
-            local_s = median_time(lambda: transcribe(model, audio), args.repeats * 2)
-            print(json.dumps({"bench": "http overhead (warm)", "service_s": round(http_s, 3),
-                              "in_process_s": round(local_s, 3), "ratio": round(http_s / local_s, 3)}))
-            del model
+            http_overhead(service, data, spec.directory, clip, args.repeats * 2)
 
             service.post("/api/models/whisper-tiny-en/unload")
             time.sleep(2)
@@ -103,11 +125,18 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while abs(available() - start_available) >= 16e6 and time.monotonic() < deadline:
                 time.sleep(0.25)
-            print(json.dumps({"bench": f"{args.cycles} load/transcribe/unload cycles", "s_per_cycle": round(per_cycle, 3),
-                              "available_delta_immediately_mb": round(immediate / 1e6, 1),
-                              "available_delta_settled_mb": round((available() - start_available) / 1e6, 1),
-                              "settle_s": round(30 - max(0.0, deadline - time.monotonic()), 1),
-                              "workers_left": len(service.workers())}))
+            print(
+                json.dumps(
+                    {
+                        "bench": f"{args.cycles} load/transcribe/unload cycles",
+                        "s_per_cycle": round(per_cycle, 3),
+                        "available_delta_immediately_mb": round(immediate / 1e6, 1),
+                        "available_delta_settled_mb": round((available() - start_available) / 1e6, 1),
+                        "settle_s": round(30 - max(0.0, deadline - time.monotonic()), 1),
+                        "workers_left": len(service.workers()),
+                    }
+                )
+            )
         finally:
             service.stop()
 

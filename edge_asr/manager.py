@@ -34,7 +34,7 @@ from edge_asr.errors import (
 )
 from edge_asr.events import EventLog
 from edge_asr.manifest import ModelSpec, load_manifest
-from edge_asr.memory import MemInfoSource, MemorySource, trim_heap
+from edge_asr.memory import MemInfoSource, MemoryReading, MemorySource, trim_heap
 from edge_asr.state import StateStore
 from edge_asr.units import parse_duration
 
@@ -268,14 +268,14 @@ class ModelManager:
                 rec.loaded_at = rec.last_used = time.time()
                 rec.providers = worker.load_report["providers"]
                 self._cond.notify_all()
-            self.events.record(
-                rec.spec.id,
-                previous.value,
-                State.READY.value,
+            self._record_transition(
+                rec,
+                previous,
+                State.READY,
                 reason,
-                mem_available_before=before.available_bytes,
-                mem_available_after=after.available_bytes,
-                duration_s=round(time.monotonic() - start, 3),
+                before,
+                after,
+                start,
                 footprint_bytes=footprint,
                 worker_rss_bytes=worker.load_report["rss_loaded"],
                 worker_pid=worker.pid,
@@ -371,19 +371,41 @@ class ModelManager:
             rec.state, rec.reason, rec.worker = State.UNLOADED, f"unloaded ({reason})", None
             rec.loaded_at, rec.providers, rec.last_unload_reason = None, [], reason
             self._cond.notify_all()
-        self.events.record(
-            rec.spec.id,
-            State.READY.value,
-            State.UNLOADED.value,
+        self._record_transition(
+            rec,
+            State.READY,
+            State.UNLOADED,
             reason,
-            mem_available_before=before.available_bytes,
-            mem_available_after=after.available_bytes,
-            duration_s=round(time.monotonic() - start, 3),
+            before,
+            after,
+            start,
             reclaimed_bytes=reclaimed,
             residue_bytes=footprint - reclaimed,
             worker=report,
         )
         return {"model": rec.spec.id, "unloaded": True, "reclaimed_bytes": reclaimed, "worker": report}
+
+    def _record_transition(
+        self,
+        rec: ModelRecord,
+        from_state: State,
+        to_state: State,
+        reason: str,
+        before: MemoryReading,
+        after: MemoryReading,
+        start: float,
+        **details: Any,
+    ) -> None:
+        self.events.record(
+            rec.spec.id,
+            from_state.value,
+            to_state.value,
+            reason,
+            mem_available_before=before.available_bytes,
+            mem_available_after=after.available_bytes,
+            duration_s=round(time.monotonic() - start, 3),
+            **details,
+        )
 
     def free(self) -> dict[str, Any]:
         """Unload every idle model that is not pinned."""

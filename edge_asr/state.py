@@ -16,6 +16,9 @@ class StateStore:
         self.dir = state_dir
         self._lock = threading.Lock()
         (self.dir / "settings").mkdir(parents=True, exist_ok=True)
+        # Temp files of writes a crash interrupted (their target kept its previous content).
+        for stale in [*self.dir.glob(".*.json.*"), *(self.dir / "settings").glob(".*.json.*")]:
+            stale.unlink(missing_ok=True)
 
     def _settings_path(self, model_id: str) -> Path:
         return self.dir / "settings" / f"{model_id}.json"

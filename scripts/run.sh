@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Command 1: set up everything (cached), prepare the default models on first run, then transcribe
-# the sample clips with the default speech model. (The HTTP service replaces this demo in issue 3.)
+# Command 1: set up everything (cached), prepare the default models on first run, then run the
+# service. Arguments go to `edge-asr serve` (e.g. --host 0.0.0.0 to answer the LAN).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 edge-asr models prepare
-edge-asr samples | while IFS=$'\t' read -r name path; do
-  echo "== $name"
-  edge-asr transcribe "$path" "$@"
-done
+exec edge-asr serve "$@"
