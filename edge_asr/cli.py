@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import click
 
 from edge_asr.audio import AudioError, decode_audio
 from edge_asr.config import Config, load_config
+from edge_asr.formats import RESPONSE_FORMATS, render
 from edge_asr.manifest import UnknownModelError, get_model, load_manifest
 
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
@@ -88,10 +88,12 @@ def models_import(config: Config, kind: str, hf_dir: Path, model_id: str, precis
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "model_id", default=DEFAULT_ASR_MODEL, show_default=True)
 @click.option("--language", default=None, help="Spoken language (multilingual models).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--prompt", default=None, help="Initial prompt / hotwords that bias spelling and vocabulary.")
+@click.option("--format", "fmt", type=click.Choice(RESPONSE_FORMATS), default="text", show_default=True)
 @click.pass_obj
-def transcribe(config: Config, file: Path, model_id: str, language: str | None, fmt: str) -> None:
-    """Print the transcript of an audio FILE."""
+def transcribe(config: Config, file: Path, model_id: str, language: str | None, prompt: str | None, fmt: str) -> None:
+    """Print the transcript of an audio FILE (in this process; no service needed)."""
+    from edge_asr.vad import SileroVad
     from edge_asr.whisper.model import WhisperModel
     from edge_asr.whisper.transcribe import transcribe as run
 
@@ -99,28 +101,18 @@ def transcribe(config: Config, file: Path, model_id: str, language: str | None, 
         spec = get_model(config, model_id)
         if spec.task != "asr":
             raise click.ClickException(f"model {model_id!r} is a {spec.task} model, not a speech model")
-        if not spec.present:
-            raise click.ClickException(f"model {model_id!r} is not prepared; run `edge-asr models prepare`")
+        vad = get_model(config, spec.vad or "silero-vad")
+        for needed in (spec, vad):
+            if not needed.present:
+                raise click.ClickException(f"model {needed.id!r} is not prepared; run `edge-asr models prepare`")
         audio = decode_audio(file)
         model = WhisperModel(spec.directory, spec.providers, config.ort_threads)
-        start = time.perf_counter()
-        result = run(model, audio, language or spec.settings.get("language"))
-        elapsed = time.perf_counter() - start
+        language = language or spec.settings.get("language")
+        result = run(model, SileroVad(vad.directory / vad.files[0]), audio, language=language, prompt=prompt)
     except (AudioError, UnknownModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "text": result.text,
-                    "duration": round(result.duration, 3),
-                    "model": model_id,
-                    "processing_s": round(elapsed, 3),
-                }
-            )
-        )
-    else:
-        click.echo(result.text)
+    transcript = {"text": result.text, "duration": result.duration, "segments": [s.as_dict() for s in result.segments]}
+    click.echo(render(transcript, fmt, language or "en"), nl=False)
 
 
 @cli.command()

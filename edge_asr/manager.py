@@ -15,7 +15,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_sentinels
@@ -73,7 +73,8 @@ class ModelManager:
         self.memory = memory
         self.store = store
         self.events = events
-        self._records = {spec.id: ModelRecord(spec) for spec in load_manifest(config).values()}
+        served = [spec for spec in load_manifest(config).values() if spec.task != "vad"]
+        self._records = {spec.id: ModelRecord(spec) for spec in served}
         self._footprints = store.footprints()
         self._cond = threading.Condition()
         self._lifecycle = threading.RLock()  # one load or unload at a time
@@ -445,6 +446,13 @@ class Lease:
     def call(self, method: str, **kwargs: Any) -> Any:
         try:
             return self._worker.call(method, **kwargs)
+        except WorkerDied as e:
+            self._manager._crashed(self._record, self._worker, e.message)
+            raise
+
+    def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
+        try:
+            return (yield from self._worker.stream(method, **kwargs))
         except WorkerDied as e:
             self._manager._crashed(self._record, self._worker, e.message)
             raise

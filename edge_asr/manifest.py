@@ -15,7 +15,7 @@ import tomli_w
 from edge_asr.config import Config, tomllib
 from edge_asr.fsutil import atomic_write_text
 
-TASKS = ("asr", "llm")
+TASKS = ("asr", "llm", "vad")  # vad models serve inside speech models' workers
 
 
 class UnknownModelError(KeyError):
@@ -37,6 +37,7 @@ class ModelSpec:
     priority: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] | None = None
+    vad: str | None = None  # id of the VAD model a speech model cuts long audio with
 
     @property
     def missing_files(self) -> list[str]:
@@ -70,6 +71,7 @@ def _spec(model_id: str, entry: dict[str, Any], models_path: Path, source: Path)
             priority=int(entry.get("priority", 0)),
             settings=dict(entry.get("settings", {})),
             prepare=entry.get("prepare"),
+            vad=entry.get("vad"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source}: model {model_id!r} is malformed: {e}") from e

@@ -12,6 +12,7 @@ from edge_asr.audio import decode_audio
 from edge_asr.config import Config, load_config
 from edge_asr.manifest import ModelSpec, get_model
 from edge_asr.samples import sample_clips
+from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 
 
@@ -30,6 +31,13 @@ def whisper_spec(config: Config) -> ModelSpec:
 @pytest.fixture(scope="session")
 def whisper(whisper_spec: ModelSpec) -> WhisperModel:
     return WhisperModel(whisper_spec.directory)
+
+
+@pytest.fixture(scope="session")
+def vad(config: Config) -> SileroVad:
+    spec = get_model(config, "silero-vad")
+    assert spec.present, "run `edge-asr models prepare` first"
+    return SileroVad(spec.directory / spec.files[0])
 
 
 @pytest.fixture(scope="session")

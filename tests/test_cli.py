@@ -20,12 +20,14 @@ def test_transcribe_prints_the_text(clips):
     assert word_error_rate(REFERENCES["beckett"], done.stdout) < 0.05
 
 
-def test_transcribe_json(clips):
-    done = edge_asr("transcribe", str(clips["beckett"]), "--format", "json")
+def test_transcribe_verbose_json_and_srt(clips):
+    done = edge_asr("transcribe", str(clips["beckett"]), "--format", "verbose_json")
     result = json.loads(done.stdout)
-    assert result["model"] == "whisper-tiny-en"
-    assert abs(result["duration"] - 9.96) < 0.01
+    assert result["language"] == "english" and abs(result["duration"] - 9.963) < 0.001
     assert word_error_rate(REFERENCES["beckett"], result["text"]) < 0.05
+    assert result["segments"][0]["start"] < 0.5
+    srt = edge_asr("transcribe", str(clips["beckett"]), "--format", "srt").stdout
+    assert srt.startswith("1\n00:00:00,") and "Fail better." in srt
 
 
 def test_non_audio_file_is_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
-"""Whisper on ONNX Runtime against published texts, across sample rates, channels and codecs."""
+"""Whisper with VAD on ONNX Runtime against published texts: rates, channels, codecs, timestamps,
+silence, prompts, and a long recording in bounded pieces."""
 
 from __future__ import annotations
 
@@ -12,22 +13,45 @@ import soxr
 from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from edge_asr.whisper.transcribe import split_windows, transcribe
+from edge_asr.vad import Span, chunk_spans, spans_from_probabilities
+from edge_asr.whisper.decoding import compression_ratio
+from edge_asr.whisper.transcribe import transcribe
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_public_domain_readings_under_5_percent_wer(whisper, speech, name):
-    result = transcribe(whisper, speech[name])
+def test_public_domain_readings_under_5_percent_wer(whisper, vad, speech, name):
+    result = transcribe(whisper, vad, speech[name])
     assert word_error_rate(REFERENCES[name], result.text) < 0.05, result.text
 
 
-def test_audio_longer_than_30s_is_decoded_in_windows(whisper, speech):
-    audio = speech["two_cities"]  # 44 s
-    result = transcribe(whisper, audio)
-    assert result.windows == 2
-    assert result.duration == pytest.approx(len(audio) / SAMPLE_RATE)
-    # the end of the reading comes from the second window
+def test_segments_are_ordered_within_the_audio_and_carry_scores(whisper, vad, speech):
+    audio = speech["two_cities"]  # 44 s: two chunks
+    result = transcribe(whisper, vad, audio)
+    assert len(result.segments) >= 6
+    assert [s.id for s in result.segments] == list(range(len(result.segments)))
+    times = [t for s in result.segments for t in (s.start, s.end)]
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= result.duration
+    assert all(s.end > s.start and s.text for s in result.segments)
+    assert all(-1 < s.avg_logprob <= 0 and 0 <= s.no_speech_prob < 0.6 and s.temperature == 0 for s in result.segments)
+    assert result.segments[0].text == "It was the best of times, it was the worst of times."
     assert result.text.rstrip(".").endswith("superlative degree of comparison only")
+
+
+def test_silence_and_noise_give_no_words(whisper, vad):
+    rng = np.random.default_rng(1)
+    for audio in (
+        np.zeros(20 * SAMPLE_RATE, np.float32),
+        (0.01 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32),
+    ):
+        result = transcribe(whisper, vad, audio)
+        assert result.text == "" and result.segments == []
+
+
+def test_timestamps_follow_the_speech(whisper, vad, speech):
+    silence = np.zeros(7 * SAMPLE_RATE, np.float32)
+    audio = np.concatenate([silence, speech["beckett"], silence])
+    segments = transcribe(whisper, vad, audio).segments
+    assert abs(segments[0].start - 7.0) < 1.0 and abs(segments[-1].end - (7.0 + 9.96)) < 1.5
 
 
 def reencode(audio: np.ndarray, rate: int, channels: int, fmt: str, subtype: str | None = None) -> bytes:
@@ -46,33 +70,49 @@ def reencode(audio: np.ndarray, rate: int, channels: int, fmt: str, subtype: str
         (48000, 2, "FLAC", None),
         (22050, 1, "OGG", "VORBIS"),
         (48000, 1, "WAV", "FLOAT"),
+        (44100, 2, "MP3", "MPEG_LAYER_III"),
     ],
 )
 @pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_other_rates_channels_and_codecs_transcribe_as_well(whisper, speech, name, rate, channels, fmt, subtype):
+def test_other_rates_channels_and_codecs_transcribe_as_well(whisper, vad, speech, name, rate, channels, fmt, subtype):
     audio = decode_audio(reencode(speech[name], rate, channels, fmt, subtype))
-    assert word_error_rate(REFERENCES[name], transcribe(whisper, audio).text) < 0.05
+    assert word_error_rate(REFERENCES[name], transcribe(whisper, vad, audio).text) < 0.05
 
 
-def test_decoded_tokens_are_text_only(whisper, speech):
-    tokens = whisper.decode_window(speech["beckett"])
-    assert tokens and max(tokens) < whisper.tokenizer.eot
+def test_a_prompt_steers_the_style(whisper, vad, speech):
+    plain = transcribe(whisper, vad, speech["beckett"]).text
+    prompted = transcribe(whisper, vad, speech["beckett"], prompt="um so yeah we just went there and uh it was fine i guess").text
+    assert plain.startswith("Ever tried, ever failed.")
+    assert prompted == prompted.lower() and "." not in prompted and "," not in prompted
+    assert word_error_rate(REFERENCES["beckett"], prompted) < 0.05
 
 
-def test_english_only_model_refuses_other_languages(whisper, speech):
+def test_english_only_model_refuses_other_languages(whisper, vad, speech):
     with pytest.raises(ValueError, match="English-only"):
-        whisper.decode_window(speech["beckett"], language="de")
+        transcribe(whisper, vad, speech["beckett"], language="de")
 
 
-def test_windows_are_cut_in_the_quietest_place():
-    rng = np.random.default_rng(0)
-    audio = rng.standard_normal(50 * SAMPLE_RATE).astype(np.float32)
-    audio[27 * SAMPLE_RATE : 27 * SAMPLE_RATE + SAMPLE_RATE // 5] = 0  # 200 ms pause at 27 s
-    first, second = split_windows(audio)
-    assert 27 * SAMPLE_RATE <= len(first) <= 27.2 * SAMPLE_RATE
-    assert len(first) + len(second) == len(audio)
+def test_compression_ratio_spots_loops():
+    assert compression_ratio("It was the best of times, it was the worst of times.") < 2.4
+    assert compression_ratio("Thank you. " * 30) > 2.4
 
 
-@pytest.mark.parametrize("seconds", [0.01, 1.0, 29.9, 30.0])
-def test_short_and_boundary_lengths_make_one_window(seconds):
-    assert len(split_windows(np.zeros(int(seconds * SAMPLE_RATE), np.float32))) == 1
+def test_vad_cuts_long_speech_at_its_longest_pause():
+    probs = np.ones(60 * SAMPLE_RATE // 512, np.float32)  # a minute of speech
+    probs[700:712] = 0.0  # a 384-ms pause at 22.4 s, the longest in the first 29 s
+    probs[800:804] = 0.0  # a 128-ms pause at 25.6 s
+    spans = spans_from_probabilities(probs, 60 * SAMPLE_RATE)
+    assert 22.3 < spans[0].end / SAMPLE_RATE < 22.8
+    assert all(s.end - s.start <= 29 * SAMPLE_RATE for s in spans)
+    assert sum(s.end - s.start for s in spans) >= 59 * SAMPLE_RATE
+
+
+def test_chunks_group_spans_up_to_30_seconds():
+    second = SAMPLE_RATE
+    spans = [
+        Span(0, 10 * second),
+        Span(12 * second, 25 * second),
+        Span(26 * second, 35 * second),
+        Span(40 * second, 41 * second),
+    ]
+    assert chunk_spans(spans) == [Span(0, 25 * second), Span(26 * second, 41 * second)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
+from collections.abc import Generator
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -70,12 +71,36 @@ class WorkerHandle:
         return describe_exit(self.process.exitcode)
 
     def call(self, method: str, **kwargs: Any) -> Any:
+        """Run ``method`` in the worker and return its result (partial results are dropped)."""
+        stream = self.stream(method, **kwargs)
+        while True:
+            try:
+                next(stream)
+            except StopIteration as done:
+                return done.value
+
+    def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
+        """Yield the partial results of ``method`` as the worker sends them; return the result.
+
+        Closed early (a client went away), it still reads the worker's remaining answers, so the
+        next request starts in step; the worker finishes the request first.
+        """
         with self._lock:
             try:
                 self._conn.send(("call", method, kwargs))
             except (BrokenPipeError, OSError):
                 raise self._died() from None
-            kind, *rest = self._receive(None)
+            finished = False
+            try:
+                while True:
+                    kind, *rest = self._receive(None)
+                    if kind != "partial":
+                        finished = True
+                        break
+                    yield rest[0]
+            finally:
+                while not finished:
+                    finished = self._receive(None)[0] != "partial"
         if kind == "ok":
             return rest[0]
         error_kind, message = rest

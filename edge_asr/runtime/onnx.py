@@ -56,5 +56,5 @@ def open_session(
     session = ort.InferenceSession(
         str(path), options, providers=chain, provider_options=[provider_options(p, cache, gpu_mem_limit) for p in chain]
     )
-    log.info("opened %s with %s", path.name, session.get_providers())
+    log.debug("opened %s with %s", path.name, session.get_providers())
     return session

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from edge_asr.audio import AudioError, decode_audio
-from edge_asr.errors import InvalidRequest
-from edge_asr.manager import ModelManager
+from edge_asr.errors import InvalidRequest, ServiceError
+from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
+from edge_asr.manager import Lease, ModelManager
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
-RESPONSE_FORMATS = ("json", "text")
+TRUE = ("true", "1", "yes")
 
 
 def manager() -> ModelManager:
@@ -32,8 +36,21 @@ def list_models() -> Response:
     )
 
 
+def _temperature(form: Any) -> float:
+    raw = form.get("temperature", "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"temperature must be a number between 0 and 1, not {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise InvalidRequest(f"temperature must be between 0 and 1, not {value}")
+    return value
+
+
 @bp.post("/audio/transcriptions")
 def transcriptions() -> Response:
+    """OpenAI's transcription endpoint. Requests for one model are served one at a time by its
+    worker, in arrival order (each waits for the previous: queued, not batched)."""
     form = request.form
     model_id = form.get("model") or DEFAULT_ASR_MODEL
     spec = manager().spec(model_id)
@@ -42,6 +59,13 @@ def transcriptions() -> Response:
     response_format = form.get("response_format", "json")
     if response_format not in RESPONSE_FORMATS:
         raise InvalidRequest(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}")
+    granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    if set(granularities) - {"segment"}:
+        raise InvalidRequest("timestamp_granularities supports 'segment' only (no word timestamps)")
+    stream = form.get("stream", "false").lower() in TRUE
+    if stream and response_format not in ("json", "text"):
+        raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
+    temperature = _temperature(form)
     upload = request.files.get("file")
     if upload is None:
         raise InvalidRequest("the multipart field 'file' (the audio) is missing")
@@ -49,14 +73,48 @@ def transcriptions() -> Response:
         audio = decode_audio(upload.read())
     except AudioError as e:
         raise InvalidRequest(f"{upload.filename or 'file'}: {e}") from None
-    with manager().lease(model_id) as lease:
-        settings = lease.settings
-        result: dict[str, Any] = lease.call(
-            "transcribe",
-            audio=audio,
-            language=form.get("language") or settings.get("language"),
-            prompt=form.get("prompt") or settings.get("prompt"),
-        )
-    if response_format == "text":
-        return Response(result["text"] + "\n", mimetype="text/plain")
-    return jsonify({"text": result["text"]})
+
+    leases = ExitStack()
+    lease = leases.enter_context(manager().lease(model_id))  # errors here still get their status code
+    settings = lease.settings
+    language = form.get("language") or settings.get("language")
+    options = {
+        "audio": audio,
+        "language": language,
+        "prompt": form.get("prompt") or settings.get("prompt"),
+        "temperature": temperature,
+    }
+    if stream:
+        response = Response(_sse(lease, options), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+        response.call_on_close(leases.close)  # the lease returns when the stream ends or the client leaves
+        return response
+    with leases:
+        transcript = lease.call("transcribe", **options)
+    return Response(render(transcript, response_format, language or "en"), mimetype=MIME_TYPES[response_format])
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
+    """OpenAI's transcription stream: a ``transcript.text.delta`` per segment as each piece of the
+    audio is decoded, then ``transcript.text.done`` with the whole text."""
+    stream = lease.stream("transcribe", **options)
+    first = True
+    try:
+        while True:
+            try:
+                part = next(stream)
+            except StopIteration as done:
+                transcript = done.value
+                break
+            for segment in part["segments"]:
+                yield _event({"type": "transcript.text.delta", "delta": ("" if first else " ") + segment["text"]})
+                first = False
+        usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
+        yield _event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
+    except ServiceError as e:  # the status line is gone: the error travels as an event
+        yield _event({"type": "error", "error": {"message": e.message, "type": e.type, "code": e.code}})
+    finally:
+        stream.close()

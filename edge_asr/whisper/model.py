@@ -1,17 +1,30 @@
 """A Whisper model prepared by ``edge-asr models prepare`` (see
-``edge_asr/prepare/convert/whisper_to_onnx.py`` for the graphs' contract), decoded greedily."""
+``edge_asr/prepare/convert/whisper_to_onnx.py`` for the graphs' contract) and the decoding of one
+window of at most 30 s: greedy, or sampling at a temperature, with or without timestamps."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge_asr.runtime.onnx import CPU, open_session
+from edge_asr.whisper.decoding import NEG_INF, apply_timestamp_rules, log_softmax
 from edge_asr.whisper.features import log_mel_spectrogram
 from edge_asr.whisper.tokenizer import WhisperTokenizer
+
+SECONDS_PER_TIMESTAMP = 0.02
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    tokens: list[int]  # what was sampled: text and timestamp tokens, without <|endoftext|>
+    avg_logprob: float
+    no_speech_prob: float  # probability of <|nospeech|> at the start: silence if high
+    temperature: float
 
 
 class WhisperModel:
@@ -26,11 +39,14 @@ class WhisperModel:
         self.tokenizer = WhisperTokenizer(directory / "tokenizer.json", meta["tokens"], meta["languages"])
         self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
         self.decoder = open_session(directory / "decoder.onnx", providers, threads, gpu_mem_limit)
+        special = meta["tokens"]
+        self.eot, self.timestamp_begin = special["eot"], special["timestamp_begin"]
+        self.no_speech = special["no_speech"]
         vocab = meta["vocab_size"]
-        # In text-only decoding every special and timestamp token is suppressed except <|endoftext|>.
+        # Never sampled: the listed tokens and the specials between <|endoftext|> and the timestamps.
         self._suppress = np.zeros(vocab, bool)
         self._suppress[meta["suppress_tokens"]] = True
-        self._suppress[self.tokenizer.eot + 1 :] = True
+        self._suppress[self.eot + 1 : self.timestamp_begin] = True
         self._suppress_begin = self._suppress.copy()
         self._suppress_begin[meta["begin_suppress_tokens"]] = True
 
@@ -38,32 +54,59 @@ class WhisperModel:
     def providers(self) -> list[str]:
         return self.encoder.get_providers()
 
-    def decode_window(self, audio: np.ndarray, language: str | None = None, prompt: str | None = None) -> list[int]:
-        """Greedy decoding of one window of at most 30 s; returns the text tokens."""
-        mel = log_mel_spectrogram(audio, self.n_mels)[None]
-        cross_k, cross_v = self.encoder.run(None, {"mel": mel})
-        self_k = self_v = np.zeros((self.n_layers, 1, 0, self.d_model), np.float32)
-        tokens = np.array([self.tokenizer.prompt(language, prompt, self.max_new_tokens - 1)], np.int64)
-        out: list[int] = []
-        for step in range(min(self.max_new_tokens, self.n_text_ctx - tokens.shape[1])):
-            logits, self_k, self_v = self.decoder.run(
-                None,
-                {
-                    "tokens": tokens,
-                    "self_k": self_k,
-                    "self_v": self_v,
-                    "cross_k": cross_k,
-                    "cross_v": cross_v,
-                },
-            )
-            scores = logits[0]
-            scores[self._suppress_begin if step == 0 else self._suppress] = -np.inf
-            token = int(scores.argmax())
-            if token == self.tokenizer.eot:
+    def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cross-attention keys and values of one window (at most 30 s) of audio."""
+        cross_k, cross_v = self.encoder.run(None, {"mel": log_mel_spectrogram(audio, self.n_mels)[None]})
+        return cross_k, cross_v
+
+    def decode(
+        self,
+        encoded: tuple[np.ndarray, np.ndarray],
+        prompt: list[int],
+        temperature: float = 0.0,
+        timestamps: bool = True,
+        rng: np.random.Generator | None = None,
+    ) -> WindowResult:
+        """Decode one encoded window after ``prompt`` (from ``tokenizer.prompt``)."""
+        cross_k, cross_v = encoded
+        cache = np.zeros((self.n_layers, 1, 0, self.d_model), np.float32)
+        self_k, self_v = cache, cache.copy()
+
+        def step(tokens: list[int]) -> np.ndarray:
+            nonlocal self_k, self_v
+            feeds = {"tokens": np.array([tokens], np.int64), "self_k": self_k, "self_v": self_v,
+                     "cross_k": cross_k, "cross_v": cross_v}  # fmt: skip
+            logits, self_k, self_v = self.decoder.run(None, feeds)
+            return logits[0]
+
+        # Up to <|startoftranscript|> first: its logits give the probability of <|nospeech|>.
+        sot = prompt.index(self.tokenizer.special["sot"]) + 1
+        logits = step(prompt[:sot])
+        no_speech_prob = float(np.exp(log_softmax(logits.astype(np.float64))[self.no_speech]))
+        if prompt[sot:]:
+            logits = step(prompt[sot:])
+        sampled: list[int] = []
+        sum_logprob = 0.0
+        rng = rng or np.random.default_rng(0)
+        for i in range(min(self.max_new_tokens, self.n_text_ctx - len(prompt))):
+            scores = logits.astype(np.float64)
+            scores[self._suppress_begin if i == 0 else self._suppress] = NEG_INF
+            if timestamps:
+                apply_timestamp_rules(scores, sampled, self.eot, self.timestamp_begin)
+            else:
+                scores[self.timestamp_begin :] = NEG_INF
+            logprobs = log_softmax(scores)
+            if temperature > 0:
+                probs = np.exp(log_softmax(scores / temperature))
+                token = int(rng.choice(len(probs), p=probs / probs.sum()))
+            else:
+                token = int(scores.argmax())
+            if token == self.eot:
                 break
-            out.append(token)
-            tokens = np.array([[token]], np.int64)
-        return out
+            sum_logprob += logprobs[token]
+            sampled.append(token)
+            logits = step([token])
+        return WindowResult(sampled, sum_logprob / (len(sampled) + 1), no_speech_prob, temperature)
 
     def close(self) -> None:
         """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""

@@ -16,14 +16,19 @@ class WhisperTokenizer:
         self.eot = special["eot"]
 
     def prompt(
-        self, language: str | None = None, previous_text: str | None = None, max_previous: int = 223
+        self,
+        language: str | None = None,
+        previous_text: str | None = None,
+        timestamps: bool = True,
+        max_previous: int = 223,
     ) -> list[int]:
-        """The decoder's start sequence for transcription without timestamps.
+        """The decoder's start sequence for transcription.
 
-        English-only models take ``<|startoftranscript|><|notimestamps|>``; multilingual ones
-        also need a language and the task. ``previous_text`` (the user's prompt or hotwords) goes
-        before, after ``<|startofprev|>``, as in the reference implementation: it biases spelling
-        and vocabulary. Only its last ``max_previous`` tokens are kept.
+        English-only models take ``<|startoftranscript|>``; multilingual ones also a language and
+        the task; without timestamps, ``<|notimestamps|>`` ends it. ``previous_text`` (the user's
+        prompt or hotwords) goes before, after ``<|startofprev|>``, as in the reference
+        implementation: it biases spelling and vocabulary. Only its last ``max_previous`` tokens
+        are kept.
         """
         tokens = []
         if previous_text and previous_text.strip():
@@ -37,7 +42,7 @@ class WhisperTokenizer:
             tokens += [self.languages[code], self.special["transcribe"]]
         elif language not in (None, "en"):
             raise ValueError(f"this model is English-only; language {language!r} is not available")
-        return [*tokens, self.special["no_timestamps"]]
+        return tokens if timestamps else [*tokens, self.special["no_timestamps"]]
 
     def decode(self, tokens: list[int]) -> str:
         """Text of the tokens below ``<|endoftext|>`` (specials and timestamps are dropped)."""

@@ -1,44 +1,135 @@
-"""Audio of any length to text: windows of at most 30 s, cut at the quietest moment."""
+"""Audio of any length to timestamped segments.
+
+Silero VAD finds the speech; consecutive speech spans are grouped into chunks of at most 30 s
+(one encoder window each), so memory stays bounded whatever the length and silence costs nothing.
+Each chunk is decoded with timestamps; a decode that looks wrong (gzip compression ratio above
+2.4: a loop; average log-probability below -1) is retried at higher temperatures, and a chunk the
+model believes silent (no-speech probability above 0.6 with low confidence) yields no segment —
+the reference implementation's rules. Every chunk is decoded after the same initial prompt (the
+user's prompt or hotwords), not after the previous chunk's text, so one error cannot propagate.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edge_asr.whisper.features import N_SAMPLES, SAMPLE_RATE
-from edge_asr.whisper.model import WhisperModel
+from edge_asr.vad import SAMPLE_RATE, SileroVad, chunk_spans
+from edge_asr.whisper.decoding import compression_ratio
+from edge_asr.whisper.model import SECONDS_PER_TIMESTAMP, WhisperModel, WindowResult
 
-MIN_WINDOW = 20 * SAMPLE_RATE  # a cut falls between 20 and 30 s into the remaining audio
-FRAME = SAMPLE_RATE // 10  # cuts are searched on a 100-ms energy grid
+TEMPERATURE_STEP = 0.2
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOGPROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class Transcript:
     text: str
     duration: float  # seconds of audio
-    windows: int  # encoder windows decoded
+    segments: list[Segment]
 
 
-def split_windows(audio: np.ndarray) -> list[np.ndarray]:
-    """Cut audio longer than one window at the quietest 100-ms frame between 20 and 30 s, so that
-    words are rarely split."""
-    windows, start = [], 0
-    while len(audio) - start > N_SAMPLES:
-        search = audio[start + MIN_WINDOW : start + N_SAMPLES]
-        usable = len(search) // FRAME * FRAME
-        energy = (search[:usable].reshape(-1, FRAME) ** 2).mean(axis=1)
-        cut = start + MIN_WINDOW + int(energy.argmin()) * FRAME + FRAME // 2
-        windows.append(audio[start:cut])
-        start = cut
-    windows.append(audio[start:])
-    return windows
+def _decode_with_fallback(
+    model: WhisperModel, audio: np.ndarray, prompt: list[int], temperature: float
+) -> tuple[WindowResult, float] | None:
+    """The first acceptable decode of ``audio`` at rising temperatures, or None if it is silence."""
+    encoded = model.encode(audio)
+    rng = np.random.default_rng(0)
+    temperatures = np.arange(temperature, 1.0 + 1e-6, TEMPERATURE_STEP) if temperature < 1 else [temperature]
+    for t in temperatures:
+        result = model.decode(encoded, prompt, float(round(t, 2)), timestamps=True, rng=rng)
+        ratio = compression_ratio(model.tokenizer.decode(result.tokens))
+        confident = result.avg_logprob >= LOGPROB_THRESHOLD
+        if result.no_speech_prob > NO_SPEECH_THRESHOLD and not confident:
+            return None
+        if ratio <= COMPRESSION_RATIO_THRESHOLD and confident:
+            break
+    return result, ratio
 
 
-def transcribe(
-    model: WhisperModel, audio: np.ndarray, language: str | None = None, prompt: str | None = None
-) -> Transcript:
-    """Transcribe 16 kHz mono float32 audio; ``prompt`` (e.g. hotwords) biases every window."""
-    windows = split_windows(audio)
-    texts = [model.tokenizer.decode(model.decode_window(w, language, prompt)).strip() for w in windows]
-    return Transcript(text=" ".join(t for t in texts if t), duration=len(audio) / SAMPLE_RATE, windows=len(windows))
+def _segments(model: WhisperModel, tokens: list[int], length: float) -> list[tuple[float, float, list[int]]]:
+    """Split ``<|t0|> text <|t1|><|t1|> text <|t2|>`` into (start, end, text tokens), in seconds."""
+    begin = model.timestamp_begin
+    found: list[tuple[float, float, list[int]]] = []
+    start: float | None = None
+    previous_end, text = 0.0, []
+    for token in tokens:
+        if token < begin:
+            text.append(token)
+            continue
+        time = min((token - begin) * SECONDS_PER_TIMESTAMP, length)
+        if text:
+            found.append((start if start is not None else previous_end, time, text))
+            start, previous_end, text = None, time, []
+        else:
+            start = time
+    if text:  # cut off before its closing timestamp: it runs to the end of the chunk
+        found.append((start if start is not None else previous_end, length, text))
+    return found
+
+
+def transcribe_chunks(
+    model: WhisperModel,
+    vad: SileroVad,
+    audio: np.ndarray,
+    language: str | None = None,
+    prompt: str | None = None,
+    temperature: float = 0.0,
+) -> Iterator[list[Segment]]:
+    """Segments of 16 kHz mono float32 ``audio``, one list per chunk, as each is decoded."""
+    start_tokens = model.tokenizer.prompt(language, prompt, timestamps=True, max_previous=model.max_new_tokens - 1)
+    next_id = 0
+    duration = len(audio) / SAMPLE_RATE
+    for chunk in chunk_spans(vad.speech_spans(audio)):
+        decoded = _decode_with_fallback(model, audio[chunk.start : chunk.end], start_tokens, temperature)
+        if decoded is None:
+            yield []
+            continue
+        result, ratio = decoded
+        offset, length = chunk.start / SAMPLE_RATE, (chunk.end - chunk.start) / SAMPLE_RATE
+        segments = []
+        for start, end, text_tokens in _segments(model, result.tokens, length):
+            text = model.tokenizer.decode(text_tokens).strip()
+            if not text:
+                continue
+            segments.append(
+                Segment(
+                    id=next_id,
+                    start=round(min(offset + start, duration), 3),
+                    end=round(min(offset + end, duration), 3),
+                    text=text,
+                    tokens=text_tokens,
+                    temperature=result.temperature,
+                    avg_logprob=round(result.avg_logprob, 4),
+                    compression_ratio=round(ratio, 4),
+                    no_speech_prob=round(result.no_speech_prob, 4),
+                )
+            )
+            next_id += 1
+        yield segments
+
+
+def transcribe(model: WhisperModel, vad: SileroVad, audio: np.ndarray, **options) -> Transcript:
+    """The whole transcript (``options`` as for ``transcribe_chunks``)."""
+    segments = [s for chunk in transcribe_chunks(model, vad, audio, **options) for s in chunk]
+    return Transcript(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments)

@@ -1,0 +1,66 @@
+"""Transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json.
+
+A transcript here is the dict a speech runner returns: ``text``, ``duration`` and ``segments``
+(each ``id, start, end, text, tokens, temperature, avg_logprob, compression_ratio,
+no_speech_prob``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MIME_TYPES = {
+    "json": "application/json",
+    "verbose_json": "application/json",
+    "text": "text/plain",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+}
+LANGUAGE_NAMES = {"en": "english"}  # OpenAI names the language in verbose_json
+
+
+def _clock(seconds: float, decimal: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def srt(transcript: dict[str, Any]) -> str:
+    blocks = [
+        f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text']}\n"
+        for i, s in enumerate(transcript["segments"], 1)
+    ]
+    return "\n".join(blocks)
+
+
+def vtt(transcript: dict[str, Any]) -> str:
+    blocks = [f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text']}\n" for s in transcript["segments"]]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def verbose_json(transcript: dict[str, Any], language: str) -> dict[str, Any]:
+    segments = [{"seek": 0, **s} for s in transcript["segments"]]
+    return {
+        "task": "transcribe",
+        "language": LANGUAGE_NAMES.get(language, language),
+        "duration": round(transcript["duration"], 3),
+        "text": transcript["text"],
+        "segments": segments,
+    }
+
+
+def render(transcript: dict[str, Any], response_format: str, language: str = "en") -> str:
+    """The response body for ``response_format`` (one of ``RESPONSE_FORMATS``)."""
+    if response_format == "text":
+        return transcript["text"] + "\n"
+    if response_format == "srt":
+        return srt(transcript)
+    if response_format == "vtt":
+        return vtt(transcript)
+    if response_format == "verbose_json":
+        return json.dumps(verbose_json(transcript, language))
+    usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
+    return json.dumps({"text": transcript["text"], "usage": usage})
