@@ -81,7 +81,9 @@ def test_other_rates_channels_and_codecs_transcribe_as_well(whisper, vad, speech
 
 def test_a_prompt_steers_the_style(whisper, vad, speech):
     plain = transcribe(whisper, vad, speech["beckett"]).text
-    prompted = transcribe(whisper, vad, speech["beckett"], prompt="um so yeah we just went there and uh it was fine i guess").text
+    prompted = transcribe(
+        whisper, vad, speech["beckett"], prompt="um so yeah we just went there and uh it was fine i guess"
+    ).text
     assert plain.startswith("Ever tried, ever failed.")
     assert prompted == prompted.lower() and "." not in prompted and "," not in prompted
     assert word_error_rate(REFERENCES["beckett"], prompted) < 0.05
