@@ -3,7 +3,10 @@
 ``speech_spans`` follows silero-vad's ``get_speech_timestamps``: hysteresis between a speech
 threshold and a lower exit threshold, short bursts dropped, spans padded, and a span that would
 grow past the longest allowed is cut at the longest pause inside it. ``chunk_spans`` then groups
-spans into pieces of at most 30 s for Whisper, so memory and work stay bounded per piece.
+consecutive spans into chunks of at most 30 s for Whisper, so memory and work stay bounded per
+chunk and long silences are never decoded. Pauses inside a chunk stay in it: Whisper uses them to
+end sentences, and joining speech across them makes it run segments over the joins.
+``Chunk.place`` puts a segment Whisper found on the speech the VAD heard.
 """
 
 from __future__ import annotations
@@ -111,15 +114,54 @@ def spans_from_probabilities(probs: np.ndarray, n_samples: int, options: VadOpti
     return [Span(s, e) for s, e in spans]
 
 
-def chunk_spans(spans: list[Span], max_chunk: int = 30 * SAMPLE_RATE) -> list[Span]:
-    """Group consecutive spans into chunks of at most ``max_chunk`` samples (pauses inside a
-    chunk stay in it; a span longer than a chunk, which the VAD does not produce, is split)."""
-    chunks: list[Span] = []
+@dataclass(frozen=True)
+class Chunk:
+    spans: tuple[Span, ...]
+
+    @property
+    def start(self) -> int:
+        return self.spans[0].start
+
+    @property
+    def end(self) -> int:
+        return self.spans[-1].end
+
+    def samples(self, audio: np.ndarray) -> np.ndarray:
+        return audio[self.start : self.end]
+
+    def place(self, start: float, end: float, max_pause: float = 1.0) -> tuple[float, float]:
+        """Recording times (s) of a segment found ``start``..``end`` seconds into the chunk, kept
+        off pauses longer than ``max_pause``: a start inside one moves to the speech after it, and
+        the end stops where the speech it started in stops (Whisper likes to end a segment at
+        the next one's onset, stretching it over the silence between)."""
+        islands: list[list[int]] = []
+        for span in self.spans:
+            if islands and span.start - islands[-1][1] < max_pause * SAMPLE_RATE:
+                islands[-1][1] = span.end
+            else:
+                islands.append([span.start, span.end])
+        first = self.start + start * SAMPLE_RATE
+        last = self.start + end * SAMPLE_RATE
+        island = next((i for i in islands if first < i[1]), islands[-1])
+        first = min(max(first, island[0]), island[1])
+        last = min(max(last, first), island[1])
+        return first / SAMPLE_RATE, last / SAMPLE_RATE
+
+
+def chunk_spans(spans: list[Span], max_chunk: int = 30 * SAMPLE_RATE, max_gap: float = 3.0) -> list[Chunk]:
+    """Group consecutive spans into chunks spanning at most ``max_chunk`` samples, never across a
+    silence longer than ``max_gap`` seconds: Whisper tends to stop at one and drop what follows.
+    (A span longer than a chunk, which the VAD does not produce, is split.)"""
+    chunks: list[list[Span]] = []
     for span in spans:
         for start in range(span.start, span.end, max_chunk):
             piece = Span(start, min(span.end, start + max_chunk))
-            if chunks and piece.end - chunks[-1].start <= max_chunk:
-                chunks[-1] = Span(chunks[-1].start, piece.end)
+            if (
+                chunks
+                and piece.end - chunks[-1][0].start <= max_chunk
+                and piece.start - chunks[-1][-1].end <= max_gap * SAMPLE_RATE
+            ):
+                chunks[-1].append(piece)
             else:
-                chunks.append(piece)
-    return chunks
+                chunks.append([piece])
+    return [Chunk(tuple(c)) for c in chunks]

@@ -109,12 +109,23 @@ def test_vad_cuts_long_speech_at_its_longest_pause():
     assert sum(s.end - s.start for s in spans) >= 59 * SAMPLE_RATE
 
 
-def test_chunks_group_spans_up_to_30_seconds():
+def test_chunks_span_up_to_30_seconds_break_at_long_silence_and_keep_segments_on_speech():
     second = SAMPLE_RATE
     spans = [
         Span(0, 10 * second),
         Span(12 * second, 25 * second),
         Span(26 * second, 35 * second),
-        Span(40 * second, 41 * second),
+        Span(37 * second, 41 * second),
+        Span(45 * second, 50 * second),
     ]
-    assert chunk_spans(spans) == [Span(0, 25 * second), Span(26 * second, 41 * second)]
+    first, second_chunk, third = chunk_spans(spans)
+    assert first.spans == tuple(spans[:2]) and (first.start, first.end) == (0, 25 * second)  # 30-s limit
+    assert second_chunk.spans == tuple(spans[2:4])
+    assert third.spans == (spans[4],)  # after a 4-s silence
+    assert len(second_chunk.samples(np.zeros(60 * second, np.float32))) == 15 * second
+    # times are seconds into the chunk; pauses of 1 s or more are not speech
+    assert first.place(1.0, 5.0) == (1.0, 5.0)
+    assert first.place(5.0, 11.5) == (5.0, 10.0)  # an end over the 2-s pause goes back to 10 s
+    assert first.place(10.5, 14.0) == (12.0, 14.0)  # a start in the pause moves to the speech after it
+    short_pause = chunk_spans([Span(0, 10 * second), Span(int(10.5 * second), 20 * second)])[0]
+    assert short_pause.place(8.0, 12.0) == (8.0, 12.0)  # a 0.5-s pause may be crossed

@@ -1,7 +1,8 @@
 """Audio of any length to timestamped segments.
 
 Silero VAD finds the speech; consecutive speech spans are grouped into chunks of at most 30 s
-(one encoder window each), so memory stays bounded whatever the length and silence costs nothing.
+(one encoder window each), so memory stays bounded whatever the length and long silence costs
+nothing. Segment times are placed on the speech the VAD heard (``Chunk.place``).
 Each chunk is decoded with timestamps; a decode that looks wrong (gzip compression ratio above
 2.4: a loop; average log-probability below -1) is retried at higher temperatures, and a chunk the
 model believes silent (no-speech probability above 0.6 with low confidence) yields no segment —
@@ -99,24 +100,24 @@ def transcribe_chunks(
     """Segments of 16 kHz mono float32 ``audio``, one list per chunk, as each is decoded."""
     start_tokens = model.tokenizer.prompt(language, prompt, timestamps=True, max_previous=model.max_new_tokens - 1)
     next_id = 0
-    duration = len(audio) / SAMPLE_RATE
     for chunk in chunk_spans(vad.speech_spans(audio)):
-        decoded = _decode_with_fallback(model, audio[chunk.start : chunk.end], start_tokens, temperature)
+        speech = chunk.samples(audio)
+        decoded = _decode_with_fallback(model, speech, start_tokens, temperature)
         if decoded is None:
             yield []
             continue
         result, ratio = decoded
-        offset, length = chunk.start / SAMPLE_RATE, (chunk.end - chunk.start) / SAMPLE_RATE
         segments = []
-        for start, end, text_tokens in _segments(model, result.tokens, length):
+        for start, end, text_tokens in _segments(model, result.tokens, len(speech) / SAMPLE_RATE):
             text = model.tokenizer.decode(text_tokens).strip()
             if not text:
                 continue
+            placed = chunk.place(start, end)
             segments.append(
                 Segment(
                     id=next_id,
-                    start=round(min(offset + start, duration), 3),
-                    end=round(min(offset + end, duration), 3),
+                    start=round(placed[0], 3),
+                    end=round(placed[1], 3),
                     text=text,
                     tokens=text_tokens,
                     temperature=result.temperature,
