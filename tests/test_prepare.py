@@ -47,14 +47,17 @@ def test_a_changed_recipe_makes_the_model_stale(config: Config):
     assert stamp["recipe_hash"] == recipe_hash(spec.prepare)
 
 
-def isolated(config: Config, tmp_path: Path, manifest: str) -> dict[str, str]:
-    """Environment for a CLI run with its own models dir and manifest, sharing the conversion env."""
-    (tmp_path / "models.toml").write_text(manifest)
-    return {
-        "EDGE_ASR_CACHE_DIR": str(config.cache_dir),
-        "EDGE_ASR_MODELS_DIR": str(tmp_path / "models"),
-        "EDGE_ASR_MANIFEST": str(tmp_path / "models.toml"),
-    }
+def isolated(config: Config, tmp_path: Path, manifest: str | None = None) -> dict[str, str]:
+    """Environment for a CLI run with its own models dir (holding the prepared VAD) and, if given,
+    its own manifest; the conversion environment is shared."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "silero-vad").symlink_to(get_model(config, "silero-vad").directory)
+    env = {"EDGE_ASR_CACHE_DIR": str(config.cache_dir), "EDGE_ASR_MODELS_DIR": str(models)}
+    if manifest is not None:
+        (tmp_path / "models.toml").write_text(manifest)
+        env["EDGE_ASR_MANIFEST"] = str(tmp_path / "models.toml")
+    return env
 
 
 def test_a_failed_step_is_named_and_leaves_the_old_model(config: Config, tmp_path: Path):
@@ -73,14 +76,14 @@ path = "x"
 """,
     )
     previous = tmp_path / "models" / "broken"
-    previous.mkdir(parents=True)
+    previous.mkdir()
     (previous / "encoder.onnx").write_text("the model from before")
     done = edge_asr("models", "prepare", env=env)
     assert done.returncode == 1
     assert "[broken] step 2/4 (download edge-asr-no-such-package==9.9.9) failed" in done.stderr
     assert "Traceback" not in done.stderr
     assert (previous / "encoder.onnx").read_text() == "the model from before"
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["broken", "broken.prepare.log"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["broken", "broken.prepare.log", "silero-vad"]
 
 
 def test_unknown_model_to_prepare(config: Config):
@@ -102,7 +105,7 @@ def hf_whisper(config: Config, tmp_path_factory) -> Path:
 
 
 def test_import_a_hugging_face_whisper_and_transcribe_with_it(config, hf_whisper, clips, tmp_path):
-    env = isolated(config, tmp_path, "")
+    env = isolated(config, tmp_path)
     done = edge_asr("models", "import", "whisper", str(hf_whisper), "--id", "my-whisper", env=env)
     assert done.returncode == 0, done.stderr
     assert "imported my-whisper" in done.stdout
@@ -115,7 +118,7 @@ def test_import_a_hugging_face_whisper_and_transcribe_with_it(config, hf_whisper
 
 
 def test_import_refuses_a_folder_that_is_no_checkpoint(config, tmp_path):
-    env = isolated(config, tmp_path, "")
+    env = isolated(config, tmp_path)
     (tmp_path / "empty").mkdir()
     done = edge_asr("models", "import", "llm", str(tmp_path / "empty"), "--id", "x", env=env)
     assert done.returncode == 1 and "not a Hugging Face model folder" in done.stderr

@@ -90,17 +90,16 @@ class WorkerHandle:
                 self._conn.send(("call", method, kwargs))
             except (BrokenPipeError, OSError):
                 raise self._died() from None
-            finished = False
             try:
                 while True:
                     kind, *rest = self._receive(None)
                     if kind != "partial":
-                        finished = True
                         break
                     yield rest[0]
-            finally:
-                while not finished:
-                    finished = self._receive(None)[0] != "partial"
+            except GeneratorExit:  # closed early: read what is left so the next call starts in step
+                while self._receive(None)[0] == "partial":
+                    pass
+                raise
         if kind == "ok":
             return rest[0]
         error_kind, message = rest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -117,4 +118,5 @@ def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
     except ServiceError as e:  # the status line is gone: the error travels as an event
         yield _event({"type": "error", "error": {"message": e.message, "type": e.type, "code": e.code}})
     finally:
-        stream.close()
+        with contextlib.suppress(ServiceError):  # the worker died while we read past a client that left
+            stream.close()

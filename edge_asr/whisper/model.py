@@ -39,6 +39,7 @@ class WhisperModel:
         self.tokenizer = WhisperTokenizer(directory / "tokenizer.json", meta["tokens"], meta["languages"])
         self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
         self.decoder = open_session(directory / "decoder.onnx", providers, threads, gpu_mem_limit)
+        self._cross_names = [o.name for o in self.encoder.get_outputs()]
         special = meta["tokens"]
         self.eot, self.timestamp_begin = special["eot"], special["timestamp_begin"]
         self.no_speech = special["no_speech"]
@@ -54,28 +55,26 @@ class WhisperModel:
     def providers(self) -> list[str]:
         return self.encoder.get_providers()
 
-    def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The cross-attention keys and values of one window (at most 30 s) of audio."""
-        cross_k, cross_v = self.encoder.run(None, {"mel": log_mel_spectrogram(audio, self.n_mels)[None]})
-        return cross_k, cross_v
+    def encode(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """The cross-attention keys and values of one window (at most 30 s) of audio, by name."""
+        outputs = self.encoder.run(None, {"mel": log_mel_spectrogram(audio, self.n_mels)[None]})
+        return dict(zip(self._cross_names, outputs, strict=True))
 
     def decode(
         self,
-        encoded: tuple[np.ndarray, np.ndarray],
+        encoded: dict[str, np.ndarray],
         prompt: list[int],
         temperature: float = 0.0,
         timestamps: bool = True,
         rng: np.random.Generator | None = None,
     ) -> WindowResult:
         """Decode one encoded window after ``prompt`` (from ``tokenizer.prompt``)."""
-        cross_k, cross_v = encoded
         cache = np.zeros((self.n_layers, 1, 0, self.d_model), np.float32)
         self_k, self_v = cache, cache.copy()
 
         def step(tokens: list[int]) -> np.ndarray:
             nonlocal self_k, self_v
-            feeds = {"tokens": np.array([tokens], np.int64), "self_k": self_k, "self_v": self_v,
-                     "cross_k": cross_k, "cross_v": cross_v}  # fmt: skip
+            feeds = {"tokens": np.array([tokens], np.int64), "self_k": self_k, "self_v": self_v, **encoded}
             logits, self_k, self_v = self.decoder.run(None, feeds)
             return logits[0]
 

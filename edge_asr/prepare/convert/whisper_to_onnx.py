@@ -1,8 +1,10 @@
 """Export a Hugging Face Whisper folder to the two ONNX graphs edge-asr's runtime drives:
 
-- ``encoder.onnx``: ``mel [B, n_mels, 3000]`` -> ``cross_k, cross_v [L, B, 1500, D]`` (the decoder's
-  cross-attention keys and values, computed once per 30-s window);
-- ``decoder.onnx``: ``tokens [B, T]``, ``self_k, self_v [L, B, P, D]``, ``cross_k, cross_v`` ->
+- ``encoder.onnx``: ``mel [B, n_mels, 3000]`` -> for each decoder layer i, ``cross_k_i [B, H, Dh, 1500]``
+  and ``cross_v_i [B, H, 1500, Dh]``: the cross-attention keys (already transposed) and values,
+  computed once per 30-s window in the layout the decoder multiplies with, so no decoding step
+  splits or transposes them again (that was a quarter of a step's time);
+- ``decoder.onnx``: ``tokens [B, T]``, ``self_k, self_v [L, B, P, D]``, the ``cross_k_i``/``cross_v_i`` ->
   ``logits [B, V]`` (last position) and ``new_self_k, new_self_v [L, B, P+T, D]`` (the KV cache).
 
 plus ``tokenizer.json`` and ``whisper.json`` (dimensions and special tokens, so the runtime needs
@@ -33,16 +35,24 @@ MAX_DIFF = 1e-3  # fp32 graphs: differences beyond this mean a wrong export, not
 MULTILINGUAL_VOCAB = 51865  # the reference implementation's test: English-only vocabularies are smaller
 
 
-def attention(q, k, v, heads: int, mask=None):
+def split_heads(x, heads: int):
+    """[B, S, D] -> [B, H, S, D/H]"""
+    b, s, d = x.shape
+    return x.view(b, s, heads, d // heads).transpose(1, 2)
+
+
+def attend(q, k_t, v, mask=None):
+    """Attention of ``q [B, T, D]`` over prepared ``k_t [B, H, Dh, S]`` and ``v [B, H, S, Dh]``."""
     b, t, d = q.shape
-    s = k.shape[1]
-    q = q.view(b, t, heads, d // heads).transpose(1, 2)
-    k = k.view(b, s, heads, d // heads).transpose(1, 2)
-    v = v.view(b, s, heads, d // heads).transpose(1, 2)
-    weights = (q @ k.transpose(-1, -2)) * (d // heads) ** -0.5
+    heads = k_t.shape[1]
+    weights = (split_heads(q, heads) @ k_t) * (d // heads) ** -0.5
     if mask is not None:
         weights = weights + mask
     return (weights.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+
+
+def attention(q, k, v, heads: int, mask=None):
+    return attend(q, split_heads(k, heads).transpose(-1, -2), split_heads(v, heads), mask)
 
 
 class Encoder(nn.Module):
@@ -52,6 +62,7 @@ class Encoder(nn.Module):
         self.cross_k = nn.ModuleList(layer.encoder_attn.k_proj for layer in hf.model.decoder.layers)
         self.cross_v = nn.ModuleList(layer.encoder_attn.v_proj for layer in hf.model.decoder.layers)
         self.heads = hf.config.encoder_attention_heads
+        self.decoder_heads = hf.config.decoder_attention_heads
 
     def forward(self, mel):
         e = self.encoder
@@ -63,7 +74,10 @@ class Encoder(nn.Module):
             x = x + layer.self_attn.out_proj(a)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         x = e.layer_norm(x)
-        return torch.stack([k(x) for k in self.cross_k]), torch.stack([v(x) for v in self.cross_v])
+        outputs = []
+        for k, v in zip(self.cross_k, self.cross_v, strict=True):
+            outputs += [split_heads(k(x), self.decoder_heads).transpose(-1, -2), split_heads(v(x), self.decoder_heads)]
+        return tuple(outputs)
 
 
 class Decoder(nn.Module):
@@ -72,7 +86,7 @@ class Decoder(nn.Module):
         self.decoder = hf.model.decoder
         self.heads = hf.config.decoder_attention_heads
 
-    def forward(self, tokens, self_k, self_v, cross_k, cross_v):
+    def forward(self, tokens, self_k, self_v, *cross):
         d = self.decoder
         past, new = self_k.shape[2], tokens.shape[1]
         positions = torch.arange(new, device=tokens.device) + past
@@ -88,9 +102,7 @@ class Decoder(nn.Module):
             values.append(v)
             x = x + layer.self_attn.out_proj(attention(layer.self_attn.q_proj(h), k, v, self.heads, causal))
             h = layer.encoder_attn_layer_norm(x)
-            x = x + layer.encoder_attn.out_proj(
-                attention(layer.encoder_attn.q_proj(h), cross_k[i], cross_v[i], self.heads)
-            )
+            x = x + layer.encoder_attn.out_proj(attend(layer.encoder_attn.q_proj(h), cross[2 * i], cross[2 * i + 1]))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         x = d.layer_norm(x[:, -1])
         return x @ d.embed_tokens.weight.t(), torch.stack(keys), torch.stack(values)
@@ -147,14 +159,15 @@ def export(hf_dir: Path, out_dir: Path) -> None:
     prompt = torch.tensor([[table["tokens"]["sot"], table["tokens"]["no_timestamps"]]])
     empty = torch.zeros(c.decoder_layers, 1, 0, c.d_model)
     batch = torch.export.Dim("batch", min=1, max=32)
+    cross_names = [f"cross_{kv}_{i}" for i in range(c.decoder_layers) for kv in ("k", "v")]
     with torch.no_grad():
-        cross_k, cross_v = encoder(mel)
+        cross = encoder(mel)
         torch.onnx.export(
             encoder,
             (mel,),
             out_dir / "encoder.onnx",
             input_names=["mel"],
-            output_names=["cross_k", "cross_v"],
+            output_names=cross_names,
             dynamic_shapes={"mel": {0: batch}},
             dynamo=True,
             external_data=False,
@@ -166,17 +179,16 @@ def export(hf_dir: Path, out_dir: Path) -> None:
         cache_k, cache_v = torch.zeros(2, c.decoder_layers, 1, 3, c.d_model)
         torch.onnx.export(
             decoder,
-            (prompt, cache_k, cache_v, cross_k, cross_v),
+            (prompt, cache_k, cache_v, *cross),
             out_dir / "decoder.onnx",
-            input_names=["tokens", "self_k", "self_v", "cross_k", "cross_v"],
+            input_names=["tokens", "self_k", "self_v", *cross_names],
             output_names=["logits", "new_self_k", "new_self_v"],
-            dynamic_shapes={
-                "tokens": {0: batch, 1: new},
-                "self_k": {1: batch, 2: past},
-                "self_v": {1: batch, 2: past},
-                "cross_k": {1: batch},
-                "cross_v": {1: batch},
-            },
+            dynamic_shapes=[
+                {0: batch, 1: new},
+                {1: batch, 2: past},
+                {1: batch, 2: past},
+                tuple([{0: batch}] * len(cross_names)),  # the *cross arguments
+            ],
             dynamo=True,
             external_data=False,
             optimize=True,
@@ -186,9 +198,9 @@ def export(hf_dir: Path, out_dir: Path) -> None:
         ref_logits = hf(encoder_outputs=(ref_hidden,), decoder_input_ids=prompt).logits[:, -1]
         enc = ort.InferenceSession(out_dir / "encoder.onnx", providers=["CPUExecutionProvider"])
         dec = ort.InferenceSession(out_dir / "decoder.onnx", providers=["CPUExecutionProvider"])
-        ck, cv = enc.run(None, {"mel": mel.numpy()})
-        _check("encoder", hf.model.decoder.layers[0].encoder_attn.k_proj(ref_hidden), ck[0])
-        feeds = {"cross_k": ck, "cross_v": cv}
+        feeds = dict(zip(cross_names, enc.run(None, {"mel": mel.numpy()}), strict=True))
+        ref_k0 = hf.model.decoder.layers[0].encoder_attn.k_proj(ref_hidden)
+        _check("encoder", split_heads(ref_k0, c.decoder_attention_heads).transpose(-1, -2), feeds["cross_k_0"])
         _, sk, sv = dec.run(
             None, {"tokens": prompt[:, :1].numpy(), "self_k": empty.numpy(), "self_v": empty.numpy(), **feeds}
         )
