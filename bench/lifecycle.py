@@ -2,7 +2,7 @@
 
 (a) wake latency: the first transcription on an unloaded model through the service (HTTP, worker
     spawn, sessions, inference) versus a fresh Python process that creates the same ONNX Runtime
-    sessions and runs the same inference;
+    sessions (Whisper and VAD) and runs the same inference;
 (b) HTTP overhead: a warm transcription through the service versus the library in-process;
 (c) N load/transcribe/unload cycles through the API: available memory at the end against the
     start (polled up to 30 s: this VM returns freed pages lazily), workers left, time per cycle.
@@ -25,27 +25,23 @@ from edge_asr.audio import decode_audio
 from edge_asr.config import load_config
 from edge_asr.manifest import get_model
 from edge_asr.samples import sample_clips
+from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
-from tests.service import Service
+from tests.service import Service, available, settled_available
 
 FRESH_PROCESS = """
 import sys, time
 start = time.perf_counter()
 from pathlib import Path
 from edge_asr.audio import decode_audio
+from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
-text = transcribe(WhisperModel(Path(sys.argv[1])), decode_audio(sys.argv[2])).text
+model, vad = WhisperModel(Path(sys.argv[1])), SileroVad(Path(sys.argv[2]))
+text = transcribe(model, vad, decode_audio(sys.argv[3])).text
 print(time.perf_counter() - start)
 """
-
-
-def available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable")
 
 
 def median_time(fn, repeats: int) -> float:
@@ -57,12 +53,12 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def http_overhead(service: Service, data: bytes, model_dir: Path, clip: Path, repeats: int) -> None:
-    model, audio = WhisperModel(model_dir), decode_audio(clip)
-    transcribe(model, audio)
+def http_overhead(service: Service, data: bytes, model_dir: Path, vad_file: Path, clip: Path, repeats: int) -> None:
+    model, vad, audio = WhisperModel(model_dir), SileroVad(vad_file), decode_audio(clip)
+    transcribe(model, vad, audio)
     assert service.transcribe(data).ok
     http_s = median_time(lambda: service.transcribe(data), repeats)
-    local_s = median_time(lambda: transcribe(model, audio), repeats)
+    local_s = median_time(lambda: transcribe(model, vad, audio), repeats)
     print(
         json.dumps(
             {
@@ -82,6 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config()
     spec = get_model(config, "whisper-tiny-en")
+    vad_spec = get_model(config, "silero-vad")
+    vad_file = vad_spec.directory / vad_spec.files[0]
     clip = sample_clips(config)["beckett"]
     data = clip.read_bytes()
     with tempfile.TemporaryDirectory() as state:
@@ -94,7 +92,7 @@ def main() -> None:
 
             def fresh_process():
                 subprocess.run(
-                    [sys.executable, "-c", FRESH_PROCESS, str(spec.directory), str(clip)],
+                    [sys.executable, "-c", FRESH_PROCESS, str(spec.directory), str(vad_file), str(clip)],
                     check=True,
                     capture_output=True,
                 )
@@ -111,28 +109,26 @@ def main() -> None:
                 )
             )
 
-            http_overhead(service, data, spec.directory, clip, args.repeats * 2)
+            http_overhead(service, data, spec.directory, vad_file, clip, args.repeats * 2)
 
             service.post("/api/models/whisper-tiny-en/unload")
-            time.sleep(2)
-            start_available = statistics.median(available() for _ in range(5))
+            start_available = settled_available()
             start = time.perf_counter()
             for _ in range(args.cycles):
                 assert service.transcribe(data).ok
                 assert service.post("/api/models/whisper-tiny-en/unload").json()["unloaded"]
             per_cycle = (time.perf_counter() - start) / args.cycles
             immediate = available() - start_available
-            deadline = time.monotonic() + 30
-            while abs(available() - start_available) >= 16e6 and time.monotonic() < deadline:
-                time.sleep(0.25)
+            settle_start = time.monotonic()
+            settled = settled_available()
             print(
                 json.dumps(
                     {
                         "bench": f"{args.cycles} load/transcribe/unload cycles",
                         "s_per_cycle": round(per_cycle, 3),
                         "available_delta_immediately_mb": round(immediate / 1e6, 1),
-                        "available_delta_settled_mb": round((available() - start_available) / 1e6, 1),
-                        "settle_s": round(30 - max(0.0, deadline - time.monotonic()), 1),
+                        "available_delta_settled_mb": round((settled - start_available) / 1e6, 1),
+                        "settle_s": round(time.monotonic() - settle_start, 1),
                         "workers_left": len(service.workers()),
                     }
                 )

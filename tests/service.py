@@ -32,6 +32,28 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def available() -> int:
+    """The system's MemAvailable, in bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def settled_available(timeout: float = 60) -> int:
+    """MemAvailable once it stops moving (under 4 MB in 2 s): this VM returns freed pages lazily
+    (free page reporting), for up to half a minute."""
+    deadline = time.monotonic() + timeout
+    previous = available()
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        current = available()
+        if abs(current - previous) < 4e6:
+            return current
+        previous = current
+    return previous
+
+
 class Service:
     def __init__(self, state_dir: Path, **env: str):
         self.state_dir = state_dir

@@ -20,7 +20,7 @@ import soundfile
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
 from edge_asr.samples import REFERENCES
-from tests.service import Service
+from tests.service import Service, available, settled_available
 
 
 @pytest.fixture(scope="module")
@@ -264,27 +264,6 @@ def test_a_load_evicts_the_idle_model_when_the_budget_is_short(tmp_path, config,
 CYCLES = int(os.environ.get("EDGE_ASR_TEST_CYCLES", "20"))
 
 
-def available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no MemAvailable")
-
-
-def settled_available(timeout: float = 40) -> float:
-    """MemAvailable once it stops moving (under 4 MB in 2 s): this VM returns pages freed by
-    earlier work lazily, for up to half a minute."""
-    deadline = time.monotonic() + timeout
-    previous = available()
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        current = available()
-        if abs(current - previous) < 4e6:
-            return current
-        previous = current
-    return previous
-
-
 def rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -303,7 +282,7 @@ def test_load_transcribe_unload_cycles_give_the_memory_back(service: Service, cl
 
     for _ in range(3):
         cycle()
-    start_available, start_rss = settled_available(), rss(service.process.pid)
+    start_available, start_rss = settled_available(40), rss(service.process.pid)
     for _ in range(CYCLES):
         cycle()
     assert service.workers() == []
