@@ -6,8 +6,10 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Generator
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from typing import Any
+
+import numpy as np
 
 from edge_asr.config import Config
 from edge_asr.engine.worker import worker_main
@@ -20,6 +22,17 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 class WorkerDied(WorkerCrashed):
     pass
+
+
+def send_call(conn: Connection, method: str, kwargs: dict[str, Any]) -> None:
+    """Send a call; numpy arrays (audio) follow as raw bytes straight from their memory, so a long
+    recording is not copied again into a pickle on either side."""
+    arrays = {k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+    plain = {k: v for k, v in kwargs.items() if k not in arrays}
+    layout = {k: (a.shape, a.dtype.str) for k, a in arrays.items()}
+    conn.send(("call", method, plain, layout))
+    for array in arrays.values():
+        conn.send_bytes(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def describe_exit(code: int | None) -> str:
@@ -87,7 +100,7 @@ class WorkerHandle:
         """
         with self._lock:
             try:
-                self._conn.send(("call", method, kwargs))
+                send_call(self._conn, method, kwargs)
             except (BrokenPipeError, OSError):
                 raise self._died() from None
             try:

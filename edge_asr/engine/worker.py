@@ -2,7 +2,8 @@
 
 Protocol over a duplex pipe (the front process sends, the worker answers each message once, a
 generator method first with its partial results):
-    front -> ("call", method, kwargs)    worker -> ("partial", item)* ("ok", result) | ("error", kind, message)
+    front -> ("call", method, kwargs, arrays) + raw bytes of each array
+                                         worker -> ("partial", item)* ("ok", result) | ("error", kind, message)
     front -> ("release",)                worker -> ("released", report), then exits
 On start the worker answers ("ready", report) or ("load_failed", message). If the front process
 goes away, the pipe closes and the worker releases its model and exits.
@@ -18,6 +19,8 @@ import os
 import signal
 from multiprocessing.connection import Connection
 from typing import Any
+
+import numpy as np
 
 from edge_asr.audio import AudioError
 from edge_asr.config import Config
@@ -65,7 +68,9 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
             break
         if message[0] == "release":
             break
-        _, method, kwargs = message
+        _, method, kwargs, arrays = message
+        for name, (shape, dtype) in arrays.items():  # the audio, sent as raw bytes after the call
+            kwargs[name] = np.frombuffer(conn.recv_bytes(), dtype).reshape(shape)
         _call(conn, runner, method, kwargs)
     rss_before = rss_bytes()
     runner.release()
