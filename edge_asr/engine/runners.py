@@ -8,6 +8,7 @@ construction created, in order (I/O bindings and buffers -> sessions/engines -> 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -63,7 +64,87 @@ class WhisperRunner(Runner):
         del self.vad
 
 
-RUNNERS: dict[str, type[Runner]] = {"whisper": WhisperRunner}
+class GenaiRunner(Runner):
+    """A decoder-only chat model run by onnxruntime-genai (KV cache, sampling and search are its
+    job). ``chat`` streams text deltas as tokens are generated."""
+
+    methods = frozenset({"chat"})
+
+    def __init__(self, spec: ModelSpec, config: Config):
+        import onnxruntime_genai as og
+
+        from edge_asr.runtime.onnx import CUDA, provider_chain
+
+        self._og = og
+        genai_config = og.Config(str(spec.directory))
+        genai_config.clear_providers()
+        self._providers = provider_chain(spec.providers)
+        if CUDA in self._providers:
+            genai_config.append_provider("cuda")
+        self.model = og.Model(genai_config)
+        self.tokenizer = og.Tokenizer(self.model)
+        meta = json.loads((spec.directory / "genai_config.json").read_text())
+        self.context_length: int = meta["model"]["context_length"]
+
+    def providers(self) -> list[str]:
+        return self._providers
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yields ``{"delta": text}`` as text is generated; returns the answer with its usage."""
+        prompt = self.tokenizer.encode(
+            self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+        )
+        room = self.context_length - len(prompt)
+        if room < 1:
+            raise ValueError(f"the prompt is {len(prompt)} tokens; this model's context holds {self.context_length}")
+        limit = min(max_tokens or room, room)
+        params = self._og.GeneratorParams(self.model)
+        options: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": temperature > 0}
+        if temperature > 0:
+            options |= {"temperature": temperature, "top_p": top_p}
+        if seed is not None:
+            options["random_seed"] = seed
+        params.set_search_options(**options)
+        generator = self._og.Generator(self.model, params)
+        generator.append_tokens(prompt)
+        stream = self.tokenizer.create_stream()
+        text, sent, produced, finish = "", 0, 0, "length"
+        while not generator.is_done():
+            generator.generate_next_token()
+            token = generator.get_next_tokens()[0]
+            produced += 1
+            if token in self.tokenizer.eos_token_ids:
+                finish = "stop"
+                break
+            text += stream.decode(token)
+            hit = [text.index(s) for s in stop or () if s in text]
+            if hit:
+                text, finish = text[: min(hit)], "stop"
+                break
+            # hold back what could be the start of a stop sequence
+            safe = len(text) - max((len(s) - 1 for s in stop or ()), default=0)
+            if safe > sent:
+                yield {"delta": text[sent:safe]}
+                sent = safe
+        del generator
+        if len(text) > sent:
+            yield {"delta": text[sent:]}
+        return {"text": text, "finish_reason": finish, "prompt_tokens": len(prompt), "completion_tokens": produced}
+
+    def release(self) -> None:
+        del self.tokenizer
+        del self.model
+
+
+RUNNERS: dict[str, type[Runner]] = {"whisper": WhisperRunner, "onnxruntime-genai": GenaiRunner}
 
 
 def create_runner(spec: ModelSpec, config: Config) -> Runner:

@@ -1,5 +1,6 @@
-"""The HTTP service: a Flask app factory with two blueprints, ``openai_api`` (``/v1``, so any
-OpenAI SDK works) and ``management`` (``/api``, ``/healthz``), in front of one ModelManager."""
+"""The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, audio) and ``chat``
+under ``/v1``, so any OpenAI SDK works, and ``management`` (``/api``, ``/healthz``), in front of
+one ModelManager."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from flask import Flask
 
 from edge_asr.config import Config
 from edge_asr.manager import ModelManager
-from edge_asr.server import errors, management, openai_api
+from edge_asr.server import chat, errors, management, openai_api
 
 
 def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
@@ -17,5 +18,6 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.manager"] = manager or ModelManager.create(config)
     errors.register(app)
     app.register_blueprint(openai_api.bp)
+    app.register_blueprint(chat.bp)
     app.register_blueprint(management.bp)
     return app

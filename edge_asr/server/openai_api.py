@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -14,6 +13,7 @@ from edge_asr.audio import AudioError, decode_audio
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.manager import Lease, ModelManager
+from edge_asr.server.sse import event
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
@@ -94,10 +94,6 @@ def transcriptions() -> Response:
     return Response(render(transcript, response_format, language or "en"), mimetype=MIME_TYPES[response_format])
 
 
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"
-
-
 def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
     """OpenAI's transcription stream: a ``transcript.text.delta`` per segment as each piece of the
     audio is decoded, then ``transcript.text.done`` with the whole text."""
@@ -111,12 +107,12 @@ def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
                 transcript = done.value
                 break
             for segment in part["segments"]:
-                yield _event({"type": "transcript.text.delta", "delta": ("" if first else " ") + segment["text"]})
+                yield event({"type": "transcript.text.delta", "delta": ("" if first else " ") + segment["text"]})
                 first = False
         usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
-        yield _event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
+        yield event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
     except ServiceError as e:  # the status line is gone: the error travels as an event
-        yield _event({"type": "error", "error": {"message": e.message, "type": e.type, "code": e.code}})
+        yield event({"type": "error", "error": {"message": e.message, "type": e.type, "code": e.code}})
     finally:
         with contextlib.suppress(ServiceError):  # the worker died while we read past a client that left
             stream.close()

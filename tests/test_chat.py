@@ -1,0 +1,80 @@
+"""OpenAI chat completions on the real SmolLM2 model, through the real `openai` SDK."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.service import Service
+
+MODEL = "smollm2-135m-instruct"
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+@pytest.fixture
+def client(service: Service) -> openai.OpenAI:
+    return openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_answer_and_usage(client):
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant" and "Paris" in choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 40
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_streamed_text_equals_the_plain_answer(client):
+    plain = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, seed=1, max_tokens=40)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            temperature=0,
+            seed=1,
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [plain.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # it did arrive piece by piece
+
+
+def test_max_tokens_cuts_with_length(client):
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_completion_tokens=3)
+    assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 3
+
+
+def test_stop_sequence(client):
+    full = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
+    text = full.choices[0].message.content
+    word = "Paris"
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40, stop=[word])
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].message.content == text[: text.index(word)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"messages": []}, openai.BadRequestError, "non-empty list"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, openai.BadRequestError, "role must be one of"),
+        ({"max_tokens": 0}, openai.BadRequestError, "positive integer"),
+        ({"temperature": 7}, openai.BadRequestError, "temperature must be"),
+        ({"messages": [{"role": "user", "content": "word " * 9000}]}, openai.BadRequestError, "context holds 8192"),
+        ({"model": "whisper-tiny-en"}, openai.BadRequestError, "cannot chat"),
+        ({"model": "gpt-9"}, openai.NotFoundError, "does not exist"),
+    ],
+    ids=["empty", "role", "max-tokens", "temperature", "too-long", "asr-model", "unknown-model"],
+)
+def test_bad_requests(client, kwargs, error, words):
+    with pytest.raises(error) as e:
+        client.chat.completions.create(**{"model": MODEL, "messages": QUESTION, **kwargs})
+    assert words in e.value.message
