@@ -1,6 +1,6 @@
 """The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, audio) and ``chat``
-under ``/v1``, so any OpenAI SDK works, and ``management`` (``/api``, ``/healthz``), in front of
-one ModelManager."""
+under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
+(``/api/pipeline``), in front of one ModelManager."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Flask
 
 from edge_asr.config import Config
 from edge_asr.manager import ModelManager
-from edge_asr.server import chat, errors, management, openai_api
+from edge_asr.server import chat, errors, management, openai_api, pipeline
 
 
 def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
@@ -20,4 +20,5 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(management.bp)
+    app.register_blueprint(pipeline.bp)
     return app
