@@ -9,11 +9,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from edge_asr.audio import AudioError, decode_audio
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.manager import Lease, ModelManager
 from edge_asr.server.sse import event
+from edge_asr.server.uploads import uploaded_audio
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
@@ -67,13 +67,7 @@ def transcriptions() -> Response:
     if stream and response_format not in ("json", "text"):
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
     temperature = _temperature(form)
-    upload = request.files.get("file")
-    if upload is None:
-        raise InvalidRequest("the multipart field 'file' (the audio) is missing")
-    try:
-        audio = decode_audio(upload.read())
-    except AudioError as e:
-        raise InvalidRequest(f"{upload.filename or 'file'}: {e}") from None
+    audio = uploaded_audio()
 
     leases = ExitStack()
     lease = leases.enter_context(manager().lease(model_id))  # errors here still get their status code

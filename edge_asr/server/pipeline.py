@@ -10,9 +10,9 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from edge_asr.audio import AudioError, decode_audio
 from edge_asr.errors import InvalidRequest
 from edge_asr.manager import ModelManager
+from edge_asr.server.uploads import uploaded_audio
 
 bp = Blueprint("pipeline", __name__)
 DEFAULTS = {
@@ -36,13 +36,7 @@ def pipeline() -> Response:
         max_tokens = int(request.form.get("max_tokens", "256"))
     except ValueError:
         raise InvalidRequest("max_tokens must be an integer") from None
-    upload = request.files.get("file")
-    if upload is None:
-        raise InvalidRequest("the multipart field 'file' (the audio) is missing")
-    try:
-        audio = decode_audio(upload.read())
-    except AudioError as e:
-        raise InvalidRequest(f"{upload.filename or 'file'}: {e}") from None
+    audio = uploaded_audio()
 
     since, start = time.time(), time.monotonic()
     with manager().lease(form["asr_model"]) as lease:
