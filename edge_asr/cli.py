@@ -111,8 +111,7 @@ def transcribe(config: Config, file: Path, model_id: str, language: str | None, 
         result = run(model, SileroVad(vad.directory / vad.files[0]), audio, language=language, prompt=prompt)
     except (AudioError, UnknownModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    transcript = {"text": result.text, "duration": result.duration, "segments": [s.as_dict() for s in result.segments]}
-    click.echo(render(transcript, fmt, language or "en"), nl=False)
+    click.echo(render(result.as_dict(), fmt, language or "en"), nl=False)
 
 
 @cli.command()

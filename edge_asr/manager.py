@@ -12,7 +12,6 @@ request: an unload of a busy model is refused (409) or waits for its leases to d
 from __future__ import annotations
 
 import enum
-import logging
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -38,7 +37,6 @@ from edge_asr.memory import MemInfoSource, MemoryReading, MemorySource, trim_hea
 from edge_asr.state import StateStore
 from edge_asr.units import parse_duration
 
-log = logging.getLogger(__name__)
 MB = 10**6
 MAX_BACKOFF = 300.0
 
@@ -223,9 +221,9 @@ class ModelManager:
         rec = self._record(model_id)
         deadline = time.monotonic() + self.config.wait_timeout
         with self._cond:
-            if self._wait_ready(rec, deadline) is not None:
-                return self.status(model_id)
-        self._load(rec, deadline, reason)
+            ready = self._wait_ready(rec, deadline) is not None
+        if not ready:
+            self._load(rec, deadline, reason)
         return self.status(model_id)
 
     def _load(self, rec: ModelRecord, deadline: float, reason: str) -> None:

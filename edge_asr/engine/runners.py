@@ -46,17 +46,13 @@ class WhisperRunner(Runner):
 
     def transcribe(self, audio: np.ndarray, **options: Any) -> Iterator[dict[str, Any]]:
         """Yields each chunk's segments as it is decoded; returns the whole transcript."""
-        from edge_asr.whisper.transcribe import transcribe_chunks
+        from edge_asr.whisper.transcribe import Transcript, transcribe_chunks
 
         segments = []
         for chunk in transcribe_chunks(self.model, self.vad, audio, **options):
             segments += chunk
             yield {"segments": [s.as_dict() for s in chunk]}
-        return {
-            "text": " ".join(s.text for s in segments),
-            "duration": len(audio) / 16000,
-            "segments": [s.as_dict() for s in segments],
-        }
+        return Transcript.of(segments, audio).as_dict()
 
     def release(self) -> None:
         self.model.close()

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.manager import Lease, ModelManager
-from edge_asr.server.sse import event
+from edge_asr.server.sse import error_event, event, stream_response
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 ROLES = ("system", "user", "assistant")
@@ -93,13 +93,7 @@ def chat_completions() -> Response:
     leases = ExitStack()
     lease = leases.enter_context(manager().lease(model_id))
     if stream:
-        response = Response(
-            _chunks(lease, options, reply, include_usage),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
-        response.call_on_close(leases.close)
-        return response
+        return stream_response(_chunks(lease, options, reply, include_usage), leases)
     with leases:
         answer = lease.call("chat", **options)
     return jsonify(
@@ -145,8 +139,8 @@ def _chunks(lease: Lease, options: dict[str, Any], reply: dict[str, Any], includ
         if include_usage:
             yield chunk(None, usage=_usage(answer))
         yield event("[DONE]")
-    except ServiceError as e:  # the status line is gone: the error travels as an event
-        yield event({"error": {"message": e.message, "type": e.type, "code": e.code}})
+    except ServiceError as e:
+        yield error_event(e)
     finally:
         with contextlib.suppress(ServiceError):
             generated.close()

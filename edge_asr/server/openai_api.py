@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.manager import Lease, ModelManager
-from edge_asr.server.sse import event
+from edge_asr.server.sse import error_event, event, stream_response
 from edge_asr.server.uploads import uploaded_audio
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
@@ -80,9 +80,7 @@ def transcriptions() -> Response:
         "temperature": temperature,
     }
     if stream:
-        response = Response(_sse(lease, options), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
-        response.call_on_close(leases.close)  # the lease returns when the stream ends or the client leaves
-        return response
+        return stream_response(_sse(lease, options), leases)
     with leases:
         transcript = lease.call("transcribe", **options)
     return Response(render(transcript, response_format, language or "en"), mimetype=MIME_TYPES[response_format])
@@ -105,8 +103,8 @@ def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
                 first = False
         usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
         yield event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
-    except ServiceError as e:  # the status line is gone: the error travels as an event
-        yield event({"type": "error", "error": {"message": e.message, "type": e.type, "code": e.code}})
+    except ServiceError as e:
+        yield error_event(e)
     finally:
         with contextlib.suppress(ServiceError):  # the worker died while we read past a client that left
             stream.close()

@@ -49,6 +49,14 @@ class Transcript:
     duration: float  # seconds of audio
     segments: list[Segment]
 
+    @classmethod
+    def of(cls, segments: list[Segment], audio: np.ndarray) -> Transcript:
+        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments)
+
+    def as_dict(self) -> dict:
+        """The form the formats (``edge_asr.formats``) and the worker protocol use."""
+        return {"text": self.text, "duration": self.duration, "segments": [s.as_dict() for s in self.segments]}
+
 
 def _decode_with_fallback(
     model: WhisperModel, audio: np.ndarray, prompt: list[int], temperature: float
@@ -132,5 +140,4 @@ def transcribe_chunks(
 
 def transcribe(model: WhisperModel, vad: SileroVad, audio: np.ndarray, **options) -> Transcript:
     """The whole transcript (``options`` as for ``transcribe_chunks``)."""
-    segments = [s for chunk in transcribe_chunks(model, vad, audio, **options) for s in chunk]
-    return Transcript(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments)
+    return Transcript.of([s for chunk in transcribe_chunks(model, vad, audio, **options) for s in chunk], audio)
