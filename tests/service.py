@@ -54,6 +54,16 @@ def settled_available(timeout: float = 60) -> int:
     return previous
 
 
+def wait_for(predicate, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
 class Service:
     def __init__(self, state_dir: Path, **env: str):
         self.state_dir = state_dir

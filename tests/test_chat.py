@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
-from tests.service import Service
+from tests.service import Service, wait_for
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and his dog."}]
 
 
 @pytest.fixture
@@ -45,6 +48,26 @@ def test_streamed_text_equals_the_plain_answer(client):
     assert finishes == [plain.choices[0].finish_reason]
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # it did arrive piece by piece
+
+
+def test_a_client_that_leaves_a_stream_stops_the_generation(client, service):
+    assert service.post(f"/api/models/{MODEL}/load").ok
+    start = time.monotonic()
+    whole = client.chat.completions.create(model=MODEL, messages=STORY, temperature=0, max_tokens=400)
+    whole_s = time.monotonic() - start
+    assert whole.choices[0].finish_reason == "length"  # the story outlasts the limit: leaving early matters
+
+    with client.chat.completions.create(
+        model=MODEL, messages=STORY, temperature=0, max_tokens=400, stream=True
+    ) as stream:
+        first = [chunk for chunk, _ in zip(stream, range(3), strict=False)]
+        assert first[-1].choices[0].delta.content
+        left = time.monotonic()
+    wait_for(lambda: service.model(MODEL)["in_flight"] == 0, whole_s)
+    assert time.monotonic() - left < whole_s / 4, "the worker went on generating for a client that had left"
+
+    again = client.chat.completions.create(model=MODEL, messages=STORY, temperature=0, max_tokens=400)
+    assert again.choices[0].message.content == whole.choices[0].message.content  # the worker is in step
 
 
 def test_max_tokens_cuts_with_length(client):

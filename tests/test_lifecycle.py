@@ -20,7 +20,7 @@ import soundfile
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
 from edge_asr.samples import REFERENCES
-from tests.service import Service, available, settled_available
+from tests.service import Service, available, settled_available, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +42,6 @@ def in_background(fn, *args):
     thread = threading.Thread(target=run)
     thread.start()
     return thread, result
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_unload_during_a_transcription_is_refused_then_waits(service: Service, long_speech):
@@ -313,7 +303,7 @@ def test_a_streaming_client_that_leaves_returns_its_lease(service: Service, long
     ) as r:
         first = next(r.iter_lines(decode_unicode=True))
         assert first.startswith('data: {"type": "transcript.text.delta"')
-    # the worker finishes the audio it was given, then the lease comes back
+    # the worker stops after the chunk it was decoding, and the lease comes back
     wait_for(lambda: service.model()["in_flight"] == 0, 30)
     again = service.transcribe(clips["beckett"])
     assert again.ok and word_error_rate(REFERENCES["beckett"], again.json()["text"]) < 0.05

@@ -95,8 +95,8 @@ class WorkerHandle:
     def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
         """Yield the partial results of ``method`` as the worker sends them; return the result.
 
-        Closed early (a client went away), it still reads the worker's remaining answers, so the
-        next request starts in step; the worker finishes the request first.
+        Closed early (a client went away), it asks the worker to cancel and reads its remaining
+        answers, so the next request starts in step.
         """
         with self._lock:
             try:
@@ -109,9 +109,8 @@ class WorkerHandle:
                     if kind != "partial":
                         break
                     yield rest[0]
-            except GeneratorExit:  # closed early: read what is left so the next call starts in step
-                while self._receive(None)[0] == "partial":
-                    pass
+            except GeneratorExit:
+                self._cancel()
                 raise
         if kind == "ok":
             return rest[0]
@@ -119,6 +118,15 @@ class WorkerHandle:
         if error_kind == "invalid":
             raise InvalidRequest(message)
         raise ServiceError(f"model {self.model_id!r} failed: {message}")
+
+    def _cancel(self) -> None:
+        """(Holding the lock, mid-stream.) Stop the call and read up to its end."""
+        try:
+            self._conn.send(("cancel",))
+            while self._receive(None)[0] == "partial":
+                pass
+        except (ServiceError, BrokenPipeError, OSError):
+            pass  # the worker died meanwhile; the watcher reports it
 
     def release(self, timeout: float) -> dict[str, Any]:
         """Ask the worker to destroy its model and exit; kill it if it does not within ``timeout``."""

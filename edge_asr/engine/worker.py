@@ -4,6 +4,8 @@ Protocol over a duplex pipe (the front process sends, the worker answers each me
 generator method first with its partial results):
     front -> ("call", method, kwargs, arrays) + raw bytes of each array
                                          worker -> ("partial", item)* ("ok", result) | ("error", kind, message)
+    front -> ("cancel",)                 (while partials flow) the generator is closed; the answer
+                                         is ("ok", None). A cancel that arrives after the answer is ignored.
     front -> ("release",)                worker -> ("released", report), then exits
 On start the worker answers ("ready", report) or ("load_failed", message). If the front process
 goes away, the pipe closes and the worker releases its model and exits.
@@ -17,6 +19,7 @@ import inspect
 import logging
 import os
 import signal
+from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -68,6 +71,8 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
             break
         if message[0] == "release":
             break
+        if message[0] == "cancel":  # the call it meant had already ended
+            continue
         _, method, kwargs, arrays = message
         for name, (shape, dtype) in arrays.items():  # the audio, sent as raw bytes after the call
             kwargs[name] = np.frombuffer(conn.recv_bytes(), dtype).reshape(shape)
@@ -94,15 +99,23 @@ def _call(conn: Connection, runner: Any, method: str, kwargs: dict[str, Any]) ->
     try:
         result = getattr(runner, method)(**kwargs)
         if inspect.isgenerator(result):
-            while True:
-                try:
-                    conn.send(("partial", next(result)))
-                except StopIteration as done:
-                    result = done.value
-                    break
+            result = _stream(conn, result)
         conn.send(("ok", result))
     except (AudioError, ValueError, TypeError) as e:
         conn.send(("error", "invalid", str(e)))
     except Exception as e:
         log.exception("%s failed", method)
         conn.send(("error", "internal", f"{type(e).__name__}: {e}"))
+
+
+def _stream(conn: Connection, generator: Generator[Any, None, Any]) -> Any:
+    """Send what ``generator`` yields as it comes; stop early when the front sends a cancel (the
+    client went away), so the model does not go on working for nobody."""
+    while True:
+        try:
+            conn.send(("partial", next(generator)))
+        except StopIteration as done:
+            return done.value
+        if conn.poll() and conn.recv()[0] == "cancel":
+            generator.close()
+            return None
