@@ -58,6 +58,9 @@ class Config:
     wait_timeout: float = 30.0  # seconds a request waits for a loading/unloading model before 503
     drain_timeout: float = 30.0  # longest ?wait= an unload may ask for
     failure_backoff: float = 2.0  # seconds before reloading after a second crash in a row, doubling
+    keep_alive: float = 300.0  # idle seconds before a model hibernates, unless its manifest/settings say
+    # supervisor
+    memory_interval_ms: int = 1000  # how often memory is read and the supervisor looks at the models
 
     @property
     def models_path(self) -> Path:
@@ -87,6 +90,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "wait_timeout": parse_duration,
     "drain_timeout": parse_duration,
     "failure_backoff": parse_duration,
+    "keep_alive": parse_duration,
+    "memory_interval_ms": int,
 }
 # Every key can be set from the environment as EDGE_ASR_<KEY>.
 _ENV = {f"EDGE_ASR_{key.upper()}": key for key in _CONVERT}
@@ -95,8 +100,9 @@ _ENV = {f"EDGE_ASR_{key.upper()}": key for key in _CONVERT}
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from an optional TOML file (or ``EDGE_ASR_CONFIG``) and the environment.
 
-    The TOML file holds the keys of ``Config`` at its top level; sizes may be written ``"600MB"``
-    and durations ``"5m"``.
+    The TOML file holds the keys of ``Config``, at its top level or in a table named by the key's
+    first word (``[memory] budget = "600MB"`` is ``memory_budget``, as is ``EDGE_ASR_MEMORY_BUDGET``);
+    sizes may be written ``"600MB"`` and durations ``"5m"``.
     """
     environ = os.environ if environ is None else environ
     assert {f.name for f in fields(Config)} == set(_CONVERT), "every Config field needs a converter"
@@ -104,7 +110,7 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     path = path or environ.get("EDGE_ASR_CONFIG")
     if path:
         with open(path, "rb") as f:
-            for key, value in tomllib.load(f).items():
+            for key, value in _flatten(tomllib.load(f)).items():
                 if key not in _CONVERT:
                     raise ValueError(f"{path}: unknown configuration key {key!r}")
                 values[key] = value
@@ -112,3 +118,13 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         if environ.get(var):
             values[key] = environ[var]
     return Config(**{key: _CONVERT[key](value) for key, value in values.items()})
+
+
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat |= {f"{key}_{inner}": v for inner, v in value.items()}
+        else:
+            flat[key] = value
+    return flat

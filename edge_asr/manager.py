@@ -60,6 +60,7 @@ class ModelRecord:
     loaded_at: float | None = None
     last_used: float | None = None
     last_unload_reason: str | None = None
+    keep_alive: float | None = None  # the last request's keep_alive, overriding the setting until the next
     failures: int = 0  # crashes and failed loads in a row
     retry_at: float = 0.0
     providers: list[str] = field(default_factory=list)
@@ -77,6 +78,7 @@ class ModelManager:
         self._cond = threading.Condition()
         self._lifecycle = threading.RLock()  # one load or unload at a time
         self._closed = threading.Event()
+        self.lease_returned = threading.Event()  # wakes the supervisor: an idle timer may have started
         self._watcher = threading.Thread(target=self._watch_workers, name="edge-asr-worker-watch", daemon=True)
         self._watcher.start()
 
@@ -100,7 +102,7 @@ class ModelManager:
 
     def settings(self, model_id: str) -> dict[str, Any]:
         spec = self.spec(model_id)
-        return model_settings.defaults(spec) | self.store.settings(model_id)
+        return model_settings.defaults(spec, self.config.keep_alive) | self.store.settings(model_id)
 
     def update_settings(self, model_id: str, patch: dict[str, Any]) -> dict[str, Any]:
         spec = self.spec(model_id)
@@ -108,12 +110,19 @@ class ModelManager:
             self.store.save_settings(model_id, model_settings.merge(spec, self.store.settings(model_id), patch))
         return self.settings(model_id)
 
+    def _expires_at(self, rec: ModelRecord, settings: dict[str, Any]) -> float | None:
+        """(Under the lock.) When ``rec`` hibernates if it stays idle; None if it is not idle or
+        never does (pinned, or keep_alive negative)."""
+        keep_alive = parse_duration(settings["keep_alive"]) if rec.keep_alive is None else rec.keep_alive
+        idle = rec.state is State.READY and not rec.in_flight and not rec.draining and rec.last_used is not None
+        if not idle or keep_alive < 0 or settings["pinned"]:
+            return None
+        return rec.last_used + keep_alive
+
     def status(self, model_id: str) -> dict[str, Any]:
         rec = self._record(model_id)
         current = self.settings(model_id)
         with self._cond:
-            keep_alive = parse_duration(current["keep_alive"])
-            idle = rec.state is State.READY and rec.in_flight == 0 and rec.last_used is not None
             return {
                 "id": rec.spec.id,
                 "task": rec.spec.task,
@@ -124,7 +133,7 @@ class ModelManager:
                 "footprint_bytes": self._footprints.get(rec.spec.id),
                 "loaded_at": rec.loaded_at,
                 "last_used": rec.last_used,
-                "expires_at": rec.last_used + keep_alive if idle and keep_alive >= 0 else None,
+                "expires_at": self._expires_at(rec, current),
                 "last_unload_reason": rec.last_unload_reason,
                 "failures": rec.failures,
                 "providers": rec.providers,
@@ -139,8 +148,12 @@ class ModelManager:
     # -- leases ----------------------------------------------------------------------------
 
     @contextmanager
-    def lease(self, model_id: str) -> Iterator[Lease]:
-        """Hold ``model_id`` loaded for the duration of a request, loading it if needed."""
+    def lease(self, model_id: str, keep_alive: float | None = None) -> Iterator[Lease]:
+        """Hold ``model_id`` loaded for the duration of a request, loading it if needed.
+
+        ``keep_alive`` (seconds; 0 = unload once idle, negative = never) replaces the model's
+        keep-alive setting from the end of this request until the next one, as in Ollama.
+        """
         rec = self._record(model_id)
         deadline = time.monotonic() + self.config.wait_timeout
         while True:
@@ -158,9 +171,11 @@ class ModelManager:
             with self._cond:
                 rec.in_flight -= 1
                 rec.last_used = time.time()
+                rec.keep_alive = keep_alive
                 if ok:
                     rec.failures = 0
                 self._cond.notify_all()
+            self.lease_returned.set()
 
     def _wait_ready(self, rec: ModelRecord, deadline: float) -> WorkerHandle | None:
         """(Under the lock.) The worker once ``rec`` is ready, or None if the caller must load it."""
@@ -405,6 +420,25 @@ class ModelManager:
             duration_s=round(time.monotonic() - start, 3),
             **details,
         )
+
+    def hibernate_expired(self) -> float | None:
+        """Unload the idle models whose keep-alive has run out (reason ``idle``); return when the
+        next one runs out, or None if no model is counting down."""
+        while True:
+            settings = {model_id: self.settings(model_id) for model_id in self._records}
+            with self._cond:
+                timers = {
+                    model_id: at
+                    for model_id, rec in self._records.items()
+                    if (at := self._expires_at(rec, settings[model_id])) is not None
+                }
+                due = [model_id for model_id, at in timers.items() if at <= time.time()]
+                if not due:
+                    return min(timers.values(), default=None)
+                rec = self._records[due[0]]
+                rec.state, rec.reason = State.UNLOADING, "unloading (idle)"
+            with self._lifecycle:
+                self._unload(rec, "idle")
 
     def free(self) -> dict[str, Any]:
         """Unload every idle model that is not pinned."""

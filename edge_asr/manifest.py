@@ -33,7 +33,7 @@ class ModelSpec:
     directory: Path
     files: tuple[str, ...]
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    keep_alive: str = "5m"
+    keep_alive: str | None = None  # None: the configuration's keep_alive
     priority: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] | None = None
@@ -67,7 +67,7 @@ def _spec(model_id: str, entry: dict[str, Any], models_path: Path, source: Path)
             directory=models_path / model_id,
             files=tuple(entry["files"]),
             providers=tuple(entry.get("providers", ModelSpec.providers)),
-            keep_alive=str(entry.get("keep_alive", ModelSpec.keep_alive)),
+            keep_alive=str(entry["keep_alive"]) if "keep_alive" in entry else None,
             priority=int(entry.get("priority", 0)),
             settings=dict(entry.get("settings", {})),
             prepare=entry.get("prepare"),

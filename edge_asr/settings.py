@@ -26,6 +26,17 @@ def _keep_alive(value: Any) -> str | float:
     return value
 
 
+def request_keep_alive(value: Any) -> float | None:
+    """A request's own ``keep_alive`` (seconds or a duration string; 0 = unload once idle, negative
+    = keep), or None when the request names none and the model's setting applies."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise InvalidRequest(f"keep_alive: {e}") from None
+
+
 def _priority(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be an integer")
@@ -47,8 +58,9 @@ VALIDATORS = {
 }
 
 
-def defaults(spec: ModelSpec) -> dict[str, Any]:
-    base: dict[str, Any] = {"keep_alive": spec.keep_alive, "priority": spec.priority, "pinned": False}
+def defaults(spec: ModelSpec, keep_alive: float) -> dict[str, Any]:
+    """The manifest's settings for ``spec``; ``keep_alive`` is the configuration's default."""
+    base: dict[str, Any] = {"keep_alive": spec.keep_alive or keep_alive, "priority": spec.priority, "pinned": False}
     if spec.task == "asr":
         base |= {"language": None, "prompt": None}
     return base | {k: v for k, v in spec.settings.items() if k in VALIDATORS}

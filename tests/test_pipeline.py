@@ -3,32 +3,45 @@ the two models do not fit side by side."""
 
 from __future__ import annotations
 
+import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from edge_asr.evaluation import normalize
 from tests.service import Service, available
 
+ASR, LLM = "whisper-tiny-en", "smollm2-135m-instruct"
 
-def test_pipeline_swaps_models_under_a_budget(tmp_path, whisper_spec, clips):
-    svc = Service(tmp_path / "learn").start()  # learn both footprints
+
+@pytest.fixture
+def budget_service(tmp_path, whisper_spec, clips):
+    """A service whose memory budget holds either model but not both (footprints learnt first)."""
+    svc = Service(tmp_path / "learn").start()
     try:
         assert svc.transcribe(clips["beckett"]).ok
         assert svc.post(
             "/v1/chat/completions",
-            json={"model": "smollm2-135m-instruct", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            json={"model": LLM, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
         ).ok
         svc.post("/api/system/free")
         footprints = {m["id"]: m["footprint_bytes"] for m in svc.get("/api/models").json()["models"]}
     finally:
         svc.stop()
-    asr, llm = footprints["whisper-tiny-en"], footprints["smollm2-135m-instruct"]
-    budget = int(1.1 * max(asr, llm))
-    assert budget < asr + llm  # the two do not fit together
+    budget = int(1.1 * max(footprints[ASR], footprints[LLM]))
+    assert budget < footprints[ASR] + footprints[LLM]  # the two do not fit together
 
     state = tmp_path / "budget"
     state.mkdir()
     (state / "footprints.json").write_text((tmp_path / "learn" / "footprints.json").read_text())
     svc = Service(state, EDGE_ASR_MEMORY_BUDGET=str(budget)).start()
+    yield svc
+    svc.stop()
+
+
+def test_pipeline_swaps_models_under_a_budget(budget_service: Service, clips):
+    svc = budget_service
     samples: list[int] = []
     stop = threading.Event()
 
@@ -49,24 +62,22 @@ def test_pipeline_swaps_models_under_a_budget(tmp_path, whisper_spec, clips):
     finally:
         stop.set()
         sampler.join()
-    try:
-        assert r.ok, r.text
-        result = r.json()
-        assert result["transcript"]["text"].startswith("It was the best of times")
-        assert result["output"].strip()
-        assert set(normalize(result["output"])) & set(normalize(result["transcript"]["text"]))
-        moves = [(e["model"], e["to"], e["reason"]) for e in result["events"]]
-        assert moves == [
-            ("whisper-tiny-en", "ready", "request"),
-            ("whisper-tiny-en", "unloaded", "evicted-for:smollm2-135m-instruct"),
-            ("smollm2-135m-instruct", "ready", "request"),
-        ]
-        assert min(samples) > 256e6  # never below the configured reserve
-        assert result["timings"]["transcribe_s"] > 0 and result["timings"]["generate_s"] > 0
-        states = {m["id"]: m["state"] for m in svc.get("/api/models").json()["models"]}
-        assert states == {"whisper-tiny-en": "unloaded", "smollm2-135m-instruct": "ready"}
-    finally:
-        svc.stop()
+    assert r.ok, r.text
+    result = r.json()
+    assert result["transcript"]["text"].startswith("It was the best of times")
+    assert result["output"].strip()
+    assert set(normalize(result["output"])) & set(normalize(result["transcript"]["text"]))
+    moves = [(e["model"], e["to"], e["reason"]) for e in result["events"]]
+    assert moves == [
+        ("whisper-tiny-en", "ready", "request"),
+        ("whisper-tiny-en", "unloaded", "evicted-for:smollm2-135m-instruct"),
+        ("smollm2-135m-instruct", "ready", "request"),
+    ]
+    assert min(samples) > 256e6  # never below the configured reserve
+    assert result["timings"]["transcribe_s"] > 0 and result["timings"]["generate_s"] > 0
+    states = {m["id"]: m["state"] for m in svc.get("/api/models").json()["models"]}
+    assert states == {"whisper-tiny-en": "unloaded", "smollm2-135m-instruct": "ready"}
+    svc.stop()
 
 
 def test_pipeline_bad_input(service: Service, clips):
@@ -76,3 +87,48 @@ def test_pipeline_bad_input(service: Service, clips):
         "/api/pipeline", files={"file": ("a.wav", clips["beckett"].read_bytes())}, data={"llm_model": "whisper-tiny-en"}
     )
     assert r.status_code == 400 and "llm_model must name a llm model" in r.json()["error"]["message"]
+
+
+def sse_events(response) -> list[dict]:
+    return [json.loads(line[6:]) for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+
+
+def test_pipeline_streams_its_progress(service: Service, clips):
+    with service.post(
+        "/api/pipeline",
+        files={"file": ("beckett.wav", clips["beckett"].read_bytes())},
+        data={"stream": "true", "max_tokens": "60"},
+        stream=True,
+    ) as r:
+        assert r.ok and r.headers["Content-Type"].startswith("text/event-stream")
+        events = sse_events(r)
+    kinds = [e["type"] for e in events]
+    stages = [e["stage"] for e in events if e["type"] == "pipeline.stage"]
+    assert stages == ["transcribing", "swapping", "generating"]  # the LLM was not loaded yet
+    assert kinds[0] == "pipeline.stage" and kinds[-1] == "pipeline.done"
+    first_output = kinds.index("output.text.delta")
+    assert kinds.index("transcript.text.delta") < kinds.index("pipeline.done") and first_output > stages.index(
+        "generating"
+    )
+    done = events[-1]
+    assert "".join(e["delta"] for e in events if e["type"] == "transcript.text.delta") == done["transcript"]["text"]
+    assert "".join(e["delta"] for e in events if e["type"] == "output.text.delta") == done["output"]
+    assert done["output"].strip() and done["timings"]["swap_s"] > 0
+
+
+def test_a_pipeline_and_transcriptions_at_the_same_time_all_complete(budget_service: Service, clips):
+    """The budget holds one model: the pipeline and the plain transcriptions take turns."""
+    svc = budget_service
+    audio = clips["beckett"].read_bytes()
+    with ThreadPoolExecutor(5) as pool:
+        pipeline = pool.submit(
+            svc.post, "/api/pipeline", files={"file": ("b.wav", audio)}, data={"max_tokens": "40"}, timeout=300
+        )
+        transcriptions = [pool.submit(svc.transcribe, audio) for _ in range(4)]
+        replies = [pipeline.result()] + [t.result() for t in transcriptions]
+    assert all(r.ok for r in replies), [r.text for r in replies if not r.ok]
+    texts = {r.json()["text"] for r in replies[1:]} | {replies[0].json()["transcript"]["text"]}
+    assert len(texts) == 1 and texts.pop().startswith("Ever tried")
+    assert replies[0].json()["output"].strip()
+    residents = [m for m in svc.get("/api/models").json()["models"] if m["state"] == "ready"]
+    assert len(residents) == 1  # never both resident under this budget

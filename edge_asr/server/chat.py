@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.manager import Lease, ModelManager
-from edge_asr.server.sse import error_event, event, stream_response
+from edge_asr.server.sse import error_event, event, relay, stream_response
+from edge_asr.settings import request_keep_alive
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 ROLES = ("system", "user", "assistant")
@@ -86,12 +86,13 @@ def chat_completions() -> Response:
     if manager().spec(model_id).task != "llm":
         raise InvalidRequest(f"the model {model_id!r} is a {manager().spec(model_id).task} model; it cannot chat")
     options = _options(body)
+    keep_alive = request_keep_alive(body.get("keep_alive"))
     stream = body.get("stream") is True
     include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
     reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}
 
     leases = ExitStack()
-    lease = leases.enter_context(manager().lease(model_id))
+    lease = leases.enter_context(manager().lease(model_id, keep_alive))
     if stream:
         return stream_response(_chunks(lease, options, reply, include_usage), leases)
     with leases:
@@ -125,22 +126,12 @@ def _chunks(lease: Lease, options: dict[str, Any], reply: dict[str, Any], includ
         choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else []
         return event({**reply, "object": "chat.completion.chunk", "choices": choices, **extra})
 
-    generated = lease.stream("chat", **options)
     try:
         yield chunk({"role": "assistant", "content": ""})
-        while True:
-            try:
-                part = next(generated)
-            except StopIteration as done:
-                answer = done.value
-                break
-            yield chunk({"content": part["delta"]})
+        answer = yield from relay(lease.stream("chat", **options), lambda part: [chunk({"content": part["delta"]})])
         yield chunk({}, answer["finish_reason"])
         if include_usage:
             yield chunk(None, usage=_usage(answer))
         yield event("[DONE]")
     except ServiceError as e:
         yield error_event(e)
-    finally:
-        with contextlib.suppress(ServiceError):
-            generated.close()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -12,8 +11,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.manager import Lease, ModelManager
-from edge_asr.server.sse import error_event, event, stream_response
+from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.server.uploads import uploaded_audio
+from edge_asr.settings import request_keep_alive
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
@@ -67,10 +67,11 @@ def transcriptions() -> Response:
     if stream and response_format not in ("json", "text"):
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
     temperature = _temperature(form)
+    keep_alive = request_keep_alive(form.get("keep_alive"))
     audio = uploaded_audio()
 
     leases = ExitStack()
-    lease = leases.enter_context(manager().lease(model_id))  # errors here still get their status code
+    lease = leases.enter_context(manager().lease(model_id, keep_alive))  # errors here still get their status code
     settings = lease.settings
     language = form.get("language") or settings.get("language")
     options = {
@@ -89,22 +90,24 @@ def transcriptions() -> Response:
 def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
     """OpenAI's transcription stream: a ``transcript.text.delta`` per segment as each piece of the
     audio is decoded, then ``transcript.text.done`` with the whole text."""
-    stream = lease.stream("transcribe", **options)
-    first = True
     try:
-        while True:
-            try:
-                part = next(stream)
-            except StopIteration as done:
-                transcript = done.value
-                break
-            for segment in part["segments"]:
-                yield event({"type": "transcript.text.delta", "delta": ("" if first else " ") + segment["text"]})
-                first = False
+        deltas = text_deltas()
+        transcript = yield from relay(lease.stream("transcribe", **options), lambda part: map(event, deltas(part)))
         usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
         yield event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
     except ServiceError as e:
         yield error_event(e)
-    finally:
-        with contextlib.suppress(ServiceError):  # the worker died while we read past a client that left
-            stream.close()
+
+
+def text_deltas() -> Callable[[dict[str, Any]], Iterator[dict[str, str]]]:
+    """Turns a transcription's partial results into ``transcript.text.delta`` events, the segments
+    separated by a space as in the whole text."""
+    first = True
+
+    def deltas(part: dict[str, Any]) -> Iterator[dict[str, str]]:
+        nonlocal first
+        for segment in part["segments"]:
+            yield {"type": "transcript.text.delta", "delta": ("" if first else " ") + segment["text"]}
+            first = False
+
+    return deltas

@@ -2,17 +2,32 @@
 
 The two steps take their models in turn through the manager: when both do not fit (the memory
 reserve or budget), admission unloads the idle speech model before the LLM loads, and the reply
-lists the lifecycle events the request caused."""
+lists the lifecycle events the request caused. With ``stream=true`` the same steps arrive as
+server-sent events while they happen:
+
+    {"type": "pipeline.stage", "stage": "transcribing", "model": ...}
+    {"type": "transcript.text.delta", "delta": ...}          one per segment
+    {"type": "pipeline.stage", "stage": "swapping", "model": ...}    only when the LLM must load
+    {"type": "pipeline.stage", "stage": "generating", "model": ...}
+    {"type": "output.text.delta", "delta": ...}              as tokens are generated
+    {"type": "pipeline.done", ...the JSON reply without stream}
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from edge_asr.errors import InvalidRequest
+from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.manager import ModelManager
+from edge_asr.server.openai_api import TRUE, text_deltas
+from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.server.uploads import uploaded_audio
+from edge_asr.settings import request_keep_alive
 
 bp = Blueprint("pipeline", __name__)
 DEFAULTS = {
@@ -36,28 +51,66 @@ def pipeline() -> Response:
         max_tokens = int(request.form.get("max_tokens", "256"))
     except ValueError:
         raise InvalidRequest("max_tokens must be an integer") from None
-    audio = uploaded_audio()
+    if max_tokens < 1:
+        raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens}")
+    options = {
+        **form,
+        "max_tokens": max_tokens,
+        "language": request.form.get("language"),
+        "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for both models
+    }
+    steps = _steps(manager(), uploaded_audio(), **options)
+    if request.form.get("stream", "false").lower() in TRUE:
+        return stream_response(_sse(steps))
+    *_, done = steps
+    return jsonify({k: v for k, v in done.items() if k != "type"})
 
+
+def _sse(steps: Iterator[dict[str, Any]]) -> Iterator[str]:
+    try:
+        for step in steps:
+            yield event(step)
+    except ServiceError as e:
+        yield error_event(e)
+
+
+def _steps(
+    manager: ModelManager,
+    audio: np.ndarray,
+    asr_model: str,
+    llm_model: str,
+    instruction: str,
+    max_tokens: int,
+    language: str | None,
+    keep_alive: float | None,
+) -> Iterator[dict[str, Any]]:
+    """The pipeline as it happens: progress events, the last one ``pipeline.done`` with the whole
+    result."""
     since, start = time.time(), time.monotonic()
-    with manager().lease(form["asr_model"]) as lease:
+    yield {"type": "pipeline.stage", "stage": "transcribing", "model": asr_model}
+    with manager.lease(asr_model, keep_alive) as lease:
         settings = lease.settings
-        transcript = lease.call(
-            "transcribe",
-            audio=audio,
-            language=request.form.get("language") or settings.get("language"),
-            prompt=settings.get("prompt"),
-        )
+        options = {"audio": audio, "language": language or settings.get("language"), "prompt": settings.get("prompt")}
+        transcript = yield from relay(lease.stream("transcribe", **options), text_deltas())
     transcribed = time.monotonic()
-    messages = [{"role": "system", "content": form["instruction"]}, {"role": "user", "content": transcript["text"]}]
-    with manager().lease(form["llm_model"]) as lease:
-        answer = lease.call("chat", messages=messages, max_tokens=max_tokens, temperature=0.0)
+    if manager.status(llm_model)["state"] != "ready":
+        yield {"type": "pipeline.stage", "stage": "swapping", "model": llm_model}
+    messages = [{"role": "system", "content": instruction}, {"role": "user", "content": transcript["text"]}]
+    with manager.lease(llm_model, keep_alive) as lease:
+        loaded = time.monotonic()
+        yield {"type": "pipeline.stage", "stage": "generating", "model": llm_model}
+        chat = lease.stream("chat", messages=messages, max_tokens=max_tokens, temperature=0.0)
+        answer = yield from relay(chat, lambda part: [{"type": "output.text.delta", "delta": part["delta"]}])
     done = time.monotonic()
-    return jsonify(
-        {
-            "transcript": {"text": transcript["text"], "duration": transcript["duration"]},
-            "output": answer["text"],
-            "finish_reason": answer["finish_reason"],
-            "timings": {"transcribe_s": round(transcribed - start, 3), "generate_s": round(done - transcribed, 3)},
-            "events": manager().events.recent(since),
-        }
-    )
+    yield {
+        "type": "pipeline.done",
+        "transcript": {"text": transcript["text"], "duration": transcript["duration"]},
+        "output": answer["text"],
+        "finish_reason": answer["finish_reason"],
+        "timings": {
+            "transcribe_s": round(transcribed - start, 3),
+            "swap_s": round(loaded - transcribed, 3),
+            "generate_s": round(done - loaded, 3),
+        },
+        "events": manager.events.recent(since),
+    }

@@ -15,6 +15,7 @@ import waitress
 from edge_asr.config import Config
 from edge_asr.memory import limit_malloc_arenas
 from edge_asr.server import create_app
+from edge_asr.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def serve(config: Config) -> None:
     limit_malloc_arenas()
     app = create_app(config)
     manager = app.extensions["edge_asr.manager"]
+    supervisor = Supervisor(manager, config)
     server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads)
     signal.signal(signal.SIGTERM, _stop)
     log.info(
@@ -35,11 +37,13 @@ def serve(config: Config) -> None:
         config.port,
         ", ".join(s.id for s in manager.specs()),
     )
+    supervisor.start()
     try:
         server.run()
     except (KeyboardInterrupt, SystemExit):
         log.info("stopping")
     finally:
         server.close()
+        supervisor.stop()
         manager.shutdown()
         log.info("stopped; all workers released")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Response
 
 from edge_asr.errors import ServiceError
+
+Part, Item, Result = TypeVar("Part"), TypeVar("Item"), TypeVar("Result")
 
 
 def event(data: dict[str, Any] | str) -> str:
@@ -21,8 +24,27 @@ def error_event(e: ServiceError) -> str:
     return event({"type": "error", "error": {"message": e.message, "type": e.type, "code": e.code}})
 
 
-def stream_response(events: Iterator[str], leases: ExitStack) -> Response:
-    """Stream ``events``; the leases return when the stream ends or the client leaves."""
+def relay(
+    stream: Generator[Part, None, Result], convert: Callable[[Part], Iterable[Item]]
+) -> Generator[Item, None, Result]:
+    """Yield what ``convert`` makes of each partial result of a worker stream; return its result.
+    Closed early (the client left), it closes the stream, which tells the worker to stop."""
+    try:
+        while True:
+            try:
+                part = next(stream)
+            except StopIteration as done:
+                return done.value
+            yield from convert(part)
+    finally:
+        with contextlib.suppress(ServiceError):  # the worker died while we read past a client that left
+            stream.close()
+
+
+def stream_response(events: Iterator[str], leases: ExitStack | None = None) -> Response:
+    """Stream ``events``; ``leases`` (and those ``events`` holds) return when the stream ends or
+    the client leaves."""
     response = Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
-    response.call_on_close(leases.close)
+    if leases is not None:
+        response.call_on_close(leases.close)
     return response
