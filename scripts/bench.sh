@@ -9,6 +9,9 @@ edge-asr models prepare
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=($(cd bench && ls [a-z]*.py | sed 's/\.py$//'))
 for name in "${names[@]}"; do
+  if [ "$name" = llm ] && ! python -c "import llama_cpp" 2>/dev/null; then
+    python -m pip install --progress-bar off -e ".[bench-llm]"
+  fi
   echo "== bench.$name"
   python -m "bench.$name"
 done

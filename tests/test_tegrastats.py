@@ -1,0 +1,75 @@
+"""The tegrastats parser on every published line (tests/data/tegrastats-samples.txt, a copy of
+shared/tegrastats/samples.txt with its sources) and on mutated ones."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from edge_asr.tegrastats import MIB, NoRamField, parse_line
+
+SAMPLES = Path(__file__).parent / "data" / "tegrastats-samples.txt"
+LINES = [line for line in SAMPLES.read_text().splitlines() if line and not line.startswith("#")]
+# (RAM used, RAM total, SWAP used/total or None, has a timestamp, lfb bytes) of each line, read by eye
+EXPECTED = [
+    (1685, 7854, (278, 8192), False, 1044 * 4 * MIB),
+    (2020, 7852, None, False, 1164 * 4 * MIB),
+    (4321, 62801, (19, 31400), True, 1759 * 4 * MIB),
+    (18207, 62841, (86, 31420), True, 466 * 4 * MIB),
+    (20642, 62817, None, True, 1 * 2 * MIB),
+    (9101, 125811, (0, 2048), True, 19 * 4 * MIB),
+]
+
+
+def test_every_sample_line_is_understood():
+    assert len(LINES) == len(EXPECTED) == 6
+    for line, (used, total, swap, stamped, lfb) in zip(LINES, EXPECTED, strict=True):
+        r = parse_line(line)
+        assert (r.ram_used_bytes, r.ram_total_bytes) == (used * MIB, total * MIB)
+        assert r.ram_available_bytes == (total - used) * MIB
+        assert (r.swap_used_bytes, r.swap_total_bytes) == ((swap[0] * MIB, swap[1] * MIB) if swap else (None, None))
+        assert (r.timestamp is not None) == stamped
+        assert r.largest_free_block_bytes == lfb
+        assert len(r.cpu_loads) in (6, 12, 14) and all(load is not None for load in r.cpu_loads)
+        assert r.temperatures and r.power_mw
+
+
+def test_field_details():
+    tx2, _, orin, _, jp7, thor = (parse_line(line) for line in LINES)
+    assert orin.timestamp == datetime(2025, 4, 11, 10, 36, 27)
+    assert tx2.swap_cached_bytes == 23 * MIB and tx2.power_mw["VDD_IN"] == 1931  # rails without a unit
+    assert orin.temperatures["CV0"] is None and orin.temperatures["CPU"] == 44.562  # -256C: sensor off
+    assert orin.power_mw["VDD_GPU_SOC"] == 2340 and orin.gpu_load == 0  # mW/mW, GR3D_FREQ 0%@[0,0]
+    assert jp7.power_mw["VIN_SYS_5V0"] == 5500 and jp7.temperatures["gpu"] == 47.625  # mW/mW/mW, x/yC
+    assert jp7.gpu_load == 12 and jp7.emc_load == 3
+    assert thor.gpu_load is None  # GR3D_FREQ @[314,314,314]: no load shown
+    assert tx2.cpu_loads[:4] == [0, 0, 0, 0] and tx2.emc_load == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "check"),
+    [
+        ("RAM 1000/4000MB (lfb 10x1MB) CPU [5%@100,off,off,7%@200]", lambda r: r.cpu_loads == [5, None, None, 7]),
+        ("RAM 1000/4000MB (lfb 512x256kB) cpu [1%@100]", lambda r: r.largest_free_block_bytes == 512 * 256 * 1024),
+        ("RAM 1000/4000MB GR3D 3%@76 EMC 4%@1600", lambda r: (r.gpu_load, r.emc_load) == (3, 4)),
+        ("RAM 1000/4000MB CPU [off,off] GPU@-256C gpu@40.5C", lambda r: r.temperatures == {"GPU": None, "gpu": 40.5}),
+        ("RAM 1000/4000MB", lambda r: r.swap_used_bytes is None and r.cpu_loads == [] and r.power_mw == {}),
+        ("RAM 1000/4000MB NEWTHING ~~~ 7 FOO@@ VDD_X 5mW/", lambda r: r.ram_used_bytes == 1000 * MIB),
+        (LINES[3][:60], lambda r: r.ram_total_bytes == 62841 * MIB),  # truncated after RAM: still a reading
+    ],
+    ids=["cores-off", "lfb-kB", "GR3D-EMC", "temperatures", "RAM-only", "unknown-fields", "truncated-after-RAM"],
+)
+def test_variants_and_unknown_fields(line, check):
+    assert check(parse_line(line))
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["", "garbage \x00\xff", "SWAP 1/2MB CPU [1%@2]", LINES[2][:25], "RAM 1000/MB", "RAM abc/4000MB"],
+    ids=["empty", "garbage", "no-RAM", "truncated-before-RAM", "RAM-total-missing", "RAM-not-a-number"],
+)
+def test_lines_without_a_ram_reading_are_refused(line):
+    with pytest.raises(NoRamField):
+        parse_line(line)
