@@ -21,6 +21,7 @@ else:  # pragma: no cover - Jetson JetPack 6 ships Python 3.10
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_MANIFEST = REPO_ROOT / "engines" / "models.toml"
+MEMORY_SOURCES = ("auto", "tegrastats", "jtop", "meminfo")
 
 
 def _default_cache_dir() -> Path:
@@ -60,7 +61,13 @@ class Config:
     failure_backoff: float = 2.0  # seconds before reloading after a second crash in a row, doubling
     keep_alive: float = 300.0  # idle seconds before a model hibernates, unless its manifest/settings say
     # supervisor
+    memory_source: str = "auto"  # auto | tegrastats | jtop | meminfo (see edge_asr.memory)
+    tegrastats: str = "tegrastats"  # the executable (a name on PATH or a path)
     memory_interval_ms: int = 1000  # how often memory is read and the supervisor looks at the models
+    memory_low_watermark: int = 512 * 10**6  # below this much available, idle models hibernate...
+    memory_high_watermark: int = 1024 * 10**6  # ...until this much is available again
+    min_residency: float = 30.0  # seconds a freshly loaded model is safe from pressure hibernation
+    thrash_window: float = 120.0  # a reload this soon after a pressure hibernation counts as thrash
 
     @property
     def models_path(self) -> Path:
@@ -91,7 +98,13 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "drain_timeout": parse_duration,
     "failure_backoff": parse_duration,
     "keep_alive": parse_duration,
+    "memory_source": str,
+    "tegrastats": str,
     "memory_interval_ms": int,
+    "memory_low_watermark": parse_size,
+    "memory_high_watermark": parse_size,
+    "min_residency": parse_duration,
+    "thrash_window": parse_duration,
 }
 # Every key can be set from the environment as EDGE_ASR_<KEY>.
 _ENV = {f"EDGE_ASR_{key.upper()}": key for key in _CONVERT}
@@ -117,7 +130,12 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     for var, key in _ENV.items():
         if environ.get(var):
             values[key] = environ[var]
-    return Config(**{key: _CONVERT[key](value) for key, value in values.items()})
+    config = Config(**{key: _CONVERT[key](value) for key, value in values.items()})
+    if config.memory_source not in MEMORY_SOURCES:
+        raise ValueError(f"memory_source must be one of {', '.join(MEMORY_SOURCES)}, not {config.memory_source!r}")
+    if config.memory_high_watermark < config.memory_low_watermark:
+        raise ValueError("memory_high_watermark must not be below memory_low_watermark")
+    return config
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:

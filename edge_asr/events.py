@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ class EventLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep)
         self._lock = threading.Lock()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. the metrics
 
     def record(self, model: str, from_state: str, to_state: str, reason: str, **details: Any) -> dict[str, Any]:
         event = {"time": time.time(), "model": model, "from": from_state, "to": to_state, "reason": reason, **details}
@@ -29,6 +31,8 @@ class EventLog:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
         log.info(line)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     def recent(self, since: float = 0.0, model: str | None = None) -> list[dict[str, Any]]:

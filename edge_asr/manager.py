@@ -12,6 +12,7 @@ request: an unload of a busy model is refused (409) or waits for its leases to d
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -33,10 +34,11 @@ from edge_asr.errors import (
 )
 from edge_asr.events import EventLog
 from edge_asr.manifest import ModelSpec, load_manifest
-from edge_asr.memory import MemInfoSource, MemoryReading, MemorySource, trim_heap
+from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
 from edge_asr.units import parse_duration
 
+log = logging.getLogger(__name__)
 MB = 10**6
 MAX_BACKOFF = 300.0
 
@@ -60,6 +62,8 @@ class ModelRecord:
     loaded_at: float | None = None
     last_used: float | None = None
     last_unload_reason: str | None = None
+    unloaded_at: float | None = None
+    thrashes: int = 0  # reloads soon after a pressure hibernation: memory is too tight for the work
     keep_alive: float | None = None  # the last request's keep_alive, overriding the setting until the next
     failures: int = 0  # crashes and failed loads in a row
     retry_at: float = 0.0
@@ -84,7 +88,8 @@ class ModelManager:
 
     @classmethod
     def create(cls, config: Config) -> ModelManager:
-        return cls(config, MemInfoSource(), StateStore(config.state_dir), EventLog(config.state_dir / "events.jsonl"))
+        events = EventLog(config.state_dir / "events.jsonl")
+        return cls(config, create_memory_source(config), StateStore(config.state_dir), events)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -136,6 +141,7 @@ class ModelManager:
                 "expires_at": self._expires_at(rec, current),
                 "last_unload_reason": rec.last_unload_reason,
                 "failures": rec.failures,
+                "thrashes": rec.thrashes,
                 "providers": rec.providers,
                 "worker_pid": rec.worker.pid if rec.worker else None,
                 "prepared": rec.spec.present,
@@ -255,13 +261,20 @@ class ModelManager:
                     return  # another request loaded it meanwhile
                 self._check_backoff(rec)
                 previous, rec.state, rec.reason = rec.state, State.LOADING, f"loading ({reason})"
+                thrash = (
+                    rec.last_unload_reason == "pressure"
+                    and rec.unloaded_at is not None
+                    and time.time() - rec.unloaded_at < self.config.thrash_window
+                )
+                if thrash:
+                    rec.thrashes += 1
                 self._cond.notify_all()
             start = time.monotonic()
             try:
                 self._admit(rec, deadline)
-                before = self.memory.read()
+                before = self.memory.measure()
                 worker = WorkerHandle(rec.spec, self.config)
-                after = self.memory.read()
+                after = self.memory.measure()
             except InsufficientMemory as e:
                 with self._cond:
                     rec.state, rec.reason = previous, e.message
@@ -294,7 +307,15 @@ class ModelManager:
                 worker_rss_bytes=worker.load_report["rss_loaded"],
                 worker_pid=worker.pid,
                 providers=rec.providers,
+                thrash=thrash,
             )
+            if thrash:
+                log.warning(
+                    "model %s reloaded %.0f s after a pressure hibernation (%d times): memory is too tight",
+                    rec.spec.id,
+                    time.time() - (rec.unloaded_at or 0),
+                    rec.thrashes,
+                )
         finally:
             self._lifecycle.release()
 
@@ -313,7 +334,7 @@ class ModelManager:
         """(Holding the lifecycle lock.) Evict idle models until ``rec`` fits, or raise."""
         need = self._predicted_footprint(rec.spec)
         while True:
-            available = self.memory.read().available_bytes
+            available = self.memory.measure().available_bytes
             with self._cond:
                 resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
                 room = available - self.config.memory_reserve
@@ -373,17 +394,18 @@ class ModelManager:
         """(Holding the lifecycle lock, ``rec`` marked UNLOADING.) Release the worker and measure."""
         worker = rec.worker
         assert worker is not None
-        before = self.memory.read()
+        before = self.memory.measure()
         start = time.monotonic()
         report = worker.release(self.config.load_timeout)
         trim_heap()
-        after = self.memory.read()
+        after = self.memory.measure()
         reclaimed = after.available_bytes - before.available_bytes
         footprint = max(self._footprints.get(rec.spec.id, 0), report.get("rss_peak", 0))
         self._remember_footprint(rec.spec.id, footprint)
         with self._cond:
             rec.state, rec.reason, rec.worker = State.UNLOADED, f"unloaded ({reason})", None
             rec.loaded_at, rec.providers, rec.last_unload_reason = None, [], reason
+            rec.unloaded_at = time.time()
             self._cond.notify_all()
         self._record_transition(
             rec,
@@ -440,6 +462,37 @@ class ModelManager:
             with self._lifecycle:
                 self._unload(rec, "idle")
 
+    def relieve_pressure(self, available: int) -> list[str]:
+        """Below the low watermark, hibernate idle models (lowest priority, then least recently
+        used; reason ``pressure``) until their footprints bring ``available`` to the high watermark.
+        Busy, pinned and freshly loaded (under ``min_residency``) models stay."""
+        low, high = self.config.memory_low_watermark, self.config.memory_high_watermark
+        hibernated: list[str] = []
+        if available >= low:
+            return hibernated
+        while available < high:
+            settings = {model_id: self.settings(model_id) for model_id in self._records}
+            with self._cond:
+                settled = time.time() - self.config.min_residency
+                idle = [
+                    r
+                    for r in self._records.values()
+                    if r.state is State.READY
+                    and not r.in_flight
+                    and not r.draining
+                    and not settings[r.spec.id]["pinned"]
+                    and (r.loaded_at or 0) <= settled
+                ]
+                if not idle:
+                    break
+                rec = min(idle, key=lambda r: (settings[r.spec.id]["priority"], r.last_used or 0))
+                rec.state, rec.reason = State.UNLOADING, "unloading (pressure)"
+            with self._lifecycle:
+                self._unload(rec, "pressure")
+            available += self._footprints.get(rec.spec.id, 0)
+            hibernated.append(rec.spec.id)
+        return hibernated
+
     def free(self) -> dict[str, Any]:
         """Unload every idle model that is not pinned."""
         unloaded, reclaimed = [], 0
@@ -454,7 +507,7 @@ class ModelManager:
         return {"unloaded": unloaded, "reclaimed_bytes": reclaimed}
 
     def shutdown(self) -> None:
-        """Release every worker (service stop)."""
+        """Release every worker (service stop) and stop reading memory."""
         self._closed.set()
         for rec in self._records.values():
             with self._cond:
@@ -463,6 +516,7 @@ class ModelManager:
                 rec.state = State.UNLOADING
             with self._lifecycle:
                 self._unload(rec, "shutdown")
+        self.memory.stop()
 
 
 class Lease:

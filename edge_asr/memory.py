@@ -1,18 +1,35 @@
-"""Memory readings: how much the system has available, which decides admission and shows residue.
+"""Memory readings: how much the system has available, which decides admission, shows residue and
+tells the supervisor when memory is under pressure.
 
-``MemInfoSource`` reads ``/proc/meminfo`` (MemAvailable; NvMapMemUsed on Jetson kernels, the
-GPU's share of the unified memory). Sources keep their recent readings for the API.
+Three sources behind one interface (``memory_source`` in the configuration):
+- ``tegrastats`` (Jetson): its RAM line (``edge_asr.tegrastats``), RAM used counting the GPU's
+  NvMap allocations; tegrastats runs as a child process and is restarted if it dies.
+- ``jtop`` (jetson-stats), when its service runs: the same figures over its socket.
+- ``meminfo``: ``/proc/meminfo`` (MemAvailable; NvMapMemUsed on Jetson kernels), everywhere.
+``auto`` takes the first available of these. ``read()`` is the source's latest reading, kept in a
+ring buffer for the API; ``measure()`` is the kernel's figure at this instant, which load and
+unload accounting need (a tegrastats line can be an interval old).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
+import shutil
+import subprocess
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from edge_asr.config import Config
+from edge_asr.tegrastats import NoRamField, parse_line
+
+log = logging.getLogger(__name__)
+JTOP_SOCKET = Path("/run/jtop.sock")
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -40,13 +57,14 @@ class MemoryReading:
     swap_total_bytes: int = 0
     swap_used_bytes: int = 0
     gpu_shared_bytes: int | None = None  # NvMap (Jetson): GPU allocations in the shared memory
+    source: str = "meminfo"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 class MemorySource:
-    """Base of the memory sources: ``read()`` takes a reading and remembers it."""
+    """Base of the memory sources: ``read()`` gives the latest reading and remembers it."""
 
     name = "abstract"
 
@@ -54,11 +72,24 @@ class MemorySource:
         self._history: deque[MemoryReading] = deque(maxlen=history)
         self._lock = threading.Lock()
 
-    def _take(self) -> MemoryReading:
-        raise NotImplementedError
+    def start(self) -> None:
+        """Begin producing readings (a child process, a client); a no-op for on-demand sources."""
+
+    def stop(self) -> None:
+        """Stop what ``start`` began."""
 
     def read(self) -> MemoryReading:
-        reading = self._take()
+        raise NotImplementedError
+
+    def measure(self) -> MemoryReading:
+        """The system's figure at this instant (lifecycle accounting), not remembered."""
+        return meminfo()
+
+    def info(self) -> dict[str, Any]:
+        """What the API shows about the source besides its readings."""
+        return {"source": self.name}
+
+    def _remember(self, reading: MemoryReading) -> MemoryReading:
         with self._lock:
             self._history.append(reading)
         return reading
@@ -68,27 +99,180 @@ class MemorySource:
             return [r for r in self._history if r.time > since]
 
 
+def meminfo(path: Path = Path("/proc/meminfo")) -> MemoryReading:
+    kib: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        key, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields:
+            kib[key] = int(fields[0])
+    total, available = kib["MemTotal"] * 1024, kib["MemAvailable"] * 1024
+    return MemoryReading(
+        time=time.time(),
+        total_bytes=total,
+        available_bytes=available,
+        used_bytes=total - available,
+        swap_total_bytes=kib.get("SwapTotal", 0) * 1024,
+        swap_used_bytes=(kib.get("SwapTotal", 0) - kib.get("SwapFree", 0)) * 1024,
+        gpu_shared_bytes=kib["NvMapMemUsed"] * 1024 if "NvMapMemUsed" in kib else None,
+    )
+
+
 class MemInfoSource(MemorySource):
     name = "meminfo"
 
-    def __init__(self, path: Path = Path("/proc/meminfo"), history: int = 600):
-        super().__init__(history)
-        self.path = path
+    def read(self) -> MemoryReading:
+        return self._remember(meminfo())
 
-    def _take(self) -> MemoryReading:
-        kib: dict[str, int] = {}
-        for line in self.path.read_text().splitlines():
-            key, _, rest = line.partition(":")
-            fields = rest.split()
-            if fields:
-                kib[key] = int(fields[0])
-        total, available = kib["MemTotal"] * 1024, kib["MemAvailable"] * 1024
-        return MemoryReading(
-            time=time.time(),
-            total_bytes=total,
-            available_bytes=available,
-            used_bytes=total - available,
-            swap_total_bytes=kib.get("SwapTotal", 0) * 1024,
-            swap_used_bytes=(kib.get("SwapTotal", 0) - kib.get("SwapFree", 0)) * 1024,
-            gpu_shared_bytes=kib["NvMapMemUsed"] * 1024 if "NvMapMemUsed" in kib else None,
+
+class TegrastatsSource(MemorySource):
+    """``tegrastats --interval MS`` as a child process; each line it prints becomes the latest
+    reading. A line without RAM is skipped and counted; if tegrastats dies it is restarted (back-off
+    up to 30 s); while it has said nothing for three intervals, ``read()`` falls back to meminfo.
+    tegrastats prints RAM, SWAP and CPU without root; only some rails and clocks need it."""
+
+    name = "tegrastats"
+
+    def __init__(self, executable: str, interval_ms: int, history: int = 600):
+        super().__init__(history)
+        self.executable, self.interval_ms = executable, interval_ms
+        self.lines = self.skipped = self.restarts = 0
+        self._latest: MemoryReading | None = None
+        self._process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edge-asr-tegrastats", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+        self._thread.join(5)
+
+    def read(self) -> MemoryReading:
+        latest = self._latest
+        if latest is None or time.time() - latest.time > 3 * self.interval_ms / 1000:
+            return self._remember(meminfo())
+        return latest
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "executable": self.executable,
+            "interval_ms": self.interval_ms,
+            "lines": self.lines,
+            "skipped_lines": self.skipped,
+            "restarts": self.restarts,
+        }
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            try:
+                process = subprocess.Popen(
+                    [self.executable, "--interval", str(self.interval_ms)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    errors="replace",
+                )
+            except OSError as e:
+                log.warning("cannot run %s: %s", self.executable, e)
+            else:
+                with self._lock:
+                    self._process = process
+                assert process.stdout is not None
+                for line in process.stdout:
+                    if self._take(line):
+                        backoff = 1.0
+                process.wait()
+                if self._stopping.is_set():
+                    break
+                log.warning("tegrastats exited with status %s; restarting in %.0f s", process.returncode, backoff)
+            self.restarts += 1
+            self._stopping.wait(backoff)
+            backoff = min(30.0, backoff * 2)
+
+    def _take(self, line: str) -> bool:
+        try:
+            t = parse_line(line)
+        except NoRamField:
+            self.skipped += 1
+            return False
+        self.lines += 1
+        self._latest = self._remember(
+            MemoryReading(
+                time=time.time(),
+                total_bytes=t.ram_total_bytes,
+                available_bytes=t.ram_available_bytes,
+                used_bytes=t.ram_used_bytes,
+                swap_total_bytes=t.swap_total_bytes or 0,
+                swap_used_bytes=t.swap_used_bytes or 0,
+                source=self.name,
+            )
         )
+        return True
+
+
+class JtopSource(MemorySource):
+    """jetson-stats' ``jtop`` service (its RAM figures are kB; ``shared`` is the GPU's NvMap)."""
+
+    name = "jtop"
+
+    def __init__(self, interval_ms: int, history: int = 600):
+        super().__init__(history)
+        from jtop import jtop  # optional dependency: jetson-stats, on Jetson only
+
+        self._jetson = jtop(interval=interval_ms / 1000)
+
+    def start(self) -> None:
+        self._jetson.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._jetson.close()
+
+    def read(self) -> MemoryReading:
+        ram, swap = self._jetson.memory["RAM"], self._jetson.memory.get("SWAP", {})
+        total, used = ram["tot"] * 1024, ram["used"] * 1024
+        return self._remember(
+            MemoryReading(
+                time=time.time(),
+                total_bytes=total,
+                available_bytes=total - used,
+                used_bytes=used,
+                swap_total_bytes=swap.get("tot", 0) * 1024,
+                swap_used_bytes=swap.get("used", 0) * 1024,
+                gpu_shared_bytes=ram["shared"] * 1024 if "shared" in ram else None,
+                source=self.name,
+            )
+        )
+
+
+def create_memory_source(config: Config) -> MemorySource:
+    """The configured source, started; ``auto`` = tegrastats if installed, else jtop if its service
+    runs, else meminfo. A source that cannot start falls back to meminfo, with a warning."""
+    choice = config.memory_source
+    tegrastats = shutil.which(config.tegrastats)
+    if choice == "auto":
+        choice = "tegrastats" if tegrastats else "jtop" if JTOP_SOCKET.exists() else "meminfo"
+    source: MemorySource
+    try:
+        if choice == "tegrastats":
+            if not tegrastats:
+                raise FileNotFoundError(f"{config.tegrastats} not found")
+            source = TegrastatsSource(tegrastats, config.memory_interval_ms)
+        elif choice == "jtop":
+            source = JtopSource(config.memory_interval_ms)
+        else:
+            source = MemInfoSource()
+        source.start()
+    except Exception as e:  # jtop missing or its JtopException, tegrastats absent
+        log.warning("memory source %s unavailable (%s: %s); reading /proc/meminfo", choice, type(e).__name__, e)
+        source = MemInfoSource()
+    return source

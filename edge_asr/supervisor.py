@@ -1,8 +1,11 @@
 """The supervisor: one thread that decides when models sleep.
 
-It wakes every memory interval, and at once when a request gives its lease back (a keep-alive of 0
-means "unload now"), and asks the ModelManager to hibernate the idle models whose keep-alive has
-run out. It never touches a worker itself: the manager owns every lifecycle change.
+Every memory interval (and at once when a request gives its lease back: a keep-alive of 0 means
+"unload now") it takes the memory source's latest reading, asks the ModelManager to relieve
+memory pressure (below the low watermark: hibernate idle models until the high watermark) and to
+hibernate the idle models whose keep-alive has run out, then pings systemd's watchdog. It never
+touches a worker itself: the manager owns every lifecycle change. A loop that hangs (an unload
+that never returns) stops the pings, and systemd restarts the service.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ import time
 
 from edge_asr.config import Config
 from edge_asr.manager import ModelManager
+from edge_asr.systemd import Watchdog
 
 log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    def __init__(self, manager: ModelManager, config: Config):
+    def __init__(self, manager: ModelManager, config: Config, watchdog: Watchdog | None = None):
         self.manager = manager
         self.interval = config.memory_interval_ms / 1000
+        self.watchdog = watchdog or Watchdog()
+        self.ticks = 0
+        self.cpu_seconds = 0.0  # the loop's own CPU time, unloads included
+        self.pressure_hibernations = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-asr-supervisor", daemon=True)
 
@@ -33,16 +41,32 @@ class Supervisor:
         self._thread.join(10)
 
     def check(self) -> float | None:
-        """One look at the models; returns when the next keep-alive runs out, if one is counting."""
+        """One look at memory and the models; returns when the next keep-alive runs out, if one is
+        counting down."""
+        reading = self.manager.memory.read()
+        hibernated = self.manager.relieve_pressure(reading.available_bytes)
+        if hibernated:
+            self.pressure_hibernations += len(hibernated)
+            log.warning(
+                "memory pressure: %.0f MB available (low watermark %.0f MB); hibernated %s",
+                reading.available_bytes / 1e6,
+                self.manager.config.memory_low_watermark / 1e6,
+                ", ".join(hibernated),
+            )
         return self.manager.hibernate_expired()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             self.manager.lease_returned.clear()
+            started = time.thread_time()
             try:
                 next_expiry = self.check()
             except Exception:  # a bad moment must not end supervision
                 log.exception("supervisor check failed")
                 next_expiry = None
+            else:
+                self.watchdog.ping()
+            self.ticks += 1
+            self.cpu_seconds += time.thread_time() - started
             timeout = self.interval if next_expiry is None else min(self.interval, next_expiry - time.time())
             self.manager.lease_returned.wait(max(0.0, timeout))

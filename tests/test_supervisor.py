@@ -1,13 +1,21 @@
-"""The supervisor's idle hibernation on a real service: keep-alive from the settings and from
-requests (Ollama's semantics), pinned models, and settings that survive hibernation."""
+"""The supervisor on a real service: idle hibernation (keep-alive from the settings and from
+requests, Ollama's semantics; pinned models), and hibernation under memory pressure read from
+tegrastats (a fake that replays recorded lines), with settings that survive hibernation."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
+import pytest
 
-from tests.service import Service, wait_for
+from tests.service import Service, children, wait_for
+from tests.test_tegrastats import SAMPLES
 
 ASR, LLM = "whisper-tiny-en", "smollm2-135m-instruct"
 
@@ -72,3 +80,87 @@ def test_a_bad_keep_alive_is_a_400(service: Service, clips):
     )
     assert r.status_code == 400 and "keep_alive" in r.json()["error"]["message"]
     assert service.model()["state"] == "unloaded"  # rejected before anything loaded
+
+
+# -- memory pressure, read from tegrastats (the fake that replays recorded lines) ---------------
+
+FAKE_TEGRASTATS = Path(__file__).parent / "fakes" / "tegrastats"
+RECORDED = [line for line in SAMPLES.read_text().splitlines() if line.startswith("05-09-2026")]  # AGX Orin, JP 6.2
+INTERVAL_MS = 250
+
+
+def replay(feed: Path, lines: list[str]) -> None:
+    """Switch what the fake tegrastats prints from its next tick on (atomically)."""
+    tmp = feed.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(feed)
+
+
+def under_pressure(line: str, available_mib: int) -> str:
+    """The recorded line with RAM used raised so that only ``available_mib`` remain."""
+    used, total = (int(x) for x in re.search(r"RAM (\d+)/(\d+)MB", line).groups())
+    return line.replace(f"RAM {used}/{total}MB", f"RAM {total - available_mib}/{total}MB")
+
+
+@pytest.fixture
+def pressure_service(tmp_path, whisper_spec):
+    feed = tmp_path / "tegrastats-lines.txt"
+    replay(feed, [*RECORDED, "garbage that has no RAM field"])
+    svc = Service(
+        tmp_path / "state",
+        EDGE_ASR_MEMORY_SOURCE="tegrastats",
+        EDGE_ASR_TEGRASTATS=str(FAKE_TEGRASTATS),
+        EDGE_ASR_MEMORY_INTERVAL_MS=str(INTERVAL_MS),
+        EDGE_ASR_MEMORY_LOW_WATERMARK="1GiB",
+        EDGE_ASR_MEMORY_HIGH_WATERMARK="2GiB",
+        EDGE_ASR_MIN_RESIDENCY="0",
+        FAKE_TEGRASTATS_LINES=str(feed),
+    ).start()
+    yield svc, feed
+    svc.stop()
+
+
+def test_pressure_hibernates_the_idle_model_not_the_busy_one(pressure_service, clips):
+    svc, feed = pressure_service
+    memory = wait_for(lambda: (m := svc.get("/api/system/memory").json())["current"]["source"] == "tegrastats" and m, 5)
+    assert memory["source"] == "tegrastats" and memory["current"]["total_bytes"] == 62841 * 2**20
+    assert svc.patch(f"/api/models/{ASR}/settings", json={"prompt": "Beckett"}).ok
+    assert svc.transcribe(clips["beckett"]).ok
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key="unused", max_retries=0)
+    story = [{"role": "user", "content": "Write a long story about a lighthouse keeper and his dog."}]
+    with ThreadPoolExecutor(1) as pool:  # the LLM busy with a long answer all through the pressure
+        busy = pool.submit(
+            lambda: client.chat.completions.create(model=LLM, messages=story, temperature=0, max_tokens=1500)
+        )
+        wait_for(lambda: svc.model(LLM)["in_flight"] == 1, 30)
+        pressure_from = time.time()
+        replay(feed, [under_pressure(line, 300) for line in RECORDED])
+        wait_for(lambda: unloaded(svc), 10, 0.02)
+        hibernated = svc.get("/api/events", params={"model": ASR}).json()["events"][-1]
+        assert hibernated["reason"] == "pressure" and svc.model()["last_unload_reason"] == "pressure"
+        # the next reading comes within an interval; the one after at the latest (the switch may land mid-tick)
+        assert hibernated["time"] - pressure_from <= 2 * INTERVAL_MS / 1000 + hibernated["duration_s"] + 0.3
+        time.sleep(1)  # pressure goes on: the busy model stays
+        llm = svc.model(LLM)
+        assert llm["state"] == "ready" and llm["in_flight"] == 1
+        replay(feed, RECORDED)
+        assert busy.result().choices[0].finish_reason == "length"
+    assert svc.model(LLM)["state"] == "ready"
+    # it wakes on the next request, its settings intact; a reload this soon after is counted as thrash
+    assert svc.transcribe(clips["beckett"]).ok
+    status = svc.model()
+    assert status["state"] == "ready" and status["settings"]["prompt"] == "Beckett" and status["thrashes"] == 1
+    info = svc.get("/api/system/memory").json()["info"]
+    assert info["skipped_lines"] >= 1 and info["lines"] > 4  # the garbage line was skipped, not fatal
+
+
+def test_tegrastats_is_restarted_when_it_dies(pressure_service):
+    svc, _ = pressure_service
+    wait_for(lambda: svc.get("/api/system/memory").json()["info"]["lines"] > 0, 5)
+    fake = [p for p in children(svc.process.pid) if b"tegrastats" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(fake) == 1
+    os.kill(fake[0], signal.SIGKILL)
+    info = wait_for(lambda: (i := svc.get("/api/system/memory").json()["info"])["restarts"] == 1 and i, 5)
+    lines = info["lines"]
+    wait_for(lambda: svc.get("/api/system/memory").json()["info"]["lines"] > lines, 5)
+    assert svc.get("/api/system/memory").json()["current"]["source"] == "tegrastats"

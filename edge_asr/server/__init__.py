@@ -1,6 +1,6 @@
 """The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, audio) and ``chat``
 under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
-(``/api/pipeline``), in front of one ModelManager."""
+(``/api/pipeline``) and ``metrics`` (``/metrics``), in front of one ModelManager and its Supervisor."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ from flask import Flask
 
 from edge_asr.config import Config
 from edge_asr.manager import ModelManager
-from edge_asr.server import chat, errors, management, openai_api, pipeline
+from edge_asr.metrics import Metrics
+from edge_asr.server import chat, errors, management, metrics, openai_api, pipeline
+from edge_asr.supervisor import Supervisor
 
 
 def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
+    """The app, its manager and its supervisor (started by whoever serves the app)."""
     app = Flask("edge_asr")
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
+    manager = manager or ModelManager.create(config)
+    supervisor = Supervisor(manager, config)
     app.extensions["edge_asr.config"] = config
-    app.extensions["edge_asr.manager"] = manager or ModelManager.create(config)
+    app.extensions["edge_asr.manager"] = manager
+    app.extensions["edge_asr.supervisor"] = supervisor
+    app.extensions["edge_asr.metrics"] = Metrics(manager, supervisor)
     errors.register(app)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(pipeline.bp)
+    app.register_blueprint(metrics.bp)
     return app

@@ -85,6 +85,7 @@ def memory() -> Response:
     return jsonify(
         {
             "source": source.name,
+            "info": source.info(),
             "current": current.as_dict(),
             "history": [r.as_dict() for r in source.history(since)],
         }

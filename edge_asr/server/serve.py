@@ -15,7 +15,7 @@ import waitress
 from edge_asr.config import Config
 from edge_asr.memory import limit_malloc_arenas
 from edge_asr.server import create_app
-from edge_asr.supervisor import Supervisor
+from edge_asr.systemd import notify
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def serve(config: Config) -> None:
     limit_malloc_arenas()
     app = create_app(config)
-    manager = app.extensions["edge_asr.manager"]
-    supervisor = Supervisor(manager, config)
+    manager, supervisor = app.extensions["edge_asr.manager"], app.extensions["edge_asr.supervisor"]
     server = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads)
     signal.signal(signal.SIGTERM, _stop)
     log.info(
@@ -38,11 +37,13 @@ def serve(config: Config) -> None:
         ", ".join(s.id for s in manager.specs()),
     )
     supervisor.start()
+    notify("READY=1")  # the socket listens: connections queue until the loop below serves them
     try:
         server.run()
     except (KeyboardInterrupt, SystemExit):
         log.info("stopping")
     finally:
+        notify("STOPPING=1")
         server.close()
         supervisor.stop()
         manager.shutdown()
