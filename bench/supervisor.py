@@ -1,0 +1,126 @@
+"""The supervisor's figures, each a ratio against a reference measured in the same run:
+
+(a) reaction to memory pressure: from the first tegrastats reading below the low watermark to
+    the idle model's unload being done (its memory back), against the same unload asked through
+    the API; tegrastats is the fake that replays recorded lines (tests/fakes/tegrastats): this
+    machine is not a Jetson;
+(b) the supervisor's own CPU cost per reading: the service process's CPU time while idle, per
+    reading, as a share of the reading interval (the cost of one core it takes), for the
+    tegrastats source (child process, parsing) and for /proc/meminfo.
+
+usage: python -m bench.supervisor [--repeats 10] [--idle 20]   (after `source scripts/env.sh`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from edge_asr.config import load_config
+from edge_asr.samples import sample_clips
+from tests.service import Service, wait_for
+from tests.test_supervisor import FAKE_TEGRASTATS, RECORDED, replay, under_pressure
+
+ASR = "whisper-tiny-en"
+INTERVAL_MS = 250
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service(state: Path, feed: Path, source: str) -> Service:
+    return Service(
+        state,
+        EDGE_ASR_MEMORY_SOURCE=source,
+        EDGE_ASR_TEGRASTATS=str(FAKE_TEGRASTATS),
+        EDGE_ASR_MEMORY_INTERVAL_MS=str(INTERVAL_MS),
+        EDGE_ASR_MEMORY_LOW_WATERMARK="1GiB",
+        EDGE_ASR_MEMORY_HIGH_WATERMARK="2GiB",
+        EDGE_ASR_MIN_RESIDENCY="0",
+        FAKE_TEGRASTATS_LINES=str(feed),
+    ).start()
+
+
+def reaction(svc: Service, feed: Path, audio: bytes, repeats: int) -> dict[str, float]:
+    reactions, api_unloads = [], []
+    for _ in range(repeats):
+        assert svc.transcribe(audio).ok
+        since = time.time()
+        replay(feed, [under_pressure(line, 300) for line in RECORDED])
+        wait_for(lambda: svc.model()["state"] == "unloaded", 10, 0.01)
+        event = svc.get("/api/events", params={"model": ASR, "since": since}).json()["events"][-1]
+        assert event["reason"] == "pressure"
+        history = svc.get("/api/system/memory", params={"since": since}).json()["history"]
+        first_low = min(r["time"] for r in history if r["available_bytes"] < 2**30 and r["source"] == "tegrastats")
+        reactions.append(event["time"] - first_low)
+        replay(feed, RECORDED)
+        time.sleep(2 * INTERVAL_MS / 1000)
+        assert svc.transcribe(audio).ok
+        assert svc.post(f"/api/models/{ASR}/unload").json()["unloaded"]
+        api_unloads.append(svc.get("/api/events", params={"model": ASR}).json()["events"][-1]["duration_s"])
+    return {"reaction_s": statistics.median(reactions), "api_unload_s": statistics.median(api_unloads)}
+
+
+def idle_cost(svc: Service, seconds: float) -> dict[str, float]:
+    assert svc.process is not None
+    start_cpu, start = cpu_seconds(svc.process.pid), time.monotonic()
+    time.sleep(seconds)
+    cpu, wall = cpu_seconds(svc.process.pid) - start_cpu, time.monotonic() - start
+    readings = wall / (INTERVAL_MS / 1000)
+    return {"cpu_ms_per_reading": 1000 * cpu / readings, "share_of_a_core": cpu / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--idle", type=float, default=20.0)
+    args = parser.parse_args()
+    audio = sample_clips(load_config())["beckett"].read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        feed = Path(tmp) / "lines.txt"
+        replay(feed, RECORDED)
+        svc = service(Path(tmp) / "tegrastats", feed, "tegrastats")
+        try:
+            figures = reaction(svc, feed, audio, args.repeats)
+            tegrastats_cost = idle_cost(svc, args.idle)
+        finally:
+            svc.stop()
+        svc = service(Path(tmp) / "meminfo", feed, "meminfo")
+        try:
+            meminfo_cost = idle_cost(svc, args.idle)
+        finally:
+            svc.stop()
+    print(
+        json.dumps(
+            {
+                "bench": f"pressure reaction, tegrastats every {INTERVAL_MS} ms (median of {args.repeats})",
+                "reaction_s": round(figures["reaction_s"], 3),
+                "api_unload_s": round(figures["api_unload_s"], 3),
+                "reaction_vs_api_unload": round(figures["reaction_s"] / figures["api_unload_s"], 2),
+                "reaction_minus_unload_vs_interval": round(
+                    (figures["reaction_s"] - figures["api_unload_s"]) / (INTERVAL_MS / 1000), 2
+                ),
+            }
+        )
+    )
+    for name, cost in (("tegrastats", tegrastats_cost), ("meminfo", meminfo_cost)):
+        print(
+            json.dumps(
+                {
+                    "bench": f"idle cost per reading, {name} source, interval {INTERVAL_MS} ms",
+                    "cpu_ms_per_reading": round(cost["cpu_ms_per_reading"], 3),
+                    "share_of_a_core": round(cost["share_of_a_core"], 4),
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
