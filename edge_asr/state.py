@@ -15,6 +15,7 @@ class StateStore:
     def __init__(self, state_dir: Path):
         self.dir = state_dir
         self._lock = threading.Lock()
+        self._settings: dict[str, dict[str, Any]] = {}  # read once: this store is the only writer
         (self.dir / "settings").mkdir(parents=True, exist_ok=True)
         # Temp files of writes a crash interrupted (their target kept its previous content).
         for stale in [*self.dir.glob(".*.json.*"), *(self.dir / "settings").glob(".*.json.*")]:
@@ -25,12 +26,16 @@ class StateStore:
 
     def settings(self, model_id: str) -> dict[str, Any]:
         """The user's settings for a model (empty if none were stored)."""
-        path = self._settings_path(model_id)
-        return json.loads(path.read_text()) if path.is_file() else {}
+        with self._lock:
+            if model_id not in self._settings:
+                path = self._settings_path(model_id)
+                self._settings[model_id] = json.loads(path.read_text()) if path.is_file() else {}
+            return dict(self._settings[model_id])
 
     def save_settings(self, model_id: str, settings: dict[str, Any]) -> None:
         with self._lock:
             atomic_write_text(self._settings_path(model_id), json.dumps(settings, indent=1, sort_keys=True))
+            self._settings[model_id] = dict(settings)
 
     def footprints(self) -> dict[str, int]:
         path = self.dir / "footprints.json"
