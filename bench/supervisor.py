@@ -27,10 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge_asr.config import load_config
 from edge_asr.samples import sample_clips
 from tests.service import Service, wait_for
-from tests.test_supervisor import FAKE_TEGRASTATS, RECORDED, replay, under_pressure
+from tests.test_supervisor import INTERVAL_MS, RECORDED, pressure_env, replay, under_pressure
 
 ASR = "whisper-tiny-en"
-INTERVAL_MS = 250
 
 
 def cpu_seconds(pid: int) -> float:
@@ -50,16 +49,7 @@ def supervisor_counters(svc: Service) -> tuple[float, float]:
 
 
 def service(state: Path, feed: Path, source: str) -> Service:
-    return Service(
-        state,
-        EDGE_ASR_MEMORY_SOURCE=source,
-        EDGE_ASR_TEGRASTATS=str(FAKE_TEGRASTATS),
-        EDGE_ASR_MEMORY_INTERVAL_MS=str(INTERVAL_MS),
-        EDGE_ASR_MEMORY_LOW_WATERMARK="1GiB",
-        EDGE_ASR_MEMORY_HIGH_WATERMARK="2GiB",
-        EDGE_ASR_MIN_RESIDENCY="0",
-        FAKE_TEGRASTATS_LINES=str(feed),
-    ).start()
+    return Service(state, **pressure_env(feed, source)).start()
 
 
 def reaction(svc: Service, feed: Path, audio: bytes, repeats: int) -> dict[str, float]:

@@ -102,20 +102,25 @@ def under_pressure(line: str, available_mib: int) -> str:
     return line.replace(f"RAM {used}/{total}MB", f"RAM {total - available_mib}/{total}MB")
 
 
+def pressure_env(feed: Path, source: str = "tegrastats") -> dict[str, str]:
+    """A service's environment: memory from the fake tegrastats replaying ``feed`` (or from
+    ``source``) every INTERVAL_MS, watermarks 1 and 2 GiB, no minimum residency."""
+    return {
+        "EDGE_ASR_MEMORY_SOURCE": source,
+        "EDGE_ASR_TEGRASTATS": str(FAKE_TEGRASTATS),
+        "EDGE_ASR_MEMORY_INTERVAL_MS": str(INTERVAL_MS),
+        "EDGE_ASR_MEMORY_LOW_WATERMARK": "1GiB",
+        "EDGE_ASR_MEMORY_HIGH_WATERMARK": "2GiB",
+        "EDGE_ASR_MIN_RESIDENCY": "0",
+        "FAKE_TEGRASTATS_LINES": str(feed),
+    }
+
+
 @pytest.fixture
 def pressure_service(tmp_path, whisper_spec):
     feed = tmp_path / "tegrastats-lines.txt"
     replay(feed, [*RECORDED, "garbage that has no RAM field"])
-    svc = Service(
-        tmp_path / "state",
-        EDGE_ASR_MEMORY_SOURCE="tegrastats",
-        EDGE_ASR_TEGRASTATS=str(FAKE_TEGRASTATS),
-        EDGE_ASR_MEMORY_INTERVAL_MS=str(INTERVAL_MS),
-        EDGE_ASR_MEMORY_LOW_WATERMARK="1GiB",
-        EDGE_ASR_MEMORY_HIGH_WATERMARK="2GiB",
-        EDGE_ASR_MIN_RESIDENCY="0",
-        FAKE_TEGRASTATS_LINES=str(feed),
-    ).start()
+    svc = Service(tmp_path / "state", **pressure_env(feed)).start()
     yield svc, feed
     svc.stop()
 
