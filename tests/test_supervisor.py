@@ -159,13 +159,41 @@ def test_pressure_hibernates_the_idle_model_not_the_busy_one(pressure_service, c
     assert info["skipped_lines"] >= 1 and info["lines"] > 4  # the garbage line was skipped, not fatal
 
 
-def test_tegrastats_is_restarted_when_it_dies(pressure_service):
+def tegrastats_children(svc: Service) -> list[int]:
+    assert svc.process is not None
+    return [p for p in children(svc.process.pid) if b"tegrastats" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_tegrastats_is_restarted_when_it_dies_and_stopped_with_the_service(pressure_service):
     svc, _ = pressure_service
     wait_for(lambda: svc.get("/api/system/memory").json()["info"]["lines"] > 0, 5)
-    fake = [p for p in children(svc.process.pid) if b"tegrastats" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    fake = tegrastats_children(svc)
     assert len(fake) == 1
     os.kill(fake[0], signal.SIGKILL)
     info = wait_for(lambda: (i := svc.get("/api/system/memory").json()["info"])["restarts"] == 1 and i, 5)
-    lines = info["lines"]
+    lines, since = info["lines"], time.time()
     wait_for(lambda: svc.get("/api/system/memory").json()["info"]["lines"] > lines, 5)
-    assert svc.get("/api/system/memory").json()["current"]["source"] == "tegrastats"
+    memory = svc.get("/api/system/memory", params={"since": since}).json()
+    assert memory["current"]["source"] == "tegrastats" and memory["history"]
+    assert all(r["time"] > since for r in memory["history"])  # the ring buffer, from `since` on
+    restarted = tegrastats_children(svc)
+    assert len(restarted) == 1 and restarted != fake
+    assert svc.stop() == 0
+    assert not Path(f"/proc/{restarted[0]}").exists()  # stopped and reaped with the service
+
+
+def test_a_model_loaded_less_than_min_residency_ago_is_not_hibernated(tmp_path, whisper_spec, clips):
+    feed = tmp_path / "tegrastats-lines.txt"
+    replay(feed, [under_pressure(line, 300) for line in RECORDED])  # pressure from the start
+    env = pressure_env(feed) | {"EDGE_ASR_MIN_RESIDENCY": "3s"}
+    svc = Service(tmp_path / "state", **env).start()
+    try:
+        assert svc.transcribe(clips["beckett"]).ok
+        loaded_at = svc.model()["loaded_at"]
+        time.sleep(2)
+        assert svc.model()["state"] == "ready"  # 8 pressure readings, and it stays
+        wait_for(lambda: unloaded(svc), 5)
+        hibernated = svc.get("/api/events", params={"model": ASR}).json()["events"][-1]
+        assert hibernated["reason"] == "pressure" and hibernated["time"] - loaded_at >= 3
+    finally:
+        svc.stop()

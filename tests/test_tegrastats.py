@@ -3,12 +3,14 @@ shared/tegrastats/samples.txt with its sources) and on mutated ones."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from edge_asr.tegrastats import MIB, NoRamField, parse_line
+from tests.service import wait_for
 
 SAMPLES = Path(__file__).parent / "data" / "tegrastats-samples.txt"
 LINES = [line for line in SAMPLES.read_text().splitlines() if line and not line.startswith("#")]
@@ -73,3 +75,30 @@ def test_variants_and_unknown_fields(line, check):
 def test_lines_without_a_ram_reading_are_refused(line):
     with pytest.raises(NoRamField):
         parse_line(line)
+
+
+def test_source_selection_and_clean_fallbacks(tmp_path, monkeypatch):
+    """``auto`` finds tegrastats on PATH (here the fake), jtop and a missing tegrastats fall back
+    to /proc/meminfo, which is what this machine has."""
+    from edge_asr.config import load_config
+    from edge_asr.memory import create_memory_source
+
+    def source(**env: str):
+        return create_memory_source(load_config(environ={f"EDGE_ASR_{k.upper()}": v for k, v in env.items()}))
+
+    assert source().name == "meminfo"  # no tegrastats on PATH, no jtop service
+    assert source(memory_source="jtop").name == "meminfo"  # jetson-stats is not installed here
+    assert source(memory_source="tegrastats", tegrastats="/nonexistent/tegrastats").name == "meminfo"
+    feed = tmp_path / "lines.txt"
+    feed.write_text(LINES[3] + "\n")
+    monkeypatch.setenv("FAKE_TEGRASTATS_LINES", str(feed))
+    monkeypatch.setenv("PATH", f"{Path(__file__).parent / 'fakes'}:{os.environ['PATH']}")
+    found = source(memory_interval_ms="100")
+    try:
+        assert found.name == "tegrastats"
+        reading = wait_for(lambda: (r := found.read()).source == "tegrastats" and r, 5)
+        assert reading.available_bytes == (62841 - 18207) * MIB
+    finally:
+        found.stop()
+    with pytest.raises(ValueError, match="memory_source must be one of"):
+        source(memory_source="tegra")
