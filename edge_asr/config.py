@@ -56,6 +56,8 @@ class Config:
     memory_reserve: int = 256 * 10**6  # loads never leave less available than this
     memory_budget: int = 0  # bytes all loaded models may take together; 0 = what is available
     load_timeout: float = 120.0  # seconds a worker may take to load its model
+    unload_timeout: float = 20.0  # seconds a worker may take to release its model before it is killed
+    stall_timeout: float = 120.0  # seconds a worker may stay silent mid-request before it is killed
     wait_timeout: float = 30.0  # seconds a request waits for a loading/unloading model before 503
     drain_timeout: float = 30.0  # longest ?wait= an unload may ask for
     failure_backoff: float = 2.0  # seconds before reloading after a second crash in a row, doubling
@@ -94,6 +96,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "memory_reserve": parse_size,
     "memory_budget": parse_size,
     "load_timeout": parse_duration,
+    "unload_timeout": parse_duration,
+    "stall_timeout": parse_duration,
     "wait_timeout": parse_duration,
     "drain_timeout": parse_duration,
     "failure_backoff": parse_duration,

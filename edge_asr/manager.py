@@ -398,7 +398,7 @@ class ModelManager:
         assert worker is not None
         before = self.memory.measure()
         start = time.monotonic()
-        report = worker.release(self.config.load_timeout)
+        report = worker.release(self.config.unload_timeout)
         trim_heap()
         after = self.memory.measure()
         reclaimed = after.available_bytes - before.available_bytes
@@ -494,6 +494,25 @@ class ModelManager:
             available += self._footprints.get(rec.spec.id, 0)
             hibernated.append(rec.spec.id)
         return hibernated
+
+    def kill_stalled(self) -> list[str]:
+        """Kill the workers that have said nothing for ``stall_timeout`` in the middle of a request
+        (hung, not dead): their requests fail with 503 and the next request loads the model again."""
+        with self._cond:
+            stalled = [
+                r
+                for r in self._records.values()
+                if r.state is State.READY and r.worker and r.worker.silent_for() > self.config.stall_timeout
+            ]
+        for rec in stalled:
+            assert rec.worker is not None
+            log.error(
+                "model %s: no answer from its worker for %.0f s mid-request; killing it",
+                rec.spec.id,
+                rec.worker.silent_for(),
+            )
+            rec.worker.abort(f"stalled: no answer for {self.config.stall_timeout:.0f} s mid-request")
+        return [r.spec.id for r in stalled]
 
     def free(self) -> dict[str, Any]:
         """Unload every idle model that is not pinned."""

@@ -3,9 +3,10 @@
 Every memory interval (and at once when a request gives its lease back: a keep-alive of 0 means
 "unload now") it takes the memory source's latest reading, asks the ModelManager to relieve
 memory pressure (below the low watermark: hibernate idle models until the high watermark) and to
-hibernate the idle models whose keep-alive has run out, then pings systemd's watchdog. It never
-touches a worker itself: the manager owns every lifecycle change. A loop that hangs (an unload
-that never returns) stops the pings, and systemd restarts the service.
+hibernate the idle models whose keep-alive has run out, and to kill workers that hang mid-request
+(``stall_timeout``), then pings systemd's watchdog. It never touches a worker itself: the manager
+owns every lifecycle change. A loop that hangs stops the pings, and systemd restarts the service
+(an unload waits at most ``unload_timeout`` for its worker, so a frozen worker alone does not).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Supervisor:
                 self.manager.config.memory_low_watermark / 1e6,
                 ", ".join(hibernated),
             )
+        self.manager.kill_stalled()
         return self.manager.hibernate_expired()
 
     def _run(self) -> None:

@@ -76,7 +76,7 @@ def test_notify_ready_watchdog_pings_and_their_stop_when_the_supervisor_hangs(tm
         NOTIFY_SOCKET=str(notify.path),
         WATCHDOG_USEC="600000",  # WatchdogSec=0.6: a ping at most every 0.2 s
         EDGE_ASR_MEMORY_INTERVAL_MS="100",
-        EDGE_ASR_LOAD_TIMEOUT="6",  # how long an unload waits for a worker that does not answer
+        EDGE_ASR_UNLOAD_TIMEOUT="6",  # how long an unload waits for a worker that does not answer
     )
     try:
         svc.start()

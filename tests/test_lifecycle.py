@@ -308,3 +308,25 @@ def test_a_streaming_client_that_leaves_returns_its_lease(service: Service, long
     again = service.transcribe(clips["beckett"])
     assert again.ok and word_error_rate(REFERENCES["beckett"], again.json()["text"]) < 0.05
     assert service.model()["state"] == "ready" and service.model()["failures"] == 0
+
+
+def test_a_worker_that_hangs_mid_request_is_killed_and_the_request_fails_cleanly(
+    tmp_path, whisper_spec, long_speech, clips
+):
+    svc = Service(tmp_path / "state", EDGE_ASR_STALL_TIMEOUT="2", EDGE_ASR_MEMORY_INTERVAL_MS="200").start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            request = pool.submit(svc.transcribe, long_speech)
+            wait_for(lambda: svc.model()["in_flight"] == 1, 10)
+            worker = svc.model()["worker_pid"]
+            os.kill(worker, signal.SIGSTOP)  # alive but silent, as a deadlocked runtime would be
+            frozen = time.monotonic()
+            r = request.result(timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_crashed"
+        assert "stalled" in r.json()["error"]["message"]
+        assert 2 <= time.monotonic() - frozen < 2 + 0.2 + 3  # the stall timeout, a tick, the kill
+        assert svc.model()["state"] == "failed" and worker not in svc.workers()
+        again = svc.transcribe(clips["beckett"])  # the next request loads it again
+        assert again.ok and word_error_rate(REFERENCES["beckett"], again.json()["text"]) < 0.05
+    finally:
+        svc.stop()

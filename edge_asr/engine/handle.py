@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Generator
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -57,6 +58,8 @@ class WorkerHandle:
             target=worker_main, args=(child, spec, config), name=f"edge-asr-worker-{spec.id}", daemon=True
         )
         self._lock = threading.Lock()
+        self._waiting_since: float | None = None  # a request's last message from the worker
+        self._kill_reason: str | None = None
         self.process.start()
         child.close()
         try:
@@ -83,6 +86,11 @@ class WorkerHandle:
     def exit_description(self) -> str:
         return describe_exit(self.process.exitcode)
 
+    def silent_for(self) -> float:
+        """Seconds since the worker last said anything during a request; 0 between requests."""
+        since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def call(self, method: str, **kwargs: Any) -> Any:
         """Run ``method`` in the worker and return its result (partial results are dropped)."""
         stream = self.stream(method, **kwargs)
@@ -99,19 +107,23 @@ class WorkerHandle:
         answers, so the next request starts in step.
         """
         with self._lock:
+            self._waiting_since = time.monotonic()
             try:
                 send_call(self._conn, method, kwargs)
-            except (BrokenPipeError, OSError):
-                raise self._died() from None
-            try:
                 while True:
                     kind, *rest = self._receive(None)
                     if kind != "partial":
                         break
+                    self._waiting_since = None  # the client's turn: time it takes is not the worker's
                     yield rest[0]
+                    self._waiting_since = time.monotonic()
+            except (BrokenPipeError, OSError):
+                raise self._died() from None
             except GeneratorExit:
                 self._cancel()
                 raise
+            finally:
+                self._waiting_since = None
         if kind == "ok":
             return rest[0]
         error_kind, message = rest
@@ -144,6 +156,12 @@ class WorkerHandle:
             self.kill()
         return report
 
+    def abort(self, reason: str) -> None:
+        """Kill the process from another thread (it hangs); the request waiting on it fails with
+        ``reason``, and its crash handling closes the pipe."""
+        self._kill_reason = reason
+        self.process.kill()
+
     def kill(self) -> None:
         """Make sure the process is gone and reaped and the pipe closed (no zombies, no leaked fds)."""
         if self._conn.closed:
@@ -155,7 +173,8 @@ class WorkerHandle:
 
     def _died(self) -> WorkerDied:
         self.process.join(1)
-        return WorkerDied(f"the worker of model {self.model_id!r} died ({describe_exit(self.process.exitcode)})")
+        why = self._kill_reason or describe_exit(self.process.exitcode)
+        return WorkerDied(f"the worker of model {self.model_id!r} died ({why})")
 
     def _receive(self, timeout: float | None) -> tuple:
         ready = wait([self._conn, self.process.sentinel], timeout)
