@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import click
@@ -166,11 +167,22 @@ url_option = click.option("--url", envvar="EDGE_ASR_URL", help="Service URL (def
 @url_option
 @click.pass_obj
 def ps(config: Config, url: str | None) -> None:
-    """Models of a running service, their state and memory."""
-    click.echo(f"{'MODEL':28} {'TASK':4} {'STATE':9} {'IN USE':6} {'FOOTPRINT':>10}  REASON")
+    """Models of a running service: state, memory, and until when an idle one stays loaded."""
+    click.echo(f"{'MODEL':28} {'TASK':4} {'STATE':9} {'IN USE':6} {'FOOTPRINT':>10}  {'UNTIL':9}  REASON")
     for m in _api(config, "GET", "/api/models", url)["models"]:
         footprint = f"{m['footprint_bytes'] / 1e6:.0f} MB" if m["footprint_bytes"] is not None else "-"
-        click.echo(f"{m['id']:28} {m['task']:4} {m['state']:9} {m['in_flight']:6} {footprint:>10}  {m['reason']}")
+        row = f"{m['id']:28} {m['task']:4} {m['state']:9} {m['in_flight']:6} {footprint:>10}  {_until(m):9}"
+        click.echo(f"{row}  {m['reason']}")
+
+
+def _until(model: dict) -> str:
+    """When an idle model hibernates (ollama ps' UNTIL): "in 4m10s", "forever", or "-"."""
+    if model["state"] != "ready" or model["in_flight"]:
+        return "-"
+    if model["expires_at"] is None:
+        return "forever"
+    left = max(0, round(model["expires_at"] - time.time()))
+    return f"in {left // 60}m{left % 60:02d}s" if left >= 60 else f"in {left}s"
 
 
 @cli.command()

@@ -90,7 +90,8 @@ def test_load_free_and_cli(service: Service):
     done = subprocess.run([*cli, "load", "whisper-tiny-en"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and "whisper-tiny-en: ready" in done.stdout, done.stderr
     ps = subprocess.run([*cli, "ps"], capture_output=True, text=True, env=env, timeout=60).stdout
-    assert any(line.split()[:3] == ["whisper-tiny-en", "asr", "ready"] for line in ps.splitlines())
+    row = next(line.split() for line in ps.splitlines() if line.startswith("whisper-tiny-en"))
+    assert row[:3] == ["whisper-tiny-en", "asr", "ready"] and row[6] == "in" and row[7] in ("5m00s", "4m59s")
     freed = service.post("/api/system/free").json()
     assert freed["unloaded"] == ["whisper-tiny-en"] and isinstance(freed["reclaimed_bytes"], int)
     done = subprocess.run([*cli, "unload", "whisper-tiny-en"], capture_output=True, text=True, env=env, timeout=60)
