@@ -15,7 +15,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_sentinels
@@ -41,6 +41,7 @@ from edge_asr.units import parse_duration
 log = logging.getLogger(__name__)
 MB = 10**6
 MAX_BACKOFF = 300.0
+LIFECYCLE_BUSY_RETRY = 0.25  # seconds before the supervisor tries again behind a load or unload
 
 
 class State(str, enum.Enum):
@@ -119,8 +120,7 @@ class ModelManager:
         """(Under the lock.) When ``rec`` hibernates if it stays idle; None if it is not idle or
         never does (pinned, or keep_alive negative)."""
         keep_alive = parse_duration(settings["keep_alive"]) if rec.keep_alive is None else rec.keep_alive
-        idle = rec.state is State.READY and not rec.in_flight and not rec.draining and rec.last_used is not None
-        if not idle or keep_alive < 0 or settings["pinned"]:
+        if not self._is_idle(rec) or rec.last_used is None or keep_alive < 0 or settings["pinned"]:
             return None
         return rec.last_used + keep_alive
 
@@ -447,7 +447,8 @@ class ModelManager:
 
     def hibernate_expired(self) -> float | None:
         """Unload the idle models whose keep-alive has run out (reason ``idle``); return when the
-        next one runs out, or None if no model is counting down."""
+        next one runs out, or None if no model is counting down. While a load or unload is under
+        way (a load may take minutes) it does not wait: it returns and is asked again shortly."""
         while True:
             settings = {model_id: self.settings(model_id) for model_id in self._records}
             with self._cond:
@@ -456,18 +457,18 @@ class ModelManager:
                     for model_id, rec in self._records.items()
                     if (at := self._expires_at(rec, settings[model_id])) is not None
                 }
-                due = [model_id for model_id, at in timers.items() if at <= time.time()]
-                if not due:
-                    return min(timers.values(), default=None)
-                rec = self._records[due[0]]
-                rec.state, rec.reason = State.UNLOADING, "unloading (idle)"
-            with self._lifecycle:
-                self._unload(rec, "idle")
+            due = [model_id for model_id, at in timers.items() if at <= time.time()]
+            if not due:
+                return min(timers.values(), default=None)
+            rec = self._records[due[0]]
+            if self._hibernate(rec, "idle", settings[rec.spec.id], self._expired) is None:
+                return time.time() + LIFECYCLE_BUSY_RETRY
 
     def relieve_pressure(self, available: int) -> list[str]:
         """Below the low watermark, hibernate idle models (lowest priority, then least recently
         used; reason ``pressure``) until their footprints bring ``available`` to the high watermark.
-        Busy, pinned and freshly loaded (under ``min_residency``) models stay."""
+        Busy, pinned and freshly loaded (under ``min_residency``) models stay; while a load or
+        unload is under way, it waits for the next reading."""
         low, high = self.config.memory_low_watermark, self.config.memory_high_watermark
         hibernated: list[str] = []
         if available >= low:
@@ -475,25 +476,51 @@ class ModelManager:
         while available < high:
             settings = {model_id: self.settings(model_id) for model_id in self._records}
             with self._cond:
-                settled = time.time() - self.config.min_residency
-                idle = [
-                    r
-                    for r in self._records.values()
-                    if r.state is State.READY
-                    and not r.in_flight
-                    and not r.draining
-                    and not settings[r.spec.id]["pinned"]
-                    and (r.loaded_at or 0) <= settled
-                ]
-                if not idle:
-                    break
-                rec = min(idle, key=lambda r: (settings[r.spec.id]["priority"], r.last_used or 0))
-                rec.state, rec.reason = State.UNLOADING, "unloading (pressure)"
-            with self._lifecycle:
-                self._unload(rec, "pressure")
-            available += self._footprints.get(rec.spec.id, 0)
-            hibernated.append(rec.spec.id)
+                idle = [r for r in self._records.values() if self._pressure_evictable(r, settings[r.spec.id])]
+            if not idle:
+                break
+            rec = min(idle, key=lambda r: (settings[r.spec.id]["priority"], r.last_used or 0))
+            unloaded = self._hibernate(rec, "pressure", settings[rec.spec.id], self._pressure_evictable)
+            if unloaded is None:
+                break
+            if unloaded:
+                available += self._footprints.get(rec.spec.id, 0)
+                hibernated.append(rec.spec.id)
         return hibernated
+
+    @staticmethod
+    def _is_idle(rec: ModelRecord) -> bool:
+        return rec.state is State.READY and not rec.in_flight and not rec.draining
+
+    def _expired(self, rec: ModelRecord, settings: dict[str, Any]) -> bool:
+        at = self._expires_at(rec, settings)
+        return at is not None and at <= time.time()
+
+    def _pressure_evictable(self, rec: ModelRecord, settings: dict[str, Any]) -> bool:
+        settled = (rec.loaded_at or 0) <= time.time() - self.config.min_residency
+        return self._is_idle(rec) and not settings["pinned"] and settled
+
+    def _hibernate(
+        self,
+        rec: ModelRecord,
+        reason: str,
+        settings: dict[str, Any],
+        still: Callable[[ModelRecord, dict[str, Any]], bool],
+    ) -> bool | None:
+        """Unload ``rec`` for the supervisor if ``still(rec, settings)`` holds (a request may have
+        taken it meanwhile: False). None when a load or unload holds the lifecycle lock: the
+        supervisor never waits behind one (a load may take minutes)."""
+        if not self._lifecycle.acquire(blocking=False):
+            return None
+        try:
+            with self._cond:
+                if not still(rec, settings):
+                    return False
+                rec.state, rec.reason = State.UNLOADING, f"unloading ({reason})"
+            self._unload(rec, reason)
+            return True
+        finally:
+            self._lifecycle.release()
 
     def kill_stalled(self) -> list[str]:
         """Kill the workers that have said nothing for ``stall_timeout`` in the middle of a request

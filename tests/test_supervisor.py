@@ -197,3 +197,40 @@ def test_a_model_loaded_less_than_min_residency_ago_is_not_hibernated(tmp_path, 
         assert hibernated["reason"] == "pressure" and hibernated["time"] - loaded_at >= 3
     finally:
         svc.stop()
+
+
+def test_the_supervisor_never_waits_behind_a_long_load(tmp_path, config, whisper_spec, clips):
+    """In process, on a real worker: while a load or unload holds the lifecycle lock (a TensorRT
+    load can take minutes), expiry and pressure checks return at once instead of blocking the
+    supervisor's loop (and with it the watchdog pings), and act on the next tick."""
+    import dataclasses
+    import threading
+
+    from edge_asr.audio import decode_audio
+    from edge_asr.manager import ModelManager
+
+    manager = ModelManager.create(dataclasses.replace(config, state_dir=tmp_path / "state", keep_alive=0.0))
+    try:
+        with manager.lease(ASR) as lease:
+            assert lease.call("transcribe", audio=decode_audio(clips["beckett"]))["text"]
+        held, release = threading.Event(), threading.Event()
+
+        def long_load() -> None:
+            with manager._lifecycle:
+                held.set()
+                release.wait(10)
+
+        loader = threading.Thread(target=long_load)
+        loader.start()
+        held.wait(5)
+        start = time.monotonic()
+        retry_at = manager.hibernate_expired()
+        assert manager.relieve_pressure(available=0) == []
+        assert time.monotonic() - start < 0.5 and retry_at is not None and retry_at - time.time() < 1
+        assert manager.status(ASR)["state"] == "ready"
+        release.set()
+        loader.join()
+        assert manager.hibernate_expired() is None
+        assert manager.status(ASR)["state"] == "unloaded" and manager.status(ASR)["last_unload_reason"] == "idle"
+    finally:
+        manager.shutdown()
