@@ -220,7 +220,9 @@ class TegrastatsSource(MemorySource):
 
 
 class JtopSource(MemorySource):
-    """jetson-stats' ``jtop`` service (its RAM figures are kB; ``shared`` is the GPU's NvMap)."""
+    """jetson-stats' ``jtop`` service (jtop/core/memory.py: RAM and SWAP in kB, RAM ``used``
+    without buffers and cache, ``shared`` the GPU's NvMap). If the service goes away, readings
+    fall back to /proc/meminfo until it is back."""
 
     name = "jtop"
 
@@ -238,7 +240,10 @@ class JtopSource(MemorySource):
             self._jetson.close()
 
     def read(self) -> MemoryReading:
-        ram, swap = self._jetson.memory["RAM"], self._jetson.memory.get("SWAP", {})
+        try:
+            ram, swap = self._jetson.memory["RAM"], self._jetson.memory.get("SWAP", {})
+        except Exception:  # JtopException: the jtop service stopped or restarted
+            return self._remember(meminfo())
         total, used = ram["tot"] * 1024, ram["used"] * 1024
         return self._remember(
             MemoryReading(
