@@ -3,7 +3,9 @@ shared/tegrastats/samples.txt with its sources) and on mutated ones."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -102,3 +104,28 @@ def test_source_selection_and_clean_fallbacks(tmp_path, monkeypatch):
         found.stop()
     with pytest.raises(ValueError, match="memory_source must be one of"):
         source(memory_source="tegra")
+
+
+def test_jtop_source_reads_ram_and_falls_back_when_its_service_goes(monkeypatch):
+    """On the fake jtop (tests/fakes/jtop): kB become bytes, and a JtopException mid-run gives a
+    /proc/meminfo reading instead of an error in the supervisor's loop."""
+    found = importlib.util.spec_from_file_location("jtop", Path(__file__).parent / "fakes" / "jtop" / "__init__.py")
+    jtop = importlib.util.module_from_spec(found)
+    found.loader.exec_module(jtop)
+    monkeypatch.setitem(sys.modules, "jtop", jtop)  # gone again after the test
+
+    from edge_asr.memory import JtopSource
+
+    source = JtopSource(interval_ms=500)
+    source.start()
+    try:
+        reading = source.read()
+        assert reading.source == "jtop" and reading.total_bytes == 62841 * MIB
+        assert reading.available_bytes == (62841 - 18207) * MIB and reading.swap_used_bytes == 86 * MIB
+        assert reading.gpu_shared_bytes == 1200 * MIB
+        monkeypatch.setattr(jtop.jtop, "service_running", False)
+        assert source.read().source == "meminfo"
+        monkeypatch.setattr(jtop.jtop, "service_running", True)
+        assert source.read().source == "jtop"
+    finally:
+        source.stop()
