@@ -58,15 +58,18 @@ class Supervisor:
         return self.manager.hibernate_expired()
 
     def _run(self) -> None:
+        failing: str | None = None
         while not self._stopping.is_set():
             self.manager.lease_returned.clear()
             started = time.thread_time()
             try:
                 next_expiry = self.check()
-            except Exception:  # a bad moment must not end supervision
-                log.exception("supervisor check failed")
-                next_expiry = None
+            except Exception as e:  # a bad moment must not end supervision; no pings while it lasts
+                if repr(e) != failing:  # the same failure every tick is logged once
+                    log.exception("supervisor check failed")
+                failing, next_expiry = repr(e), None
             else:
+                failing = None
                 self.watchdog.ping()
             self.ticks += 1
             self.cpu_seconds += time.thread_time() - started
