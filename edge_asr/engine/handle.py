@@ -60,6 +60,7 @@ class WorkerHandle:
         self._lock = threading.Lock()
         self._waiting_since: float | None = None  # a request's last message from the worker
         self._kill_reason: str | None = None
+        self._reaping = threading.Lock()
         self.process.start()
         child.close()
         try:
@@ -81,10 +82,23 @@ class WorkerHandle:
         return self.process.sentinel
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        with self._reaping:
+            return self.process.is_alive()
 
     def exit_description(self) -> str:
-        return describe_exit(self.process.exitcode)
+        return describe_exit(self._join(0))
+
+    def _join(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` for the process to end and reap it; its exit code, or None. One
+        thread at a time: the watcher and a request can see the same death, and multiprocessing's
+        reaping is not thread-safe (the loser would read "still running" for a dead process).
+        multiprocessing itself reaps finished children when it starts another: give it a moment."""
+        with self._reaping:
+            self.process.join(timeout)
+            settle = time.monotonic() + 0.5
+            while self.process.exitcode is None and wait([self.process.sentinel], 0) and time.monotonic() < settle:
+                time.sleep(0.005)
+            return self.process.exitcode
 
     def silent_for(self) -> float:
         """Seconds since the worker last said anything during a request; 0 between requests."""
@@ -151,8 +165,7 @@ class WorkerHandle:
                     report = rest[0]
             except (ServiceError, BrokenPipeError, OSError) as e:
                 report["error"] = str(e)
-            self.process.join(timeout)
-            report["exit"] = describe_exit(self.process.exitcode)
+            report["exit"] = describe_exit(self._join(timeout))
             self.kill()
         return report
 
@@ -166,14 +179,14 @@ class WorkerHandle:
         """Make sure the process is gone and reaped and the pipe closed (no zombies, no leaked fds)."""
         if self._conn.closed:
             return
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
+        with self._reaping:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(5)
         self._conn.close()
 
     def _died(self) -> WorkerDied:
-        self.process.join(1)
-        why = self._kill_reason or describe_exit(self.process.exitcode)
+        why = self._kill_reason or describe_exit(self._join(1))
         return WorkerDied(f"the worker of model {self.model_id!r} died ({why})")
 
     def _receive(self, timeout: float | None) -> tuple:
