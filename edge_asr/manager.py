@@ -70,6 +70,11 @@ class ModelRecord:
     retry_at: float = 0.0
     providers: list[str] = field(default_factory=list)
 
+    def drop_worker(self, why: str) -> None:
+        """(Under the manager's lock.) The worker is gone: unloaded, or crashed."""
+        self.worker, self.loaded_at, self.providers = None, None, []
+        self.last_unload_reason, self.unloaded_at = why, time.time()
+
 
 class ModelManager:
     def __init__(self, config: Config, memory: MemorySource, store: StateStore, events: EventLog):
@@ -211,8 +216,7 @@ class ModelManager:
                 return  # already handled, or the exit of an unload
             worker.kill()
             self._fail(rec, f"crashed: {reason}")
-            rec.worker, rec.loaded_at, rec.providers = None, None, []
-            rec.last_unload_reason = "crashed"
+            rec.drop_worker("crashed")
             self._cond.notify_all()
         self.events.record(rec.spec.id, State.READY.value, State.FAILED.value, f"crashed: {reason}")
 
@@ -405,9 +409,8 @@ class ModelManager:
         footprint = max(self._footprints.get(rec.spec.id, 0), report.get("rss_peak", 0))
         self._remember_footprint(rec.spec.id, footprint)
         with self._cond:
-            rec.state, rec.reason, rec.worker = State.UNLOADED, f"unloaded ({reason})", None
-            rec.loaded_at, rec.providers, rec.last_unload_reason = None, [], reason
-            rec.unloaded_at = time.time()
+            rec.state, rec.reason = State.UNLOADED, f"unloaded ({reason})"
+            rec.drop_worker(reason)
             self._cond.notify_all()
         self._record_transition(
             rec,
