@@ -352,7 +352,7 @@ class ModelManager:
                 evictable = [r for r in resident if not self.settings(r.spec.id)["pinned"]]
                 idle = [r for r in evictable if r.in_flight == 0]
                 if idle:
-                    victim = min(idle, key=lambda r: (self.settings(r.spec.id)["priority"], r.last_used or 0))
+                    victim = self._least_wanted(idle)
                     victim.state, victim.reason = State.UNLOADING, f"evicted for {rec.spec.id}"
                 elif any(r.in_flight for r in evictable) and time.monotonic() < deadline:
                     self._cond.wait(min(1.0, deadline - time.monotonic()))  # a busy model may become idle
@@ -453,18 +453,16 @@ class ModelManager:
         next one runs out, or None if no model is counting down. While a load or unload is under
         way (a load may take minutes) it does not wait: it returns and is asked again shortly."""
         while True:
-            settings = {model_id: self.settings(model_id) for model_id in self._records}
             with self._cond:
-                timers = {
-                    model_id: at
-                    for model_id, rec in self._records.items()
-                    if (at := self._expires_at(rec, settings[model_id])) is not None
-                }
-            due = [model_id for model_id, at in timers.items() if at <= time.time()]
+                timers = [
+                    (at, rec)
+                    for rec in self._records.values()
+                    if (at := self._expires_at(rec, self.settings(rec.spec.id))) is not None
+                ]
+            due = [rec for at, rec in timers if at <= time.time()]
             if not due:
-                return min(timers.values(), default=None)
-            rec = self._records[due[0]]
-            if self._hibernate(rec, "idle", settings[rec.spec.id], self._expired) is None:
+                return min((at for at, _ in timers), default=None)
+            if self._unload_if(due[0], "idle", self._expired, wait=False) is None:
                 return time.time() + LIFECYCLE_BUSY_RETRY
 
     def relieve_pressure(self, available: int) -> list[str]:
@@ -472,56 +470,53 @@ class ModelManager:
         used; reason ``pressure``) until their footprints bring ``available`` to the high watermark.
         Busy, pinned and freshly loaded (under ``min_residency``) models stay; while a load or
         unload is under way, it waits for the next reading."""
-        low, high = self.config.memory_low_watermark, self.config.memory_high_watermark
         hibernated: list[str] = []
-        if available >= low:
+        if available >= self.config.memory_low_watermark:
             return hibernated
-        while available < high:
-            settings = {model_id: self.settings(model_id) for model_id in self._records}
+        while available < self.config.memory_high_watermark:
             with self._cond:
-                idle = [r for r in self._records.values() if self._pressure_evictable(r, settings[r.spec.id])]
+                idle = [r for r in self._records.values() if self._pressure_evictable(r)]
             if not idle:
                 break
-            rec = min(idle, key=lambda r: (settings[r.spec.id]["priority"], r.last_used or 0))
-            unloaded = self._hibernate(rec, "pressure", settings[rec.spec.id], self._pressure_evictable)
-            if unloaded is None:
+            rec = self._least_wanted(idle)
+            if self._unload_if(rec, "pressure", self._pressure_evictable, wait=False) is None:
                 break
-            if unloaded:
-                available += self._footprints.get(rec.spec.id, 0)
-                hibernated.append(rec.spec.id)
+            available += self._footprints.get(rec.spec.id, 0)
+            hibernated.append(rec.spec.id)
         return hibernated
 
     @staticmethod
     def _is_idle(rec: ModelRecord) -> bool:
         return rec.state is State.READY and not rec.in_flight and not rec.draining
 
-    def _expired(self, rec: ModelRecord, settings: dict[str, Any]) -> bool:
-        at = self._expires_at(rec, settings)
+    def _least_wanted(self, candidates: list[ModelRecord]) -> ModelRecord:
+        """The model to unload first: lowest priority, then least recently used."""
+        return min(candidates, key=lambda r: (self.settings(r.spec.id)["priority"], r.last_used or 0))
+
+    def _expired(self, rec: ModelRecord) -> bool:
+        at = self._expires_at(rec, self.settings(rec.spec.id))
         return at is not None and at <= time.time()
 
-    def _pressure_evictable(self, rec: ModelRecord, settings: dict[str, Any]) -> bool:
+    def _pressure_evictable(self, rec: ModelRecord) -> bool:
         settled = (rec.loaded_at or 0) <= time.time() - self.config.min_residency
-        return self._is_idle(rec) and not settings["pinned"] and settled
+        return self._is_idle(rec) and not self.settings(rec.spec.id)["pinned"] and settled
 
-    def _hibernate(
-        self,
-        rec: ModelRecord,
-        reason: str,
-        settings: dict[str, Any],
-        still: Callable[[ModelRecord, dict[str, Any]], bool],
-    ) -> bool | None:
-        """Unload ``rec`` for the supervisor if ``still(rec, settings)`` holds (a request may have
-        taken it meanwhile: False). None when a load or unload holds the lifecycle lock: the
-        supervisor never waits behind one (a load may take minutes)."""
-        if not self._lifecycle.acquire(blocking=False):
+    def _unload_if(
+        self, rec: ModelRecord, reason: str, still: Callable[[ModelRecord], bool], wait: bool = True
+    ) -> dict[str, Any] | None:
+        """Unload ``rec`` if ``still(rec)`` holds once the lifecycle lock is held: checked, marked
+        UNLOADING and unloaded under that one lock, so a load's admission never counts a model that
+        is half gone. The unload's report, or None if ``still`` no longer holds (a request took the
+        model meanwhile) or, with ``wait=False``, a load or unload holds the lock: the supervisor
+        never waits behind one (a load may take minutes)."""
+        if not self._lifecycle.acquire(blocking=wait):
             return None
         try:
             with self._cond:
-                if not still(rec, settings):
-                    return False
+                if not still(rec):
+                    return None
                 rec.state, rec.reason = State.UNLOADING, f"unloading ({reason})"
-            self._unload(rec, reason)
-            return True
+            return self._unload(rec, reason)
         finally:
             self._lifecycle.release()
 
@@ -546,27 +541,18 @@ class ModelManager:
 
     def free(self) -> dict[str, Any]:
         """Unload every idle model that is not pinned."""
-        unloaded, reclaimed = [], 0
-        for rec in self._records.values():
-            with self._cond:
-                if rec.state is not State.READY or rec.in_flight or self.settings(rec.spec.id)["pinned"]:
-                    continue
-                rec.state, rec.reason = State.UNLOADING, "unloading (free)"
-            with self._lifecycle:
-                reclaimed += self._unload(rec, "free")["reclaimed_bytes"]
-            unloaded.append(rec.spec.id)
-        return {"unloaded": unloaded, "reclaimed_bytes": reclaimed}
+        reports = [self._unload_if(rec, "free", self._freeable) for rec in self._records.values()]
+        done = [report for report in reports if report is not None]
+        return {"unloaded": [r["model"] for r in done], "reclaimed_bytes": sum(r["reclaimed_bytes"] for r in done)}
+
+    def _freeable(self, rec: ModelRecord) -> bool:
+        return rec.state is State.READY and not rec.in_flight and not self.settings(rec.spec.id)["pinned"]
 
     def shutdown(self) -> None:
-        """Release every worker (service stop) and stop reading memory."""
+        """Release every worker, busy or not (service stop), and stop reading memory."""
         self._closed.set()
         for rec in self._records.values():
-            with self._cond:
-                if rec.state is not State.READY or rec.worker is None:
-                    continue
-                rec.state = State.UNLOADING
-            with self._lifecycle:
-                self._unload(rec, "shutdown")
+            self._unload_if(rec, "shutdown", lambda r: r.state is State.READY and r.worker is not None)
         self.memory.stop()
 
 
