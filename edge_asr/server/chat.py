@@ -8,20 +8,17 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
-from edge_asr.manager import Lease, ModelManager
+from edge_asr.manager import Lease
+from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import request_keep_alive
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
-
-
-def manager() -> ModelManager:
-    return current_app.extensions["edge_asr.manager"]
 
 
 def _number(body: dict, key: str, low: float, high: float, default: float) -> float:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, Unauthorized
-from edge_asr.manager import ModelManager
+from edge_asr.server.current import config, manager
 
 bp = Blueprint("management", __name__)
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
 
-def manager() -> ModelManager:
-    return current_app.extensions["edge_asr.manager"]
-
-
 @bp.before_request
 def require_api_key() -> None:
-    key = current_app.extensions["edge_asr.config"].api_key
+    key = config().api_key
     if key and request.method in WRITE_METHODS and request.path.startswith("/api/"):
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), key.encode()):

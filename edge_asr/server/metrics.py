@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from edge_asr.metrics import Metrics
+from edge_asr.server.current import metrics
 
 bp = Blueprint("metrics", __name__)
-
-
-def metrics() -> Metrics:
-    return current_app.extensions["edge_asr.metrics"]
 
 
 @bp.before_app_request

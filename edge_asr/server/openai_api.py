@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
-from edge_asr.manager import Lease, ModelManager
+from edge_asr.manager import Lease
+from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.server.uploads import uploaded_audio
 from edge_asr.settings import request_keep_alive
@@ -18,10 +19,6 @@ from edge_asr.settings import request_keep_alive
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
 TRUE = ("true", "1", "yes")
-
-
-def manager() -> ModelManager:
-    return current_app.extensions["edge_asr.manager"]
 
 
 @bp.get("/models")

@@ -20,10 +20,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.manager import ModelManager
+from edge_asr.server.current import manager
 from edge_asr.server.openai_api import TRUE, text_deltas
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.server.uploads import uploaded_audio
@@ -35,10 +36,6 @@ DEFAULTS = {
     "llm_model": "smollm2-135m-instruct",
     "instruction": "Summarize the following transcript in a few sentences.",
 }
-
-
-def manager() -> ModelManager:
-    return current_app.extensions["edge_asr.manager"]
 
 
 @bp.post("/api/pipeline")

@@ -1,0 +1,21 @@
+"""What the app factory attached to the app that serves the current request, for the blueprints."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from edge_asr.config import Config
+from edge_asr.manager import ModelManager
+from edge_asr.metrics import Metrics
+
+
+def manager() -> ModelManager:
+    return current_app.extensions["edge_asr.manager"]
+
+
+def config() -> Config:
+    return current_app.extensions["edge_asr.config"]
+
+
+def metrics() -> Metrics:
+    return current_app.extensions["edge_asr.metrics"]
