@@ -99,9 +99,9 @@ class MemorySource:
             return [r for r in self._history if r.time > since]
 
 
-def meminfo(path: Path = Path("/proc/meminfo")) -> MemoryReading:
+def meminfo() -> MemoryReading:
     kib: dict[str, int] = {}
-    for line in path.read_text().splitlines():
+    for line in Path("/proc/meminfo").read_text().splitlines():
         key, _, rest = line.partition(":")
         fields = rest.split()
         if fields:

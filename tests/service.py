@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from edge_asr.memory import meminfo
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -34,10 +36,7 @@ def children(pid: int) -> list[int]:
 
 def available() -> int:
     """The system's MemAvailable, in bytes."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+    return meminfo().available_bytes
 
 
 def settled_available(timeout: float = 60) -> int:
