@@ -142,7 +142,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as state:
         service = Service(Path(state)).start()
         try:
-            client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
+            client = service.openai()
             served = median_run(lambda: service_tokens(client, args.tokens), args.repeats)
         finally:
             service.stop()

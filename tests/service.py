@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import openai
 import requests
 
 from edge_asr.memory import meminfo
@@ -109,6 +110,10 @@ class Service:
         return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
     # -- API helpers -------------------------------------------------------------------------
+
+    def openai(self) -> openai.OpenAI:
+        """The real openai SDK on this service; no retries, so a test sees the first answer."""
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path, timeout=kw.pop("timeout", 60), **kw)

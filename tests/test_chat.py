@@ -16,7 +16,7 @@ STORY = [{"role": "user", "content": "Write a long story about a lighthouse keep
 
 @pytest.fixture
 def client(service: Service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
+    return service.openai()
 
 
 def test_answer_and_usage(client):

@@ -13,7 +13,7 @@ from edge_asr.samples import REFERENCES
 
 @pytest.fixture
 def client(service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
+    return service.openai()
 
 
 def test_json(client, clips):

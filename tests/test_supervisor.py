@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import openai
 import pytest
 
 from tests.service import Service, children, wait_for
@@ -46,7 +45,7 @@ def test_request_keep_alive_zero_unloads_right_after_the_request(service: Servic
     assert service.transcribe(clips["beckett"], keep_alive="0").ok
     wait_for(lambda: unloaded(service), 5)
     assert time.time() - start < 5
-    client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
+    client = service.openai()
     reply = client.chat.completions.create(
         model=LLM, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, extra_body={"keep_alive": 0}
     )
@@ -131,7 +130,7 @@ def test_pressure_hibernates_the_idle_model_not_the_busy_one(pressure_service, c
     assert memory["source"] == "tegrastats" and memory["current"]["total_bytes"] == 62841 * 2**20
     assert svc.patch(f"/api/models/{ASR}/settings", json={"prompt": "Beckett"}).ok
     assert svc.transcribe(clips["beckett"]).ok
-    client = openai.OpenAI(base_url=svc.url + "/v1", api_key="unused", max_retries=0)
+    client = svc.openai()
     story = [{"role": "user", "content": "Write a long story about a lighthouse keeper and his dog."}]
     with ThreadPoolExecutor(1) as pool:  # the LLM busy with a long answer all through the pressure
         busy = pool.submit(
