@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench._timing import median_time
 from edge_asr.audio import decode_audio
 from edge_asr.config import load_config
 from edge_asr.manifest import get_model
@@ -34,6 +34,7 @@ FRESH_PROCESS = """
 import sys, time
 start = time.perf_counter()
 from pathlib import Path
+from bench._timing import median_time
 from edge_asr.audio import decode_audio
 from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
@@ -42,15 +43,6 @@ model, vad = WhisperModel(Path(sys.argv[1])), SileroVad(Path(sys.argv[2]))
 text = transcribe(model, vad, decode_audio(sys.argv[3])).text
 print(time.perf_counter() - start)
 """
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def http_overhead(service: Service, data: bytes, model_dir: Path, vad_file: Path, clip: Path, repeats: int) -> None:

@@ -12,15 +12,14 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import soundfile
 from faster_whisper import WhisperModel as FasterWhisper
 
+from bench._timing import median_time
 from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.config import load_config
 from edge_asr.evaluation import word_error_rate
@@ -36,12 +35,7 @@ from tests.service import Service
 def timed(fn, repeats: int) -> tuple[float, str]:
     """Median wall time of ``repeats`` calls after one warm-up, and the text."""
     text = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), text
+    return median_time(fn, repeats), text
 
 
 def main() -> None:
