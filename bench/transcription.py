@@ -27,6 +27,7 @@ from edge_asr.manifest import get_model
 from edge_asr.samples import REFERENCES, long_recording, sample_clips
 from edge_asr.vad import SileroVad
 from edge_asr.wheels import extract_wheel
+from edge_asr.whisper.graphs import OnnxWhisperGraphs
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
 from tests.service import Service
@@ -54,7 +55,7 @@ def main() -> None:
     theirs = FasterWhisper(
         str(ct2_dir / spec.prepare["path"]), device="cpu", compute_type="float32", cpu_threads=threads
     )
-    ours = WhisperModel(spec.directory, threads=threads)
+    ours = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory, threads=threads))
     vad = SileroVad(vad_spec.directory / vad_spec.files[0])
 
     clips = sample_clips(config)

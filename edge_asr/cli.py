@@ -85,6 +85,55 @@ def models_import(config: Config, kind: str, hf_dir: Path, model_id: str, precis
     click.echo(f"imported {model_id} -> {path}")
 
 
+@cli.group()
+def engines() -> None:
+    """Build and list TensorRT engines (on the Jetson unit)."""
+
+
+@engines.command("build")
+@click.argument("model_ids", nargs=-1)
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--workspace", default="1GiB", show_default=True, help="Builder workspace (memory for tactics).")
+@click.option("--max-batch", default=5, show_default=True, help="Most sequences a decoder step takes (beams).")
+@click.option("--force", is_flag=True, help="Rebuild even if an up-to-date set exists.")
+@click.pass_obj
+def engines_build(
+    config: Config, model_ids: tuple[str, ...], precision: str, workspace: str, max_batch: int, force: bool
+) -> None:
+    """Build TensorRT engines for this GPU from the prepared ONNX files of MODEL_IDS (default:
+    every model whose manifest entry prefers TensorRT). Needs TensorRT, pycuda and a GPU; without
+    them it says which is missing, exits non-zero and writes nothing."""
+    from edge_asr.trt import TensorRTUnavailable
+    from edge_asr.trt.build import BuildError, build_engines
+    from edge_asr.units import parse_size
+
+    try:
+        for path in build_engines(config, list(model_ids) or None, precision, parse_size(workspace), max_batch, force):
+            click.echo(str(path))
+    except (TensorRTUnavailable, BuildError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@engines.command("list")
+@click.pass_obj
+def engines_list(config: Config) -> None:
+    """Engine sets built for each model, and whether they fit this unit."""
+    from edge_asr.trt import TensorRTUnavailable
+    from edge_asr.trt.engine_set import DeviceInfo, engine_sets
+
+    try:
+        device: DeviceInfo | None = DeviceInfo.detect()
+        click.echo(f"this unit: {device.describe()}")
+    except TensorRTUnavailable as e:
+        device = None
+        click.echo(f"this unit: no TensorRT ({e})")
+    for spec in load_manifest(config).values():
+        for found in engine_sets(spec.directory):
+            why = found.mismatches(device, spec.directory) if device else ["no TensorRT here"]
+            fit = "fits" if not why else "; ".join(why)
+            click.echo(f"{spec.id:28} {found.describe()}: {fit}")
+
+
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "model_id", default=DEFAULT_ASR_MODEL, show_default=True)
@@ -107,7 +156,7 @@ def transcribe(config: Config, file: Path, model_id: str, language: str | None, 
             if not needed.present:
                 raise click.ClickException(f"model {needed.id!r} is not prepared; run `edge-asr models prepare`")
         audio = decode_audio(file)
-        model = WhisperModel(spec.directory, spec.providers, config.ort_threads)
+        model = WhisperModel.open(spec, config)
         language = language or spec.settings.get("language")
         result = run(model, SileroVad(vad.directory / vad.files[0]), audio, language=language, prompt=prompt)
     except (AudioError, UnknownModelError, ValueError) as e:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_sentinels
 from typing import Any
 
@@ -68,11 +68,10 @@ class ModelRecord:
     keep_alive: float | None = None  # the last request's keep_alive, overriding the setting until the next
     failures: int = 0  # crashes and failed loads in a row
     retry_at: float = 0.0
-    providers: list[str] = field(default_factory=list)
 
     def drop_worker(self, why: str) -> None:
         """(Under the manager's lock.) The worker is gone: unloaded, or crashed."""
-        self.worker, self.loaded_at, self.providers = None, None, []
+        self.worker, self.loaded_at = None, None
         self.last_unload_reason, self.unloaded_at = why, time.time()
 
 
@@ -147,11 +146,23 @@ class ModelManager:
                 "last_unload_reason": rec.last_unload_reason,
                 "failures": rec.failures,
                 "thrashes": rec.thrashes,
-                "providers": rec.providers,
+                **self._runtime(rec),
                 "worker_pid": rec.worker.pid if rec.worker else None,
                 "prepared": rec.spec.present,
                 "settings": current,
             }
+
+    @staticmethod
+    def _runtime(rec: ModelRecord) -> dict[str, Any]:
+        """(Under the lock.) What runs the loaded model and why (TensorRT engines, or ONNX Runtime
+        and why not TensorRT), as its worker reported; the preference alone when not loaded."""
+        report = rec.worker.load_report if rec.worker else {}
+        return {
+            "runtime_preferred": rec.spec.runtime,
+            "runtime": report.get("runtime"),
+            "runtime_reason": report.get("runtime_reason"),
+            "providers": report.get("providers", []),
+        }
 
     def statuses(self) -> list[dict[str, Any]]:
         return [self.status(model_id) for model_id in self._records]
@@ -299,7 +310,7 @@ class ModelManager:
             with self._cond:
                 rec.state, rec.reason, rec.worker = State.READY, f"loaded ({reason})", worker
                 rec.loaded_at = rec.last_used = time.time()
-                rec.providers = worker.load_report["providers"]
+                runtime = self._runtime(rec)
                 self._cond.notify_all()
             self._record_transition(
                 rec,
@@ -312,7 +323,10 @@ class ModelManager:
                 footprint_bytes=footprint,
                 worker_rss_bytes=worker.load_report["rss_loaded"],
                 worker_pid=worker.pid,
-                providers=rec.providers,
+                runtime=runtime["runtime"],
+                runtime_reason=runtime["runtime_reason"],
+                providers=runtime["providers"],
+                gpu=worker.load_report.get("gpu"),
                 thrash=thrash,
             )
             if thrash:

@@ -16,6 +16,7 @@ from edge_asr.config import Config, tomllib
 from edge_asr.fsutil import atomic_write_text
 
 TASKS = ("asr", "llm", "vad")  # vad models serve inside speech models' workers
+RUNTIMES = ("onnxruntime", "tensorrt")  # tensorrt: engines from build_engines.py, else ONNX Runtime
 
 
 class UnknownModelError(KeyError):
@@ -33,6 +34,7 @@ class ModelSpec:
     directory: Path
     files: tuple[str, ...]
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    runtime: str = "onnxruntime"  # the preferred runtime (RUNTIMES)
     keep_alive: str | None = None  # None: the configuration's keep_alive
     priority: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +62,9 @@ def _spec(model_id: str, entry: dict[str, Any], models_path: Path, source: Path)
         task = entry["task"]
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        runtime = entry.get("runtime", ModelSpec.runtime)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         return ModelSpec(
             id=model_id,
             task=task,
@@ -67,6 +72,7 @@ def _spec(model_id: str, entry: dict[str, Any], models_path: Path, source: Path)
             directory=models_path / model_id,
             files=tuple(entry["files"]),
             providers=tuple(entry.get("providers", ModelSpec.providers)),
+            runtime=runtime,
             keep_alive=str(entry["keep_alive"]) if "keep_alive" in entry else None,
             priority=int(entry.get("priority", 0)),
             settings=dict(entry.get("settings", {})),

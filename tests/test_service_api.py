@@ -24,6 +24,10 @@ MODEL_FIELDS = {
     "expires_at",
     "last_unload_reason",
     "settings",
+    "runtime_preferred",
+    "runtime",
+    "runtime_reason",
+    "providers",
 }
 EVENT_FIELDS = {"time", "model", "from", "to", "reason", "mem_available_before", "mem_available_after", "duration_s"}
 
@@ -50,12 +54,16 @@ def test_models_listing_and_lifecycle_contract(service: Service, clips):
     assert ids == ["whisper-tiny-en", "smollm2-135m-instruct"]
     before = service.model()
     assert before["state"] == "unloaded" and set(before) >= MODEL_FIELDS
+    assert before["runtime_preferred"] == "tensorrt" and before["runtime"] is None
     assert service.transcribe(clips["beckett"]).ok
     loaded = service.model()
     assert loaded["state"] == "ready" and loaded["in_flight"] == 0
     assert (
         loaded["footprint_bytes"] > 50e6 and loaded["worker_pid"] and loaded["providers"][-1] == "CPUExecutionProvider"
     )
+    # No TensorRT on this machine: the model prefers it and runs on ONNX Runtime, saying why.
+    assert loaded["runtime"] == "onnxruntime"
+    assert loaded["runtime_reason"].startswith("TensorRT not used: TensorRT's Python bindings are not installed")
     assert loaded["expires_at"] == pytest.approx(
         loaded["last_used"] + 300
     )  # keep_alive 5 min, the configuration's default

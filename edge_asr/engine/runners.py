@@ -1,9 +1,11 @@
 """Runners: a loaded model inside a worker process, one per model family.
 
-The contract every runtime keeps (ONNX Runtime now; native TensorRT later): construction loads,
-the methods in ``methods`` run whole requests (a method may be a generator: what it yields
-streams to the client as it comes, what it returns is the result), ``release()`` destroys what
-construction created, in order (I/O bindings and buffers -> sessions/engines -> runtime).
+The contract every runtime keeps (ONNX Runtime, onnxruntime-genai, native TensorRT):
+construction loads, ``describe()`` says what runs it and why (and what loading measured), the
+methods in ``methods`` run whole requests (a method may be a generator: what it yields streams to
+the client as it comes, what it returns is the result), ``release()`` destroys what construction
+created, in order (buffers -> execution contexts -> sessions/engines -> runtime -> CUDA
+context), and reports the steps.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import numpy as np
 
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec, get_model
+from edge_asr.runtime import TimedSteps
 
 
 class Runner:
     methods: ClassVar[frozenset[str]] = frozenset()
 
-    def providers(self) -> list[str]:
+    def describe(self) -> dict[str, Any]:
+        """``runtime``, ``runtime_reason``, ``providers``, and what the runtime measured loading."""
         raise NotImplementedError
 
-    def release(self) -> None:
+    def release(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -39,10 +43,16 @@ class WhisperRunner(Runner):
             raise ValueError(f"model {spec.id!r} names no VAD model (manifest key 'vad')")
         vad = get_model(config, spec.vad)
         self.vad = SileroVad(vad.directory / vad.files[0])
-        self.model = WhisperModel(spec.directory, spec.providers, config.ort_threads, config.gpu_mem_limit)
+        self.model = WhisperModel.open(spec, config)
 
-    def providers(self) -> list[str]:
-        return self.model.providers
+    def describe(self) -> dict[str, Any]:
+        graphs = self.model.graphs
+        return {
+            "runtime": graphs.runtime,
+            "runtime_reason": graphs.reason,
+            "providers": graphs.providers,
+            **graphs.load_report,
+        }
 
     def transcribe(self, audio: np.ndarray, **options: Any) -> Iterator[dict[str, Any]]:
         """Yields each chunk's segments as it is decoded; returns the whole transcript."""
@@ -54,10 +64,11 @@ class WhisperRunner(Runner):
             yield {"segments": [s.as_dict() for s in chunk]}
         return Transcript.of(segments, audio).as_dict()
 
-    def release(self) -> None:
-        self.model.close()
+    def release(self) -> dict[str, Any]:
+        report = self.model.release()
         del self.model
         del self.vad
+        return report
 
 
 class GenaiRunner(Runner):
@@ -82,8 +93,9 @@ class GenaiRunner(Runner):
         meta = json.loads((spec.directory / "genai_config.json").read_text())
         self.context_length: int = meta["model"]["context_length"]
 
-    def providers(self) -> list[str]:
-        return self._providers
+    def describe(self) -> dict[str, Any]:
+        reason = "LLMs run on onnxruntime-genai (TensorRT-LLM does not support Jetson; see the README)"
+        return {"runtime": "onnxruntime-genai", "runtime_reason": reason, "providers": self._providers}
 
     def chat(
         self,
@@ -135,8 +147,16 @@ class GenaiRunner(Runner):
             yield {"delta": text[sent:]}
         return {"text": text, "finish_reason": finish, "prompt_tokens": len(prompt), "completion_tokens": produced}
 
-    def release(self) -> None:
+    def release(self) -> dict[str, Any]:
+        step = TimedSteps()
+        step("destroy tokenizer", self._drop_tokenizer)
+        step("destroy model", self._drop_model)
+        return {"steps": step.steps}
+
+    def _drop_tokenizer(self) -> None:
         del self.tokenizer
+
+    def _drop_model(self) -> None:
         del self.model
 
 

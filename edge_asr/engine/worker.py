@@ -58,12 +58,7 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
         conn.send(("load_failed", f"{type(e).__name__}: {e}"))
         return
     rss_loaded = rss_bytes()
-    conn.send(
-        (
-            "ready",
-            {"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded, "providers": runner.providers()},
-        )
-    )
+    conn.send(("ready", {"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded, **runner.describe()}))
     while True:
         try:
             message = conn.recv()
@@ -78,11 +73,12 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
             kwargs[name] = np.frombuffer(conn.recv_bytes(), dtype).reshape(shape)
         _call(conn, runner, method, kwargs)
     rss_before = rss_bytes()
-    runner.release()
+    released = runner.release()
     del runner
     gc.collect()
     trim_heap()
     report = {
+        **released,
         "rss_start": rss_start,
         "rss_peak": peak_rss_bytes(),
         "rss_before_release": rss_before,

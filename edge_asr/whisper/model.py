@@ -1,19 +1,22 @@
 """A Whisper model prepared by ``edge-asr models prepare`` (see
 ``edge_asr/prepare/convert/whisper_to_onnx.py`` for the graphs' contract) and the decoding of one
-window of at most 30 s: greedy, or sampling at a temperature, with or without timestamps."""
+window of at most 30 s: greedy, or sampling at a temperature, with or without timestamps. The
+graphs run on ONNX Runtime or TensorRT (``graphs.py``); the decoding is the same on both."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edge_asr.runtime.onnx import CPU, open_session
+from edge_asr.config import Config
+from edge_asr.manifest import ModelSpec
 from edge_asr.whisper.decoding import NEG_INF, apply_timestamp_rules, log_softmax
 from edge_asr.whisper.features import log_mel_spectrogram
+from edge_asr.whisper.graphs import OnnxWhisperGraphs, WhisperGraphs, open_graphs
 from edge_asr.whisper.tokenizer import WhisperTokenizer
 
 SECONDS_PER_TIMESTAMP = 0.02
@@ -28,18 +31,15 @@ class WindowResult:
 
 
 class WhisperModel:
-    def __init__(self, directory: Path, providers: Sequence[str] = (CPU,), threads: int = 0, gpu_mem_limit: int = 0):
+    def __init__(self, directory: Path, graphs: WhisperGraphs | None = None):
+        """The model in ``directory`` on ``graphs`` (default: ONNX Runtime on the CPU)."""
         meta = json.loads((directory / "whisper.json").read_text())
         self.n_mels: int = meta["n_mels"]
-        self.n_layers: int = meta["n_layers"]
-        self.d_model: int = meta["d_model"]
         self.n_text_ctx: int = meta["n_text_ctx"]
         # The reference implementation samples at most half the text context per window.
         self.max_new_tokens: int = self.n_text_ctx // 2
         self.tokenizer = WhisperTokenizer(directory / "tokenizer.json", meta["tokens"], meta["languages"])
-        self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
-        self.decoder = open_session(directory / "decoder.onnx", providers, threads, gpu_mem_limit)
-        self._cross_names = [o.name for o in self.encoder.get_outputs()]
+        self.graphs = graphs or OnnxWhisperGraphs(directory)
         special = meta["tokens"]
         self.eot, self.timestamp_begin = special["eot"], special["timestamp_begin"]
         self.no_speech = special["no_speech"]
@@ -51,31 +51,29 @@ class WhisperModel:
         self._suppress_begin = self._suppress.copy()
         self._suppress_begin[meta["begin_suppress_tokens"]] = True
 
-    @property
-    def providers(self) -> list[str]:
-        return self.encoder.get_providers()
+    @classmethod
+    def open(cls, spec: ModelSpec, config: Config) -> WhisperModel:
+        """``spec`` on the runtime its manifest entry prefers (TensorRT falls back to ONNX Runtime)."""
+        return cls(spec.directory, open_graphs(spec, config))
 
-    def encode(self, audio: np.ndarray) -> dict[str, np.ndarray]:
-        """The cross-attention keys and values of one window (at most 30 s) of audio, by name."""
-        outputs = self.encoder.run(None, {"mel": log_mel_spectrogram(audio, self.n_mels)[None]})
-        return dict(zip(self._cross_names, outputs, strict=True))
+    def encode(self, audio: np.ndarray) -> Any:
+        """The cross-attention keys and values of one window (at most 30 s) of audio."""
+        return self.graphs.encode(log_mel_spectrogram(audio, self.n_mels)[None])
 
     def decode(
         self,
-        encoded: dict[str, np.ndarray],
+        encoded: Any,
         prompt: list[int],
         temperature: float = 0.0,
         timestamps: bool = True,
         rng: np.random.Generator | None = None,
     ) -> WindowResult:
         """Decode one encoded window after ``prompt`` (from ``tokenizer.prompt``)."""
-        cache = np.zeros((self.n_layers, 1, 0, self.d_model), np.float32)
-        self_k, self_v = cache, cache.copy()
+        cache = None
 
         def step(tokens: list[int]) -> np.ndarray:
-            nonlocal self_k, self_v
-            feeds = {"tokens": np.array([tokens], np.int64), "self_k": self_k, "self_v": self_v, **encoded}
-            logits, self_k, self_v = self.decoder.run(None, feeds)
+            nonlocal cache
+            logits, cache = self.graphs.decode(np.array([tokens], np.int64), cache, encoded)
             return logits[0]
 
         # Up to <|startoftranscript|> first: its logits give the probability of <|nospeech|>.
@@ -107,7 +105,6 @@ class WhisperModel:
             logits = step([token])
         return WindowResult(sampled, sum_logprob / (len(sampled) + 1), no_speech_prob, temperature)
 
-    def close(self) -> None:
-        """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""
-        del self.decoder
-        del self.encoder
+    def release(self) -> dict[str, Any]:
+        """Destroy the graphs, in their runtime's order; the steps, timed."""
+        return self.graphs.release()

@@ -1,0 +1,111 @@
+"""CUDA for TensorRT through pycuda, as a worker process uses it.
+
+- The device's *primary* context, retained once per worker and pushed around each piece of work,
+  popped after. Never ``pycuda.autoinit``: it creates a context bound to the importing thread and
+  destroys it at interpreter exit, before or after the TensorRT objects made in it — and TensorRT
+  objects destroyed after their context crash or leak (TensorRT issue 1632). The primary context
+  is also the one the CUDA runtime (TensorRT's own allocations) uses.
+- Buffers by name, each allocated for a size class (the next power of two) and reused: a decoding
+  step allocates nothing once its tensors have reached their class, and a tensor that grows one
+  token at a time is reallocated a logarithmic number of times.
+- Page-locked host buffers for every copy, so copies run asynchronously on the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edge_asr.trt import cuda_driver
+
+MIN_SIZE_CLASS = 4096
+
+
+def size_class(nbytes: int) -> int:
+    """The capacity a buffer for ``nbytes`` gets: the next power of two, at least 4 KiB."""
+    return max(MIN_SIZE_CLASS, 1 << max(nbytes - 1, 0).bit_length())
+
+
+class CudaDevice:
+    """One GPU and its primary context, retained for the life of the worker."""
+
+    def __init__(self, index: int = 0):
+        self.cuda: ModuleType = cuda_driver()
+        device = self.cuda.Device(index)
+        self.name: str = device.name()
+        self.compute_capability = "{}.{}".format(*device.compute_capability())
+        self._context = device.retain_primary_context()
+
+    def push(self) -> None:
+        self._context.push()
+
+    def pop(self) -> None:
+        self.cuda.Context.pop()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """The context current on this thread for the duration."""
+        self.push()
+        try:
+            yield
+        finally:
+            self.pop()
+
+    def free_memory(self) -> tuple[int, int]:
+        """(free, total) device memory in bytes, as the driver reports it (the context must be
+        current). On a Jetson the GPU shares the system's memory: the figures are the system's."""
+        free, total = self.cuda.mem_get_info()
+        return int(free), int(total)
+
+    def detach(self) -> None:
+        """Give back the retained context: last, once everything made in it is gone."""
+        self._context.detach()
+
+
+class Buffers:
+    """Device and page-locked host memory by name, each kept at the size class of its largest use."""
+
+    def __init__(self, cuda: ModuleType, stream: Any):
+        self.cuda, self._stream = cuda, stream
+        self._device: dict[str, tuple[Any, int]] = {}  # name -> (DeviceAllocation, capacity)
+        self._host: dict[str, np.ndarray] = {}  # name -> page-locked bytes
+
+    def device(self, name: str, nbytes: int) -> int:
+        """The address of buffer ``name``, with room for ``nbytes``."""
+        held = self._device.get(name)
+        if held is None or held[1] < nbytes:
+            if held is not None:
+                self._stream.synchronize()  # work queued on the stream may still read it
+                held[0].free()
+            capacity = size_class(nbytes)
+            held = self._device[name] = (self.cuda.mem_alloc(capacity), capacity)
+        return int(held[0])
+
+    def host(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Page-locked host array ``name`` of ``shape`` and ``dtype`` (contents undefined)."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        held = self._host.get(name)
+        if held is None or held.nbytes < nbytes:
+            if held is not None:
+                self._stream.synchronize()
+                held.base.free()
+            held = self._host[name] = self.cuda.pagelocked_empty(size_class(nbytes), np.uint8)
+        return held[:nbytes].view(dtype).reshape(shape)
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(capacity for _, capacity in self._device.values())
+
+    def free(self) -> None:
+        """Free every buffer now (not whenever the garbage collector gets to them)."""
+        for allocation, _ in self._device.values():
+            allocation.free()
+        for array in self._host.values():
+            array.base.free()
+        self._device.clear()
+        self._host.clear()

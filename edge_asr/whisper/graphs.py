@@ -1,0 +1,107 @@
+"""The two networks of a Whisper model behind one small interface, so that decoding (features,
+tokenizer, timestamp rules, fallback, VAD: ``model.py``, ``transcribe.py``) is the same code on
+every runtime:
+
+- ``encode(mel)``: the cross-attention keys and values of one window, kept where the runtime
+  keeps them (numpy arrays for ONNX Runtime, device memory for TensorRT);
+- ``decode(tokens, cache, encoded)``: the logits of the last position and the grown KV cache
+  (``cache`` None on the first step; opaque to the caller);
+- ``release()``: destroy what the constructor made, in order, and report each step.
+
+The graphs' contract is in ``edge_asr/prepare/convert/whisper_to_onnx.py``. ``open_graphs`` picks
+the runtime the manifest prefers and falls back to ONNX Runtime, with the reason, when TensorRT
+cannot run the model here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_asr.config import Config
+from edge_asr.manifest import ModelSpec
+from edge_asr.runtime import TimedSteps
+from edge_asr.runtime.onnx import CPU, open_session
+
+log = logging.getLogger(__name__)
+
+
+class WhisperGraphs(Protocol):
+    runtime: str  # "onnxruntime" | "tensorrt"
+    reason: str  # why this runtime: the engines in use, or why TensorRT is not
+    providers: list[str]
+    load_report: dict[str, Any]  # what the runtime measured while loading (GPU memory)
+
+    def encode(self, mel: np.ndarray) -> Any: ...
+
+    def decode(self, tokens: np.ndarray, cache: Any, encoded: Any) -> tuple[np.ndarray, Any]: ...
+
+    def release(self) -> dict[str, Any]: ...
+
+
+class OnnxWhisperGraphs:
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        directory: Path,
+        providers: Sequence[str] = (CPU,),
+        threads: int = 0,
+        gpu_mem_limit: int = 0,
+        reason: str = "the manifest prefers ONNX Runtime",
+    ):
+        self.reason = reason
+        self.load_report: dict[str, Any] = {}
+        self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
+        self.decoder = open_session(directory / "decoder.onnx", providers, threads, gpu_mem_limit)
+        self.providers: list[str] = self.encoder.get_providers()
+        self._cross_names = [o.name for o in self.encoder.get_outputs()]
+        layers, _, _, width = self.decoder.get_inputs()[1].shape  # self_k: [L, B, P, D]
+        self._empty = np.zeros((layers, 1, 0, width), np.float32)
+
+    def encode(self, mel: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self._cross_names, self.encoder.run(None, {"mel": mel}), strict=True))
+
+    def decode(
+        self, tokens: np.ndarray, cache: tuple[np.ndarray, np.ndarray] | None, encoded: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        if cache is None:
+            empty = np.repeat(self._empty, len(tokens), axis=1)
+            cache = (empty, empty)
+        logits, self_k, self_v = self.decoder.run(
+            None, {"tokens": tokens, "self_k": cache[0], "self_v": cache[1], **encoded}
+        )
+        return logits, (self_k, self_v)
+
+    def release(self) -> dict[str, Any]:
+        """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""
+        step = TimedSteps()
+        step("destroy decoder session", self._drop_decoder)
+        step("destroy encoder session", self._drop_encoder)
+        return {"steps": step.steps}
+
+    def _drop_decoder(self) -> None:
+        del self.decoder
+
+    def _drop_encoder(self) -> None:
+        del self.encoder
+
+
+def open_graphs(spec: ModelSpec, config: Config) -> WhisperGraphs:
+    """``spec``'s graphs on the runtime its manifest entry prefers, or on ONNX Runtime with the
+    reason when TensorRT cannot run it here (no TensorRT, no GPU, no engines built for this
+    device, an engine that fails to load). A failed TensorRT load has released what it made."""
+    reason = "the manifest prefers ONNX Runtime"
+    if spec.runtime == "tensorrt":
+        from edge_asr.whisper.trt_graphs import TensorRTWhisperGraphs
+
+        try:
+            return TensorRTWhisperGraphs.open(spec.directory)
+        except Exception as e:  # any TensorRT failure: the model still serves, on ONNX Runtime
+            reason = f"TensorRT not used: {e}"
+            log.warning("model %s runs on ONNX Runtime: %s", spec.id, reason)
+    return OnnxWhisperGraphs(spec.directory, spec.providers, config.ort_threads, config.gpu_mem_limit, reason)

@@ -1,0 +1,93 @@
+"""Whisper on native TensorRT: the engines ``build_engines.py`` builds for it (``engine_recipes``)
+and the ``WhisperGraphs`` that run them (see ``graphs.py``).
+
+Nothing of a window leaves the GPU but the logits of each step: the encoder's cross-attention
+keys and values stay in its output buffers for the whole window, and the decoder's KV cache
+alternates between two buffer pairs (step n reads pair a and writes pair b, step n+1 the
+reverse), so no step copies the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge_asr.trt.build import EngineRecipe
+from edge_asr.trt.engine import DeviceTensor, TensorRTSession
+from edge_asr.trt.engine_set import DeviceInfo, EngineSet, select_engine_set
+
+ENGINES = ("encoder.engine", "decoder.engine")
+
+
+def engine_recipes(directory: Path, max_batch: int) -> list[EngineRecipe]:
+    """One window of 30 s through the encoder; decoder steps of up to ``max_batch`` sequences
+    (the beams), any number of new tokens and any cache length within the text context."""
+    meta = json.loads((directory / "whisper.json").read_text())
+    context = meta["n_text_ctx"]
+    batch = (1, 1, max_batch)
+    past = (0, context // 4, context - 1)
+    cross = {f"cross_{kv}_{i}": {0: batch} for i in range(meta["n_layers"]) for kv in "kv"}
+    return [
+        EngineRecipe("encoder.engine", "encoder.onnx", {"mel": {0: (1, 1, 1)}}),
+        EngineRecipe(
+            "decoder.engine",
+            "decoder.onnx",
+            {"tokens": {0: batch, 1: (1, 1, context)}, "self_k": {1: batch, 2: past}, "self_v": {1: batch, 2: past}}
+            | cross,
+        ),
+    ]
+
+
+class KvCache(NamedTuple):
+    k: DeviceTensor
+    v: DeviceTensor
+    pair: int  # which buffer pair holds it
+
+
+class TensorRTWhisperGraphs:
+    runtime = "tensorrt"
+
+    def __init__(self, engine_set: EngineSet):
+        self.reason = engine_set.describe()
+        self.providers: list[str] = []  # ONNX Runtime's; none here
+        self.session = TensorRTSession(engine_set.directory, ENGINES)
+        self.load_report: dict[str, Any] = {"gpu": dict(self.session.gpu), "engines": engine_set.directory.name}
+        decoder = self.session["decoder"]
+        layers, _, _, width = decoder.declared_shape("self_k")  # [L, B, P, D]
+        self._cache_layout = (layers, width, decoder.dtypes["self_k"])
+
+    @classmethod
+    def open(cls, model_dir: Path) -> TensorRTWhisperGraphs:
+        return cls(select_engine_set(model_dir, DeviceInfo.detect()))
+
+    def encode(self, mel: np.ndarray) -> dict[str, DeviceTensor]:
+        with self.session.active():
+            return self.session["encoder"].run({"mel": mel})
+
+    def decode(
+        self, tokens: np.ndarray, cache: KvCache | None, encoded: dict[str, DeviceTensor]
+    ) -> tuple[np.ndarray, KvCache]:
+        with self.session.active():
+            if cache is None:
+                cache = self._empty_cache(len(tokens))
+            pair = 1 - cache.pair
+            out = self.session["decoder"].run(
+                {"tokens": tokens, "self_k": cache.k, "self_v": cache.v, **encoded},
+                into={"new_self_k": f"kv{pair}.k", "new_self_v": f"kv{pair}.v"},
+            )
+            logits = self.session.to_host(out["logits"])
+        return logits, KvCache(out["new_self_k"], out["new_self_v"], pair)
+
+    def _empty_cache(self, batch: int) -> KvCache:
+        """A cache of length 0 for the first step, in pair 1 (so that step writes pair 0). Its
+        buffer holds nothing, but TensorRT wants an address for every input."""
+        layers, width, dtype = self._cache_layout
+        assert self.session.buffers is not None
+        empty = DeviceTensor(self.session.buffers.device("kv-empty", 0), (layers, batch, 0, width), dtype)
+        return KvCache(empty, empty, 1)
+
+    def release(self) -> dict[str, Any]:
+        return self.session.release()

@@ -1,0 +1,1 @@
+"""FAKE pycuda (no CUDA here): see ``driver``."""
