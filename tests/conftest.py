@@ -15,6 +15,9 @@ from edge_asr.samples import sample_clips
 from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 
+# Run inside the environments with the real TensorRT bindings, by test_tensorrt_bindings.py.
+collect_ignore = ["tensorrt_api"]
+
 
 @pytest.fixture(scope="session")
 def config() -> Config:

@@ -40,14 +40,18 @@ class DataType(enum.IntEnum):
     INT8 = 2
     INT32 = 3
     BOOL = 4
-    INT64 = 9
+    if _MAJOR >= 10:  # TensorRT 8 has no int64 tensors
+        INT64 = 8
 
 
-float32, float16, int8, int32, int64 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32, DataType.INT64
+float32, float16, int8, int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
 _NUMPY = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8, DataType.INT32: np.int32}
-_NUMPY |= {DataType.BOOL: np.bool_, DataType.INT64: np.int64}
-_ONNX = {"tensor(float)": DataType.FLOAT, "tensor(float16)": DataType.HALF, "tensor(int64)": DataType.INT64}
-_ONNX |= {"tensor(int32)": DataType.INT32, "tensor(bool)": DataType.BOOL}
+_NUMPY[DataType.BOOL] = np.bool_
+_ONNX = {"tensor(float)": DataType.FLOAT, "tensor(float16)": DataType.HALF, "tensor(int32)": DataType.INT32}
+_ONNX["tensor(bool)"] = DataType.BOOL
+if _MAJOR >= 10:
+    int64 = DataType.INT64
+    _NUMPY[DataType.INT64], _ONNX["tensor(int64)"] = np.int64, DataType.INT64
 
 
 def nptype(trt_type: DataType) -> type:
@@ -66,7 +70,7 @@ class NetworkDefinitionCreationFlag(enum.IntEnum):
 
 class BuilderFlag(enum.IntEnum):
     FP16 = 0
-    TF32 = 7
+    TF32 = 6
 
 
 class MemoryPoolType(enum.IntEnum):
@@ -81,8 +85,8 @@ class Logger:
 
 
 def _io_type(onnx_type: str) -> DataType:
-    dtype = _ONNX[onnx_type]
-    return DataType.INT32 if dtype == DataType.INT64 and _MAJOR < 10 else dtype
+    """The type of an engine's input or output: TensorRT 8's ONNX parser turns int64 into int32."""
+    return _ONNX.get(onnx_type, DataType.INT32)
 
 
 class ITensor:
@@ -92,7 +96,7 @@ class ITensor:
 
 class INetworkDefinition:
     def __init__(self, flags: int):
-        self.explicit_batch = bool(flags & (1 << NetworkDefinitionCreationFlag.EXPLICIT_BATCH)) or _MAJOR >= 10
+        self._explicit_batch = bool(flags & (1 << NetworkDefinitionCreationFlag.EXPLICIT_BATCH)) or _MAJOR >= 10
         self._onnx: Path | None = None
         self._inputs: list[ITensor] = []
 
@@ -106,15 +110,15 @@ class INetworkDefinition:
 
 class OnnxParser:
     def __init__(self, network: INetworkDefinition, logger: Logger):
-        self.network, self._errors = network, []
+        self._network, self._errors = network, []
 
     def parse_from_file(self, model: str) -> bool:
-        if not self.network.explicit_batch:
+        if not self._network._explicit_batch:
             self._errors.append("the ONNX parser only supports networks with an explicit batch dimension")
             return False
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        self.network._onnx = Path(model).resolve()
-        self.network._inputs = [
+        self._network._onnx = Path(model).resolve()
+        self._network._inputs = [
             ITensor(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape), _io_type(i.type))
             for i in session.get_inputs()
         ]
