@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -149,15 +150,9 @@ class GenaiRunner(Runner):
 
     def release(self) -> dict[str, Any]:
         step = TimedSteps()
-        step("destroy tokenizer", self._drop_tokenizer)
-        step("destroy model", self._drop_model)
+        step("destroy tokenizer", partial(delattr, self, "tokenizer"))
+        step("destroy model", partial(delattr, self, "model"))
         return {"steps": step.steps}
-
-    def _drop_tokenizer(self) -> None:
-        del self.tokenizer
-
-    def _drop_model(self) -> None:
-        del self.model
 
 
 RUNNERS: dict[str, type[Runner]] = {"whisper": WhisperRunner, "onnxruntime-genai": GenaiRunner}

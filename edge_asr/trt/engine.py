@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,9 @@ class TensorRTSession:
                 self.buffers = None
             step("delete execution contexts", self._delete_contexts)
             step("delete engines", self._delete_engines)
-            step("delete runtime", self._delete_runtime)
+            step("delete runtime", partial(setattr, self, "runtime", None))
             if self.stream is not None:
-                step("destroy stream", self._destroy_stream)
+                step("destroy stream", partial(setattr, self, "stream", None))  # pycuda: with its last reference
             self.gpu["free_after_release"] = self.device.free_memory()[0]
         finally:
             step("pop and detach the CUDA context", self._pop_and_detach)
@@ -174,12 +175,6 @@ class TensorRTSession:
         for engine in self.engines.values():
             engine.engine = None
         self.engines.clear()
-
-    def _delete_runtime(self) -> None:
-        self.runtime = None
-
-    def _destroy_stream(self) -> None:
-        self.stream = None  # pycuda destroys a stream with its last reference
 
     def _pop_and_detach(self) -> None:
         self.device.pop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,15 +81,9 @@ class OnnxWhisperGraphs:
     def release(self) -> dict[str, Any]:
         """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""
         step = TimedSteps()
-        step("destroy decoder session", self._drop_decoder)
-        step("destroy encoder session", self._drop_encoder)
+        step("destroy decoder session", partial(delattr, self, "decoder"))
+        step("destroy encoder session", partial(delattr, self, "encoder"))
         return {"steps": step.steps}
-
-    def _drop_decoder(self) -> None:
-        del self.decoder
-
-    def _drop_encoder(self) -> None:
-        del self.encoder
 
 
 def open_graphs(spec: ModelSpec, config: Config) -> WhisperGraphs:

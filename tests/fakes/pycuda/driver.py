@@ -118,6 +118,13 @@ class Device:
     def total_memory(self) -> int:
         return int(os.environ.get("FAKE_CUDA_TOTAL", str(8 << 30)))
 
+    def make_context(self, flags: int = 0) -> Context:
+        """A new context of its own (not the primary one), made current."""
+        context = Context(self)
+        context.primary = False
+        context.push()
+        return context
+
     def retain_primary_context(self) -> Context:
         _retained[self.ordinal] = _retained.get(self.ordinal, 0) + 1
         _journal("retain_primary_context")
@@ -126,7 +133,7 @@ class Device:
 
 class Context:
     def __init__(self, device: Device):
-        self.device, self.valid = device, True
+        self.device, self.valid, self.primary = device, True, True
 
     def push(self) -> None:
         if not self.valid:
@@ -148,7 +155,8 @@ class Context:
         if live:
             _violation(f"context detached with {len(live)} allocation(s) still live")
         self.valid = False
-        _retained[self.device.ordinal] -= 1
+        if self.primary:
+            _retained[self.device.ordinal] -= 1
         if self in _stack:
             _stack.remove(self)
         _journal("detach")
