@@ -65,7 +65,7 @@ def cycles(count: int) -> None:
                 buffers.host("logits", (1, 51864), np.dtype(np.float32))
             stream.synchronize()
             buffers.free()
-            del stream
+            del buffers, stream  # the stream goes with its last reference, while its context is current
         device.detach()
         worst = max(worst, abs(start - free_memory(cuda, context)))
     print(f"cycles: {count} retain/push/allocate/free/pop/detach; GPU free memory off by at most {worst / MIB:.2f} MiB")

@@ -13,6 +13,8 @@ from edge_asr.audio import AudioError, decode_audio
 from edge_asr.config import Config, load_config
 from edge_asr.formats import RESPONSE_FORMATS, render
 from edge_asr.manifest import UnknownModelError, get_model, load_manifest
+from edge_asr.trt.build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE, PRECISIONS
+from edge_asr.units import parse_size
 
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
 
@@ -92,9 +94,11 @@ def engines() -> None:
 
 @engines.command("build")
 @click.argument("model_ids", nargs=-1)
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
-@click.option("--workspace", default="1GiB", show_default=True, help="Builder workspace (memory for tactics).")
-@click.option("--max-batch", default=5, show_default=True, help="Most sequences a decoder step takes (beams).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True)
+@click.option(
+    "--workspace", default=DEFAULT_WORKSPACE, show_default=True, help="Builder workspace (memory for tactics)."
+)
+@click.option("--max-batch", default=DEFAULT_MAX_BATCH, show_default=True, help="Most sequences a decoder step takes.")
 @click.option("--force", is_flag=True, help="Rebuild even if an up-to-date set exists.")
 @click.pass_obj
 def engines_build(
@@ -105,7 +109,6 @@ def engines_build(
     them it says which is missing, exits non-zero and writes nothing."""
     from edge_asr.trt import TensorRTUnavailable
     from edge_asr.trt.build import BuildError, build_engines
-    from edge_asr.units import parse_size
 
     try:
         for path in build_engines(config, list(model_ids) or None, precision, parse_size(workspace), max_batch, force):
@@ -158,7 +161,10 @@ def transcribe(config: Config, file: Path, model_id: str, language: str | None, 
         audio = decode_audio(file)
         model = WhisperModel.open(spec, config)
         language = language or spec.settings.get("language")
-        result = run(model, SileroVad(vad.directory / vad.files[0]), audio, language=language, prompt=prompt)
+        try:
+            result = run(model, SileroVad(vad.directory / vad.files[0]), audio, language=language, prompt=prompt)
+        finally:
+            model.release()  # in order, while the CUDA context (on TensorRT) is still there
     except (AudioError, UnknownModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(render(result.as_dict(), fmt, language or "en"), nl=False)

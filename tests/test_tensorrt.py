@@ -19,6 +19,7 @@ import pytest
 
 from edge_asr.config import REPO_ROOT, Config
 from edge_asr.manifest import get_model
+from edge_asr.trt import engine_set
 from edge_asr.trt.build import BuildError, build_engines, profile_shapes
 from edge_asr.trt.cuda import size_class
 from edge_asr.trt.engine_set import ENGINE_JSON
@@ -35,6 +36,7 @@ RELEASE_ORDER = [
     "delete engines",
     "delete runtime",
     "destroy stream",
+    "read free GPU memory",
     "pop and detach the CUDA context",
 ]
 
@@ -192,21 +194,21 @@ def test_release_destroys_in_order_and_gives_every_byte_back_over_many_cycles(gp
     build_engines(models, ["whisper-tiny-en"])
     spec = get_model(models, "whisper-tiny-en")
     for _ in range(10):
-        mark = len(gpu.JOURNAL)
         model = WhisperModel.open(spec, models)
         assert transcribe(model, vad, speech["beckett"]).text.startswith("Ever tried")
+        release_mark = len(gpu.JOURNAL)
         report = model.release()
         assert [s["step"] for s in report["steps"]] == RELEASE_ORDER
         gpu_memory = report["gpu"]
         assert gpu_memory["free_after_load"] < gpu_memory["free_before_load"] - 100e6  # the engines' weights
         assert gpu_memory["free_after_release"] == gpu_memory["free_before_load"]
-        journal = journal_since(gpu, mark)
-        release = journal[journal.index("delete execution context") - 1 :]
-        destroyed = [e for e in release if e.startswith("delete")]
-        assert destroyed == ["delete execution context"] * 2 + ["delete engine"] * 2 + ["delete runtime"]
-        assert release.index("detach") == len(release) - 1 and release[-2] == "pop"
-        first_free = journal.index("free")
-        assert "synchronize" in journal[first_free - 3 : first_free]
+        journal = journal_since(gpu, release_mark)
+        destroyed = [e for e in journal if e.startswith(("delete", "destroy"))]
+        contexts, engines = ["delete execution context"] * 2, ["delete engine"] * 2
+        assert destroyed == [*contexts, *engines, "delete runtime", "destroy stream"]
+        assert journal[:2] == ["push", "synchronize"] and journal[-2:] == ["pop", "detach"]
+        buffers = journal[2 : journal.index("delete execution context")]  # every buffer, device and host
+        assert len(buffers) >= 16 and set(buffers) == {"free", "free_host"}
         assert gpu.VIOLATIONS == [] and gpu.allocated_bytes() == 0 and gpu.retained_contexts() == 0
 
 
@@ -259,8 +261,12 @@ def test_engines_built_for_another_device_or_other_onnx_are_refused(gpu, models:
     )
     monkeypatch.delenv("FAKE_CUDA_NAME")
     monkeypatch.delenv("FAKE_CUDA_CC")
+    hashed = []
+    digest = engine_set.file_digest
+    monkeypatch.setattr(engine_set, "file_digest", lambda path: hashed.append(path.name) or digest(path))
     os.utime(whisper_dir(models) / "decoder.onnx")  # touched, same content: hashed again, still fits
     fits = open_graphs(spec, models)
+    assert hashed == ["decoder.onnx"]
     assert fits.runtime == "tensorrt"
     fits.release()
     record = json.loads((built / ENGINE_JSON).read_text())

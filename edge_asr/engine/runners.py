@@ -4,8 +4,8 @@ The contract every runtime keeps (ONNX Runtime, onnxruntime-genai, native Tensor
 construction loads, ``describe()`` says what runs it and why (and what loading measured), the
 methods in ``methods`` run whole requests (a method may be a generator: what it yields streams to
 the client as it comes, what it returns is the result), ``release()`` destroys what construction
-created, in order (buffers -> execution contexts -> sessions/engines -> runtime -> CUDA
-context), and reports the steps.
+created, in order (buffers -> execution contexts -> sessions/engines -> runtime -> stream ->
+CUDA context), and reports the steps.
 """
 
 from __future__ import annotations

@@ -25,16 +25,18 @@ from types import ModuleType
 from typing import Any
 
 from edge_asr.config import Config
+from edge_asr.fsutil import atomic_write_bytes
 from edge_asr.manifest import ModelSpec, load_manifest
 from edge_asr.progress import Steps
 from edge_asr.trt import TensorRTUnavailable, major_version, tensorrt
 from edge_asr.trt.engine_set import ENGINE_JSON, ENGINES_DIR, DeviceInfo, EngineSet, file_digest, fingerprint
+from edge_asr.units import parse_size
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32")
-DEFAULT_WORKSPACE = 1 << 30
-DEFAULT_MAX_BATCH = 5  # the largest beam: beam search decodes its beams as one batch
+DEFAULT_WORKSPACE = "1GiB"
+DEFAULT_MAX_BATCH = 5  # room for beam search's beams decoded as one batch (beam_size up to 5)
 
 Range = tuple[int, int, int]  # min, opt, max of one dimension
 
@@ -99,7 +101,8 @@ class EngineBuilder:
         if self.precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         cache_data = self.timing_cache.read_bytes() if self.timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(cache_data), False)
+        if not config.set_timing_cache(config.create_timing_cache(cache_data), False):
+            log.warning("TensorRT refused the timing cache %s; building without it", self.timing_cache)
         profile = self.builder.create_optimization_profile()
         profiles = {}
         for i in range(network.num_inputs):
@@ -112,8 +115,7 @@ class EngineBuilder:
         if serialized is None:
             raise BuildError(f"TensorRT could not build {recipe.engine} (its log above says why)")
         out.write_bytes(serialized)
-        self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        self.timing_cache.write_bytes(config.get_timing_cache().serialize())
+        atomic_write_bytes(self.timing_cache, config.get_timing_cache().serialize())
         return profiles
 
 
@@ -131,7 +133,7 @@ def build_engines(
     config: Config,
     model_ids: list[str] | None = None,
     precision: str = "fp16",
-    workspace: int = DEFAULT_WORKSPACE,
+    workspace: int = parse_size(DEFAULT_WORKSPACE),
     max_batch: int = DEFAULT_MAX_BATCH,
     force: bool = False,
 ) -> list[Path]:

@@ -36,10 +36,7 @@ class CudaDevice:
 
     def __init__(self, index: int = 0):
         self.cuda: ModuleType = cuda_driver()
-        device = self.cuda.Device(index)
-        self.name: str = device.name()
-        self.compute_capability = "{}.{}".format(*device.compute_capability())
-        self._context = device.retain_primary_context()
+        self._context = self.cuda.Device(index).retain_primary_context()
 
     def push(self) -> None:
         self._context.push()
@@ -58,7 +55,8 @@ class CudaDevice:
 
     def free_memory(self) -> tuple[int, int]:
         """(free, total) device memory in bytes, as the driver reports it (the context must be
-        current). On a Jetson the GPU shares the system's memory: the figures are the system's."""
+        current, so what the context itself holds is never counted free). On a Jetson the GPU
+        shares the system's memory: the figures are the system's."""
         free, total = self.cuda.mem_get_info()
         return int(free), int(total)
 
@@ -96,10 +94,6 @@ class Buffers:
                 held.base.free()
             held = self._host[name] = self.cuda.pagelocked_empty(size_class(nbytes), np.uint8)
         return held[:nbytes].view(dtype).reshape(shape)
-
-    @property
-    def device_bytes(self) -> int:
-        return sum(capacity for _, capacity in self._device.values())
 
     def free(self) -> None:
         """Free every buffer now (not whenever the garbage collector gets to them)."""

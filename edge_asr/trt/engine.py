@@ -74,19 +74,25 @@ class Engine:
             tensor = self._on_device(name, feeds[name])
             if not self.context.set_input_shape(name, tensor.shape):
                 raise EngineError(f"{self.name}: input {name} of shape {tensor.shape} is outside the engine's profile")
-            self.context.set_tensor_address(name, tensor.pointer)
+            self._bind(name, tensor.pointer)
         outputs = {}
         for name in self.outputs:
             shape, dtype = tuple(self.context.get_tensor_shape(name)), self.dtypes[name]
             pointer = self._buffers.device(into.get(name, f"{self.name}.{name}"), math.prod(shape) * dtype.itemsize)
-            self.context.set_tensor_address(name, pointer)
+            self._bind(name, pointer)
             outputs[name] = DeviceTensor(pointer, shape, dtype)
         if not self.context.execute_async_v3(self._stream.handle):
             raise EngineError(f"{self.name}: TensorRT could not run the engine (its log above says why)")
         return outputs
 
+    def _bind(self, name: str, pointer: int) -> None:
+        if not self.context.set_tensor_address(name, pointer):
+            raise EngineError(f"{self.name}: TensorRT refused the address of {name}")
+
     def _on_device(self, name: str, value: np.ndarray | DeviceTensor) -> DeviceTensor:
         if isinstance(value, DeviceTensor):
+            if value.dtype != self.dtypes[name]:
+                raise EngineError(f"{self.name}: input {name} is {value.dtype}, the engine takes {self.dtypes[name]}")
             return value
         value = np.asarray(value, self.dtypes[name])
         staging = self._buffers.host(f"{self.name}.{name}", value.shape, value.dtype)
@@ -151,20 +157,16 @@ class TensorRTSession:
         memory before the load, after it and after the release."""
         step = TimedSteps()
         self.device.push()
-        try:
-            if self.stream is not None:
-                step("synchronize stream", self.stream.synchronize)
-            if self.buffers is not None:
-                step("free device and host buffers", self.buffers.free)
-                self.buffers = None
-            step("delete execution contexts", self._delete_contexts)
-            step("delete engines", self._delete_engines)
-            step("delete runtime", partial(setattr, self, "runtime", None))
-            if self.stream is not None:
-                step("destroy stream", partial(setattr, self, "stream", None))  # pycuda: with its last reference
-            self.gpu["free_after_release"] = self.device.free_memory()[0]
-        finally:
-            step("pop and detach the CUDA context", self._pop_and_detach)
+        if self.stream is not None:
+            step("synchronize stream", self.stream.synchronize)
+        if self.buffers is not None:
+            step("free device and host buffers", self.buffers.free)
+        step("delete execution contexts", self._delete_contexts)
+        step("delete engines", self._delete_engines)
+        step("delete runtime", partial(setattr, self, "runtime", None))
+        step("destroy stream", self._destroy_stream)
+        step("read free GPU memory", self._read_free_memory)
+        step("pop and detach the CUDA context", self._pop_and_detach)
         return {"steps": step.steps, "gpu": dict(self.gpu)}
 
     def _delete_contexts(self) -> None:
@@ -175,6 +177,14 @@ class TensorRTSession:
         for engine in self.engines.values():
             engine.engine = None
         self.engines.clear()
+
+    def _destroy_stream(self) -> None:
+        """pycuda destroys a stream with its last reference: the buffers hold one too."""
+        self.buffers = self.stream = None
+
+    def _read_free_memory(self) -> None:
+        """What the GPU has free once everything is gone but the context itself (still current)."""
+        self.gpu["free_after_release"] = self.device.free_memory()[0]
 
     def _pop_and_detach(self) -> None:
         self.device.pop()

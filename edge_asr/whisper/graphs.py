@@ -8,6 +8,10 @@ every runtime:
   (``cache`` None on the first step; opaque to the caller);
 - ``release()``: destroy what the constructor made, in order, and report each step.
 
+What ``encode`` and ``decode`` return may live in the runtime's buffers (TensorRT): an encoding
+is valid until the next ``encode``, a cache until the second ``decode`` after the one that made
+it. Decoding uses each once, in order; keeping one longer needs a copy.
+
 The graphs' contract is in ``edge_asr/prepare/convert/whisper_to_onnx.py``. ``open_graphs`` picks
 the runtime the manifest prefers and falls back to ONNX Runtime, with the reason, when TensorRT
 cannot run the model here.
@@ -61,7 +65,8 @@ class OnnxWhisperGraphs:
         self.decoder = open_session(directory / "decoder.onnx", providers, threads, gpu_mem_limit)
         self.providers: list[str] = self.encoder.get_providers()
         self._cross_names = [o.name for o in self.encoder.get_outputs()]
-        layers, _, _, width = self.decoder.get_inputs()[1].shape  # self_k: [L, B, P, D]
+        self_k = next(i for i in self.decoder.get_inputs() if i.name == "self_k")
+        layers, _, _, width = self_k.shape  # [L, B, P, D]
         self._empty = np.zeros((layers, 1, 0, width), np.float32)
 
     def encode(self, mel: np.ndarray) -> dict[str, np.ndarray]:

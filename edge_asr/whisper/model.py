@@ -54,7 +54,12 @@ class WhisperModel:
     @classmethod
     def open(cls, spec: ModelSpec, config: Config) -> WhisperModel:
         """``spec`` on the runtime its manifest entry prefers (TensorRT falls back to ONNX Runtime)."""
-        return cls(spec.directory, open_graphs(spec, config))
+        graphs = open_graphs(spec, config)
+        try:
+            return cls(spec.directory, graphs)
+        except BaseException:
+            graphs.release()
+            raise
 
     def encode(self, audio: np.ndarray) -> Any:
         """The cross-attention keys and values of one window (at most 30 s) of audio."""

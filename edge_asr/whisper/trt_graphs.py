@@ -55,8 +55,12 @@ class TensorRTWhisperGraphs:
         self.providers: list[str] = []  # ONNX Runtime's; none here
         self.session = TensorRTSession(engine_set.directory, ENGINES)
         self.load_report: dict[str, Any] = {"gpu": dict(self.session.gpu), "engines": engine_set.directory.name}
-        decoder = self.session["decoder"]
-        layers, _, _, width = decoder.declared_shape("self_k")  # [L, B, P, D]
+        try:
+            decoder = self.session["decoder"]
+            layers, _, _, width = decoder.declared_shape("self_k")  # [L, B, P, D]
+        except BaseException:
+            self.session.release()
+            raise
         self._cache_layout = (layers, width, decoder.dtypes["self_k"])
 
     @classmethod

@@ -95,6 +95,17 @@ def real(cls: type, **attributes: Any) -> Any:
     return instance
 
 
+def answer(instance: Any, method: str, fn: Any) -> None:
+    """Make ``instance.method`` answer with ``fn``, its calls still checked against the real signature."""
+    cls = instance._spec_class
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_call(cls, method, args, kwargs)
+        return fn(*args, **kwargs)
+
+    getattr(instance, method).side_effect = checked
+
+
 def constructor(cls: type, make: Any) -> Any:
     """A stand-in for ``cls(...)`` that checks the arguments against the real constructor."""
 
@@ -245,9 +256,9 @@ def patch_builder(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
     def builder() -> Any:
         b = real(Builder)
-        b.create_network.side_effect = lambda *a, **k: check_call(Builder, "create_network", a, k) or network()
-        b.create_builder_config.side_effect = lambda: config()
-        b.create_optimization_profile.side_effect = lambda: profile()
+        answer(b, "create_network", lambda *a, **k: network())
+        answer(b, "create_builder_config", config)
+        answer(b, "create_optimization_profile", profile)
         b.build_serialized_network.return_value = b"serialized-plan"
         made["builder"].append(b)
         return b
@@ -260,14 +271,10 @@ def patch_builder(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
             tensors = [real(trt.ITensor, name=n, shape=s) for n, s in inputs.items()]
             net = made["network"][-1]
             net.num_inputs = len(tensors)
-            net.get_input.side_effect = lambda i: (
-                check_call(trt.INetworkDefinition, "get_input", (i,), {}) or tensors[i]
-            )
+            answer(net, "get_input", lambda i: tensors[i])
             return True
 
-        p.parse_from_file.side_effect = lambda model: (
-            check_call(OnnxParser, "parse_from_file", (model,), {}) or parse(model)
-        )
+        answer(p, "parse_from_file", parse)
         return p
 
     monkeypatch.setattr(trt, "Builder", constructor(Builder, builder))
@@ -338,23 +345,29 @@ def engine_for(name: str) -> Any:
     io = ENGINE_IO[name]
     names = list(io)
     engine = real(trt.ICudaEngine, num_io_tensors=len(names))
-    engine.get_tensor_name.side_effect = lambda i: names[i]
-    engine.get_tensor_mode.side_effect = lambda n: getattr(trt.TensorIOMode, io[n][0])
-    engine.get_tensor_dtype.side_effect = lambda n: io[n][1]
-    engine.get_tensor_shape.side_effect = lambda n: io[n][2]
+    answer(engine, "get_tensor_name", lambda i: names[i])
+    answer(engine, "get_tensor_mode", lambda n: getattr(trt.TensorIOMode, io[n][0]))
+    answer(engine, "get_tensor_dtype", lambda n: io[n][1])
+    answer(engine, "get_tensor_shape", lambda n: io[n][2])
 
     def context() -> Any:
         shapes: dict[str, tuple] = {}
+        bound: dict[str, int] = {}
         ctx = real(trt.IExecutionContext)
-        ctx.set_input_shape.side_effect = lambda n, s: (
-            check_call(trt.IExecutionContext, "set_input_shape", (n, s), {}) or shapes.update({n: tuple(s)}) or True
-        )
-        ctx.get_tensor_shape.side_effect = lambda n: output_shape(n, shapes)
-        ctx.set_tensor_address.return_value = True
-        ctx.execute_async_v3.return_value = True
+        answer(ctx, "set_input_shape", lambda n, s: shapes.update({n: tuple(s)}) or True)
+        answer(ctx, "get_tensor_shape", lambda n: output_shape(n, shapes))
+        answer(ctx, "set_tensor_address", lambda n, a: bound.update({n: a}) or True)
+
+        def execute(stream_handle: int) -> bool:
+            """Runs only with every tensor bound, and each output where no other tensor is."""
+            outputs = [bound[n] for n in names if io[n][0] == "OUTPUT"]
+            inputs = {bound[n] for n in names if io[n][0] == "INPUT"}
+            return set(bound) == set(names) and len(set(outputs)) == len(outputs) and not inputs & set(outputs)
+
+        answer(ctx, "execute_async_v3", execute)
         return Handle(ctx, f"{name} context")
 
-    engine.create_execution_context.side_effect = lambda: context()
+    answer(engine, "create_execution_context", lambda *a: context())
     return Handle(engine, f"{name} engine")
 
 
@@ -370,7 +383,7 @@ def output_shape(name: str, inputs: dict[str, tuple]) -> tuple[int, ...]:
 def test_whisper_graphs_on_the_real_classes_release_in_order(monkeypatch, tmp_path: Path):
     def runtime() -> Any:
         r = real(Runtime)
-        r.deserialize_cuda_engine.side_effect = lambda data: engine_for(bytes(data).decode())
+        answer(r, "deserialize_cuda_engine", lambda data: engine_for(bytes(data).decode()))
         return Handle(r, "runtime")
 
     monkeypatch.setattr(trt, "Runtime", constructor(Runtime, runtime))
@@ -382,10 +395,12 @@ def test_whisper_graphs_on_the_real_classes_release_in_order(monkeypatch, tmp_pa
     )
     graphs = TensorRTWhisperGraphs(engine_set)
     encoded = graphs.encode(np.zeros((1, 80, 3000), np.float32))
-    logits, cache = graphs.decode(np.array([[50257, 50362]], np.int64), None, encoded)
-    assert logits.shape == (1, 51864) and cache.k.shape == (4, 1, 2, 384)
-    logits, cache = graphs.decode(np.array([[1000]], np.int64), cache, encoded)
+    logits, first = graphs.decode(np.array([[50257, 50362]], np.int64), None, encoded)
+    assert logits.shape == (1, 51864) and first.k.shape == (4, 1, 2, 384) and first.pair == 0
+    logits, cache = graphs.decode(np.array([[1000]], np.int64), first, encoded)
     assert cache.k.shape == (4, 1, 3, 384) and cache.pair == 1
+    # The cache alternates between two buffer pairs: a step never writes where it reads.
+    assert len({first.k.pointer, first.v.pointer, cache.k.pointer, cache.v.pointer}) == 4
     assert graphs.session["decoder"].dtypes["tokens"] == (np.int32 if MAJOR < 10 else np.int64)
     mark = len(cuda.JOURNAL)
     report = graphs.release()
@@ -393,16 +408,17 @@ def test_whisper_graphs_on_the_real_classes_release_in_order(monkeypatch, tmp_pa
     order = [
         e[0]
         for e in cuda.JOURNAL[mark:]
-        if e[0] in ("synchronize", "free", "detach", "pop") or e[0].startswith("delete")
+        if e[0] in ("synchronize", "free", "detach", "pop") or e[0].startswith(("delete", "destroy"))
     ]
     assert report["steps"][0]["step"] == "synchronize stream"
-    deletions = [e for e in order if e.startswith("delete")]
+    deletions = [e for e in order if e.startswith(("delete", "destroy"))]
     assert deletions == [
         "delete encoder context",
         "delete decoder context",
         "delete encoder engine",
         "delete decoder engine",
         "delete runtime",
+        "destroy stream",
     ]
     assert order.index("synchronize") < order.index("free") < order.index("delete encoder context")
     assert order[-2:] == ["pop", "detach"]

@@ -4,9 +4,15 @@ pycuda's signatures (``src/wrapper/wrap_cudadrv.cpp``), over simulated device me
 Device memory is host memory (a bytearray per allocation) at made-up addresses, so data copied in,
 worked on by the fake ``tensorrt`` (which reads and writes these addresses) and copied out is real.
 What matters for a lifecycle is journaled in ``JOURNAL`` (pushes, pops, allocations, frees,
-synchronisations, detaches; the fake tensorrt adds its own destructions). Misuse that real CUDA
-punishes — work with no current context, a double free, a context detached while memory made in
-it is still allocated — is recorded in ``VIOLATIONS`` and raises ``LogicError`` where pycuda would.
+synchronisations, stream destructions, detaches; the fake tensorrt adds its own destructions).
+Misuse that real CUDA punishes — work with no current context, a double free, a context detached
+while memory or a stream made in it is still alive, an object used after its context is gone — is
+recorded in ``VIOLATIONS`` and raises ``LogicError`` where pycuda would.
+
+Copies are asynchronous as on a GPU: ``memcpy_*_async`` queue on their stream and happen when the
+stream is synchronised (or when an engine reads its inputs, which a GPU would do after the copies
+queued before it), reading the host memory as it is *then*: code that reuses a page-locked buffer
+before the copy out of it has run, or reads one before the copy into it has, gets wrong data.
 
 Fake-only knobs: ``FAKE_CUDA_DEVICES`` (count, default 1), ``FAKE_CUDA_NAME`` (default "Orin"),
 ``FAKE_CUDA_CC`` ("8.7"), ``FAKE_CUDA_TOTAL`` (bytes, default 8 GiB); ``FAKE_CUDA_JOURNAL``, a file
@@ -41,6 +47,8 @@ PRIMARY_CONTEXT_BYTES = 64 << 20  # what a context itself holds on the device wh
 
 _memory: dict[int, bytearray] = {}  # address -> bytes
 _owner: dict[int, Context] = {}  # address -> the context it was allocated in
+_live: dict[int, tuple[str, Context]] = {}  # id -> (what, owner) of live streams and host allocations
+_pending: list[tuple[str, Any, Any]] = []  # queued copies: ("htod", address, host) | ("dtoh", host, address)
 _stack: list[Context] = []
 _retained: dict[int, int] = {}  # device ordinal -> primary context retain count
 _next_address = [0x7F00_0000_0000]
@@ -152,8 +160,9 @@ class Context:
         if not self.valid:
             raise LogicError("cannot detach from invalid context")
         live = [a for a, owner in _owner.items() if owner is self]
+        live += [what for what, owner in _live.values() if owner is self]
         if live:
-            _violation(f"context detached with {len(live)} allocation(s) still live")
+            _violation(f"context detached with {len(live)} allocation(s) or stream(s) still live")
         self.valid = False
         if self.primary:
             _retained[self.device.ordinal] -= 1
@@ -215,14 +224,19 @@ class HostAllocation(bytearray):
     def free(self) -> None:
         if self.freed:
             raise _violation("double free of page-locked memory")
+        _, owner = _live.pop(id(self))
+        if not owner.valid:
+            raise _violation("free of page-locked memory whose context was detached")
         self.freed = True
         _journal("free_host", len(self))
 
 
 def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
+    context = require_context("pagelocked_empty")
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     host = HostAllocation(int(np.prod(shape)) * dtype.itemsize)
+    _live[id(host)] = ("page-locked memory", context)
     _journal("pagelocked_empty", len(host))
     return np.ndarray(shape, dtype, buffer=host, order=order)
 
@@ -232,20 +246,38 @@ _stream_handles = itertools.count(0x5000)
 
 class Stream:
     def __init__(self, flags: int = 0):
-        require_context("Stream()")
+        self._context = require_context("Stream()")
         self.handle = next(_stream_handles)
+        _live[id(self)] = ("stream", self._context)
 
     def synchronize(self) -> Stream:
         require_context("Stream.synchronize")
+        flush()
         _journal("synchronize")
         return self
+
+    def __del__(self) -> None:  # pycuda destroys a stream in its own context, which must still exist
+        _live.pop(id(self), None)
+        if not self._context.valid:
+            VIOLATIONS.append("stream destroyed after its context was detached")
+        _journal("destroy stream")
+
+
+def flush() -> None:
+    """(fake only) Carry out the queued copies, as the GPU does by the time they are waited for."""
+    while _pending:
+        kind, dest, src = _pending.pop(0)
+        if kind == "htod":
+            write(dest, memoryview(src).cast("B").tobytes())
+        else:
+            dest.view(np.uint8).reshape(-1)[:] = np.frombuffer(read(src, dest.nbytes), np.uint8)
 
 
 def memcpy_htod_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
     require_context("memcpy_htod_async")
-    write(int(dest), memoryview(src).cast("B").tobytes())
+    _pending.append(("htod", int(dest), src))
 
 
 def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Stream | None = None) -> None:
     require_context("memcpy_dtoh_async")
-    dest.view(np.uint8).reshape(-1)[:] = np.frombuffer(read(int(src), dest.nbytes), np.uint8)
+    _pending.append(("dtoh", dest, int(src)))

@@ -320,7 +320,10 @@ class IExecutionContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         cuda.require_context("execute_async_v3")
+        inputs = {self._addresses[name] for name in self._inputs()}
         for name, value in self._compute().items():
+            if self._addresses[name] in inputs:  # TensorRT does not compute in place
+                cuda.VIOLATIONS.append(f"output {name} bound to the address of an input")
             cuda.write(self._addresses[name], value.tobytes())
         return True
 
@@ -329,6 +332,7 @@ class IExecutionContext:
 
     def _compute(self) -> dict[str, np.ndarray]:
         if self._results is None:
+            cuda.flush()  # the copies queued before this execution have landed by the time it runs
             feeds = {}
             for name in self._inputs():
                 dtype = np.dtype(nptype(self.engine.get_tensor_dtype(name)))
