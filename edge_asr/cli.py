@@ -13,6 +13,7 @@ from edge_asr.audio import AudioError, decode_audio
 from edge_asr.config import Config, load_config
 from edge_asr.formats import RESPONSE_FORMATS, render
 from edge_asr.manifest import UnknownModelError, get_model, load_manifest
+from edge_asr.settings import DEFAULT_BEAM_SIZE, MAX_BEAM
 from edge_asr.trt.build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE, PRECISIONS
 from edge_asr.units import parse_size
 
@@ -143,8 +144,11 @@ def engines_list(config: Config) -> None:
 @click.option("--language", default=None, help="Spoken language (multilingual models).")
 @click.option("--prompt", default=None, help="Initial prompt / hotwords that bias spelling and vocabulary.")
 @click.option("--format", "fmt", type=click.Choice(RESPONSE_FORMATS), default="text", show_default=True)
+@click.option("--beam-size", type=click.IntRange(1, MAX_BEAM), help="Beam width; 1 = greedy (default: the model's).")
 @click.pass_obj
-def transcribe(config: Config, file: Path, model_id: str, language: str | None, prompt: str | None, fmt: str) -> None:
+def transcribe(
+    config: Config, file: Path, model_id: str, language: str | None, prompt: str | None, fmt: str, beam_size: int | None
+) -> None:
     """Print the transcript of an audio FILE (in this process; no service needed)."""
     from edge_asr.vad import SileroVad
     from edge_asr.whisper.model import WhisperModel
@@ -162,7 +166,9 @@ def transcribe(config: Config, file: Path, model_id: str, language: str | None, 
         model = WhisperModel.open(spec, config)
         language = language or spec.settings.get("language")
         try:
-            result = run(model, SileroVad(vad.directory / vad.files[0]), audio, language=language, prompt=prompt)
+            beams = beam_size or spec.settings.get("beam_size", DEFAULT_BEAM_SIZE)
+            vad_model = SileroVad(vad.directory / vad.files[0])
+            result = run(model, vad_model, audio, language=language, prompt=prompt, beam_size=beams)
         finally:
             model.release()  # in order, while the CUDA context (on TensorRT) is still there
     except (AudioError, UnknownModelError, ValueError) as e:

@@ -34,6 +34,10 @@ REFERENCES = {
 }
 
 
+# Where the Beckett reading's six sentences part (seconds: the middles of its pauses).
+BECKETT_PARTS = (1.55, 3.17, 4.54, 6.13, 7.78)
+
+
 def sample_clips(config: Config) -> dict[str, Path]:
     """Paths of the sample clips by name, downloading them on first use."""
     folder = config.cache_dir / "samples" / PACKAGE.replace("==", "-")
@@ -59,6 +63,90 @@ class Recording:
     audio: np.ndarray  # 16 kHz mono float32
     reference: str  # what is said
     readings: list[tuple[float, float]]  # where each reading is heard, in seconds
+    sentences: tuple[str, ...] = ()  # what is said, piece by piece, in order
+
+
+def sentences(speech: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """Short sentences with their text, cut from the readings: Beckett's six ("Ever tried.", ...)."""
+    cuts = [0, *(round(t * 16000) for t in BECKETT_PARTS), len(speech["beckett"])]
+    texts = [t.strip() + "." for t in REFERENCES["beckett"].split(".") if t.strip()]
+    return [(text, speech["beckett"][a:b]) for text, a, b in zip(texts, cuts[:-1], cuts[1:], strict=True)]
+
+
+# Sentences for a synthetic recording (espeak-ng voices), short and plain, as a field unit hears them.
+SPOKEN = (
+    "The pump in the north room is running hot again.",
+    "Please check the pressure on line three.",
+    "We replaced the filter this morning.",
+    "The alarm went off at ten past six.",
+    "Nobody was hurt.",
+    "Open the valve slowly.",
+    "The boiler needs a new gasket before winter.",
+    "Call the night shift if the light turns red.",
+    "Write the reading in the log book.",
+    "The fan on the roof is making a loud noise.",
+    "Turn off the main switch before you start.",
+    "The tank is almost empty.",
+    "Order two more drums of oil.",
+    "The door to the store room is stuck.",
+    "Keep the area clear of tools.",
+    "The meter shows forty two degrees.",
+    "Check the belt for cracks.",
+    "The heater in the office works fine now.",
+    "Bring the spare key to the gate.",
+    "The water level dropped overnight.",
+    "Tell the manager the truck is late.",
+    "Clean the screen on the control panel.",
+    "The new sensor arrived yesterday.",
+    "That is all for today.",
+)
+VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-us+m3", "en-gb-x-rp")
+
+
+def espeak_recording(seed: int = 12) -> Recording:
+    """``SPOKEN`` read by espeak-ng voices (Debian's ``espeak-ng``), between pauses of 0.5 to 9 s:
+    the recording that lost a sentence before the seek (issue 11); about 150 s."""
+    import subprocess
+    import tempfile
+
+    from edge_asr.audio import decode_audio
+
+    rng = np.random.default_rng(seed)
+    pauses = [0.5, 9.0, *rng.uniform(0.5, 9.0, len(SPOKEN) - 2)]
+    rng.shuffle(pauses)
+    pieces, readings, position = [], [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (text, pause) in enumerate(zip(SPOKEN, pauses, strict=True)):
+            wav = Path(tmp) / f"{i}.wav"
+            subprocess.run(["espeak-ng", "-v", VOICES[i % len(VOICES)], "-s", "160", "-w", str(wav), text], check=True)
+            audio = decode_audio(wav)
+            pieces += [np.zeros(int(pause * 16000), np.float32), audio]
+            position += pause
+            readings.append((position, position + len(audio) / 16000))
+            position += len(audio) / 16000
+    pieces.append(np.zeros(16000, np.float32))
+    return Recording(np.concatenate(pieces), " ".join(SPOKEN), readings, SPOKEN)
+
+
+def sentence_recording(speech: dict[str, np.ndarray], seed: int = 11) -> Recording:
+    """Many short sentences (Beckett's six, twice, in a shuffled order) and the Dickens reading,
+    between pauses of 0.5 to 9 s (the shortest and the longest always among them): what a
+    transcript must not lose a sentence of."""
+    rng = np.random.default_rng(seed)
+    short = sentences(speech)
+    order = [short[i] for i in rng.permutation(len(short))] + [short[i] for i in rng.permutation(len(short))]
+    order.insert(len(order) // 2, (REFERENCES["two_cities"], speech["two_cities"]))
+    pauses = [0.5, 9.0, *rng.uniform(0.5, 9.0, len(order) - 2)]
+    rng.shuffle(pauses)
+    pieces, readings, position = [], [], 0.0
+    for (_, audio), pause in zip(order, pauses, strict=True):
+        pieces += [np.zeros(int(pause * 16000), np.float32), audio]
+        position += pause
+        readings.append((position, position + len(audio) / 16000))
+        position += len(audio) / 16000
+    pieces.append(np.zeros(16000, np.float32))
+    texts = tuple(text for text, _ in order)
+    return Recording(np.concatenate(pieces), " ".join(texts), readings, texts)
 
 
 def long_recording(speech: dict[str, np.ndarray], seconds: float = 600, seed: int = 10) -> Recording:

@@ -12,7 +12,9 @@ from edge_asr.errors import InvalidRequest
 from edge_asr.manifest import ModelSpec
 from edge_asr.units import parse_duration
 
-ASR_ONLY = {"language", "prompt"}
+ASR_ONLY = {"language", "prompt", "beam_size"}
+MAX_BEAM = 5  # the decoder's batch in TensorRT engines (build_engines.py --max-batch)
+DEFAULT_BEAM_SIZE = 5  # as faster-whisper and openai-whisper
 
 
 def _text(value: Any) -> str:
@@ -43,6 +45,13 @@ def _priority(value: Any) -> int:
     return value
 
 
+def beam_size(value: Any) -> int:
+    """A beam size: 1 (greedy) to ``MAX_BEAM``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BEAM:
+        raise ValueError(f"must be an integer from 1 to {MAX_BEAM}, not {value!r}")
+    return value
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -52,6 +61,7 @@ def _flag(value: Any) -> bool:
 VALIDATORS = {
     "language": _text,  # spoken language (multilingual speech models)
     "prompt": _text,  # initial prompt / hotwords, biases every transcription
+    "beam_size": beam_size,  # beam search width at temperature 0; 1 = greedy
     "keep_alive": _keep_alive,  # idle time before hibernation: "5m", 300, 0 (after each request), -1 (never)
     "priority": _priority,  # lower is evicted first
     "pinned": _flag,  # never evicted to make room
@@ -62,7 +72,7 @@ def defaults(spec: ModelSpec, keep_alive: float) -> dict[str, Any]:
     """The manifest's settings for ``spec``; ``keep_alive`` is the configuration's default."""
     base: dict[str, Any] = {"keep_alive": spec.keep_alive or keep_alive, "priority": spec.priority, "pinned": False}
     if spec.task == "asr":
-        base |= {"language": None, "prompt": None}
+        base |= {"language": None, "prompt": None, "beam_size": DEFAULT_BEAM_SIZE}
     return base | {k: v for k, v in spec.settings.items() if k in VALIDATORS}
 
 

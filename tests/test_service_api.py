@@ -163,6 +163,9 @@ def test_bad_audio_is_a_400_and_disturbs_nothing(service: Service, clips, case):
         ({"temperature": "1.5"}, 400, "invalid_request", "between 0 and 1"),
         ({"stream": "true", "response_format": "srt"}, 400, "invalid_request", "stream=true"),
         ({"language": "de"}, 400, "invalid_request", "English-only"),
+        ({"beam_size": "0"}, 400, "invalid_request", "beam_size must be an integer from 1 to 5"),
+        ({"beam_size": "6"}, 400, "invalid_request", "beam_size must be an integer from 1 to 5"),
+        ({"beam_size": "wide"}, 400, "invalid_request", "beam_size must be an integer from 1 to 5"),
     ],
     ids=[
         "unknown-model",
@@ -173,6 +176,9 @@ def test_bad_audio_is_a_400_and_disturbs_nothing(service: Service, clips, case):
         "hot-temperature",
         "stream-srt",
         "wrong-language",
+        "beam-0",
+        "beam-6",
+        "beam-word",
     ],
 )
 def test_bad_transcription_options(service: Service, clips, fields, status, code, words):
@@ -201,6 +207,8 @@ def test_settings_validation(service: Service):
     assert_openai_error(service.patch(url, json={"colour": "blue"}), 400, "invalid_request", "unknown setting 'colour'")
     assert_openai_error(service.patch(url, json={"keep_alive": "soon"}), 400, "invalid_request", "not a duration")
     assert_openai_error(service.patch(url, json={"pinned": "yes"}), 400, "invalid_request", "true or false")
+    assert_openai_error(service.patch(url, json={"beam_size": 9}), 400, "invalid_request", "from 1 to 5, not 9")
+    assert_openai_error(service.patch(url, json={"beam_size": "5"}), 400, "invalid_request", "from 1 to 5")
     assert_openai_error(
         service.patch("/api/models/smollm2-135m-instruct/settings", json={"language": "en"}),
         400,

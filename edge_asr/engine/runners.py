@@ -56,13 +56,13 @@ class WhisperRunner(Runner):
         }
 
     def transcribe(self, audio: np.ndarray, **options: Any) -> Iterator[dict[str, Any]]:
-        """Yields each chunk's segments as it is decoded; returns the whole transcript."""
-        from edge_asr.whisper.transcribe import Transcript, transcribe_chunks
+        """Yields each window's segments as it is decoded; returns the whole transcript."""
+        from edge_asr.whisper.transcribe import Transcript, transcribe_windows
 
         segments = []
-        for chunk in transcribe_chunks(self.model, self.vad, audio, **options):
-            segments += chunk
-            yield {"segments": [s.as_dict() for s in chunk]}
+        for window in transcribe_windows(self.model, self.vad, audio, **options):
+            segments += window
+            yield {"segments": [s.as_dict() for s in window]}
         return Transcript.of(segments, audio).as_dict()
 
     def release(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from edge_asr.manager import Lease
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.server.uploads import uploaded_audio
-from edge_asr.settings import request_keep_alive
+from edge_asr.settings import MAX_BEAM, beam_size, request_keep_alive
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
@@ -45,6 +45,30 @@ def _temperature(form: Any) -> float:
     return value
 
 
+def speech_request(form: Any) -> dict[str, Any]:
+    """A transcription's own options from its form (checked before any model loads): ``language``,
+    ``prompt``, ``temperature``, and ``beam_size`` (an extension of OpenAI's API)."""
+    requested: dict[str, Any] = {"language": form.get("language"), "prompt": form.get("prompt")}
+    requested["temperature"] = _temperature(form)
+    if form.get("beam_size"):
+        raw = form["beam_size"]
+        try:
+            requested["beam_size"] = beam_size(int(raw))
+        except ValueError:
+            raise InvalidRequest(f"beam_size must be an integer from 1 to {MAX_BEAM}, not {raw!r}") from None
+    return requested
+
+
+def speech_options(requested: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """What the worker's ``transcribe`` takes: the request's options, else the model's settings."""
+    return {
+        "language": requested.get("language") or settings.get("language"),
+        "prompt": requested.get("prompt") or settings.get("prompt"),
+        "temperature": requested.get("temperature", 0.0),
+        "beam_size": requested.get("beam_size") or settings["beam_size"],
+    }
+
+
 @bp.post("/audio/transcriptions")
 def transcriptions() -> Response:
     """OpenAI's transcription endpoint. Requests for one model are served one at a time by its
@@ -63,20 +87,14 @@ def transcriptions() -> Response:
     stream = form.get("stream", "false").lower() in TRUE
     if stream and response_format not in ("json", "text"):
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
-    temperature = _temperature(form)
+    requested = speech_request(form)
     keep_alive = request_keep_alive(form.get("keep_alive"))
     audio = uploaded_audio()
 
     leases = ExitStack()
     lease = leases.enter_context(manager().lease(model_id, keep_alive))  # errors here still get their status code
-    settings = lease.settings
-    language = form.get("language") or settings.get("language")
-    options = {
-        "audio": audio,
-        "language": language,
-        "prompt": form.get("prompt") or settings.get("prompt"),
-        "temperature": temperature,
-    }
+    options = {"audio": audio, **speech_options(requested, lease.settings)}
+    language = options["language"]
     if stream:
         return stream_response(_sse(lease, options), leases)
     with leases:

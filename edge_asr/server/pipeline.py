@@ -25,7 +25,7 @@ from flask import Blueprint, Response, jsonify, request
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.manager import ModelManager
 from edge_asr.server.current import manager
-from edge_asr.server.openai_api import TRUE, text_deltas
+from edge_asr.server.openai_api import TRUE, speech_options, speech_request, text_deltas
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.server.uploads import uploaded_audio
 from edge_asr.settings import request_keep_alive
@@ -53,7 +53,7 @@ def pipeline() -> Response:
     options = {
         **form,
         "max_tokens": max_tokens,
-        "language": request.form.get("language"),
+        "speech": speech_request(request.form),
         "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for both models
     }
     steps = _steps(manager(), uploaded_audio(), **options)
@@ -78,7 +78,7 @@ def _steps(
     llm_model: str,
     instruction: str,
     max_tokens: int,
-    language: str | None,
+    speech: dict[str, Any],
     keep_alive: float | None,
 ) -> Iterator[dict[str, Any]]:
     """The pipeline as it happens: progress events, the last one ``pipeline.done`` with the whole
@@ -86,8 +86,7 @@ def _steps(
     since, start = time.time(), time.monotonic()
     yield {"type": "pipeline.stage", "stage": "transcribing", "model": asr_model}
     with manager.lease(asr_model, keep_alive) as lease:
-        settings = lease.settings
-        options = {"audio": audio, "language": language or settings.get("language"), "prompt": settings.get("prompt")}
+        options = {"audio": audio, **speech_options(speech, lease.settings)}
         transcript = yield from relay(lease.stream("transcribe", **options), text_deltas())
     transcribed = time.monotonic()
     if manager.status(llm_model)["state"] != "ready":

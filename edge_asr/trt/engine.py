@@ -152,6 +152,22 @@ class TensorRTSession:
         self.stream.synchronize()
         return staging.copy()
 
+    def gather_rows(self, tensor: DeviceTensor, rows: list[int], buffer: str) -> DeviceTensor:
+        """``tensor``'s axis-1 rows ``rows`` (``[L, B, ...]`` -> ``[L, len(rows), ...]``) into
+        ``buffer``, one device-to-device copy per (leading index, row), on the stream."""
+        assert self.buffers is not None
+        layers, _, *rest = tensor.shape
+        row_bytes = math.prod(rest) * tensor.dtype.itemsize
+        shape = (layers, len(rows), *rest)
+        pointer = self.buffers.device(buffer, math.prod(shape) * tensor.dtype.itemsize)
+        batch = tensor.shape[1]
+        for layer in range(layers):
+            for i, row in enumerate(rows):
+                source = tensor.pointer + (layer * batch + row) * row_bytes
+                target = pointer + (layer * len(rows) + i) * row_bytes
+                self.device.cuda.memcpy_dtod_async(target, source, row_bytes, self.stream)
+        return DeviceTensor(pointer, shape, tensor.dtype)
+
     def release(self) -> dict[str, Any]:
         """Destroy everything, in order; each step timed. The report also has the GPU's free
         memory before the load, after it and after the release."""

@@ -1,6 +1,7 @@
 """Logit rules of Whisper decoding, as in the reference implementation (openai/whisper
 ``decoding.py``): suppressed tokens, and the timestamp rules that make the model emit
-``<|t0|> text <|t1|>`` pairs in order."""
+``<|t0|> text <|t1|>`` pairs in order — for a batch of sequences (beams, or best-of samples)
+decoded together, each row by its own history."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ MAX_INITIAL_TIMESTAMP = 50  # the first timestamp is at most 1.0 s (50 x 20 ms)
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
-    finite_max = scores[np.isfinite(scores)].max()
-    shifted = scores - finite_max
-    return shifted - np.log(np.exp(shifted).sum())
+    """Along the last axis; rows may hold -inf (masked tokens), never only -inf."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def compression_ratio(text: str) -> float:
@@ -24,23 +25,25 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def apply_timestamp_rules(scores: np.ndarray, sampled: list[int], eot: int, timestamp_begin: int) -> None:
-    """Mask ``scores`` (in place) so timestamps come in increasing pairs around text."""
-    last_was_timestamp = len(sampled) >= 1 and sampled[-1] >= timestamp_begin
-    penultimate_was_timestamp = len(sampled) < 2 or sampled[-2] >= timestamp_begin
-    if last_was_timestamp:
-        if penultimate_was_timestamp:  # a pair just closed: text (or the end) comes next
-            scores[timestamp_begin:] = NEG_INF
-        else:  # an opening timestamp with no text yet: not the end of text
-            scores[:eot] = NEG_INF
-    stamps = [t for t in sampled if t >= timestamp_begin]
-    if stamps:  # time never goes back; after a closing stamp, it moves on
-        floor = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
-        scores[timestamp_begin:floor] = NEG_INF
-    if not sampled:  # start with a timestamp, and an early one
-        scores[:timestamp_begin] = NEG_INF
-        scores[timestamp_begin + MAX_INITIAL_TIMESTAMP + 1 :] = NEG_INF
+def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int, timestamp_begin: int) -> None:
+    """Mask ``scores [N, V]`` (in place) so each row's timestamps come in increasing pairs around
+    text, given what that row has sampled so far."""
+    for row, tokens in zip(scores, sampled, strict=True):
+        last_was_timestamp = len(tokens) >= 1 and tokens[-1] >= timestamp_begin
+        penultimate_was_timestamp = len(tokens) < 2 or tokens[-2] >= timestamp_begin
+        if last_was_timestamp:
+            if penultimate_was_timestamp:  # a pair just closed: text (or the end) comes next
+                row[timestamp_begin:] = NEG_INF
+            else:  # an opening timestamp with no text yet: not the end of text
+                row[:eot] = NEG_INF
+        stamps = [t for t in tokens if t >= timestamp_begin]
+        if stamps:  # time never goes back; after a closing stamp, it moves on
+            floor = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
+            row[timestamp_begin:floor] = NEG_INF
+        if not tokens:  # start with a timestamp, and an early one
+            row[:timestamp_begin] = NEG_INF
+            row[timestamp_begin + MAX_INITIAL_TIMESTAMP + 1 :] = NEG_INF
     logprobs = log_softmax(scores)
-    timestamp_logprob = np.logaddexp.reduce(logprobs[timestamp_begin:])
-    if timestamp_logprob > logprobs[:timestamp_begin].max():  # timestamps together beat any text token
-        scores[:timestamp_begin] = NEG_INF
+    timestamp_logprob = np.logaddexp.reduce(logprobs[:, timestamp_begin:], axis=-1)
+    text_logprob = logprobs[:, :timestamp_begin].max(axis=-1)
+    scores[timestamp_logprob > text_logprob, :timestamp_begin] = NEG_INF  # timestamps together beat any text

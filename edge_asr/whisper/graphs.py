@@ -4,8 +4,11 @@ every runtime:
 
 - ``encode(mel)``: the cross-attention keys and values of one window, kept where the runtime
   keeps them (numpy arrays for ONNX Runtime, device memory for TensorRT);
-- ``decode(tokens, cache, encoded)``: the logits of the last position and the grown KV cache
-  (``cache`` None on the first step; opaque to the caller);
+- ``decode(tokens, cache, encoded)``: the logits of the last position of each sequence (the rows
+  of ``tokens``) and the grown KV cache (``cache`` None on the first step; opaque to the caller);
+  the window's encoding is shared by all rows;
+- ``reorder(cache, rows)``: the cache of sequences continuing ``rows`` (beam search picks its
+  beams; a row may be taken several times, or dropped);
 - ``release()``: destroy what the constructor made, in order, and report each step.
 
 What ``encode`` and ``decode`` return may live in the runtime's buffers (TensorRT): an encoding
@@ -45,6 +48,8 @@ class WhisperGraphs(Protocol):
 
     def decode(self, tokens: np.ndarray, cache: Any, encoded: Any) -> tuple[np.ndarray, Any]: ...
 
+    def reorder(self, cache: Any, rows: list[int]) -> Any: ...
+
     def release(self) -> dict[str, Any]: ...
 
 
@@ -82,6 +87,9 @@ class OnnxWhisperGraphs:
             None, {"tokens": tokens, "self_k": cache[0], "self_v": cache[1], **encoded}
         )
         return logits, (self_k, self_v)
+
+    def reorder(self, cache: tuple[np.ndarray, np.ndarray], rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return cache[0][:, rows], cache[1][:, rows]
 
     def release(self) -> dict[str, Any]:
         """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""

@@ -17,6 +17,7 @@ from edge_asr.manifest import ModelSpec
 from edge_asr.whisper.decoding import NEG_INF, apply_timestamp_rules, log_softmax
 from edge_asr.whisper.features import log_mel_spectrogram
 from edge_asr.whisper.graphs import OnnxWhisperGraphs, WhisperGraphs, open_graphs
+from edge_asr.whisper.search import BeamSearch, Sampling
 from edge_asr.whisper.tokenizer import WhisperTokenizer
 
 SECONDS_PER_TIMESTAMP = 0.02
@@ -71,44 +72,53 @@ class WhisperModel:
         prompt: list[int],
         temperature: float = 0.0,
         timestamps: bool = True,
+        beam_size: int = 1,
+        best_of: int = 1,
+        patience: float = 1.0,
+        length_penalty: float | None = None,
         rng: np.random.Generator | None = None,
     ) -> WindowResult:
-        """Decode one encoded window after ``prompt`` (from ``tokenizer.prompt``)."""
+        """Decode one encoded window after ``prompt`` (from ``tokenizer.prompt``): beam search at
+        temperature 0 when ``beam_size`` > 1, else greedy; at a temperature above 0, the best of
+        ``best_of`` samples. The sequences go through the decoder as one batch."""
         cache = None
 
-        def step(tokens: list[int]) -> np.ndarray:
+        def step(tokens: list[list[int]]) -> np.ndarray:
             nonlocal cache
-            logits, cache = self.graphs.decode(np.array([tokens], np.int64), cache, encoded)
-            return logits[0]
+            logits, cache = self.graphs.decode(np.array(tokens, np.int64), cache, encoded)
+            return logits
 
         # Up to <|startoftranscript|> first: its logits give the probability of <|nospeech|>.
         sot = prompt.index(self.tokenizer.special["sot"]) + 1
-        logits = step(prompt[:sot])
-        no_speech_prob = float(np.exp(log_softmax(logits.astype(np.float64))[self.no_speech]))
+        logits = step([prompt[:sot]])
+        no_speech_prob = float(np.exp(log_softmax(logits[0].astype(np.float64))[self.no_speech]))
         if prompt[sot:]:
-            logits = step(prompt[sot:])
-        sampled: list[int] = []
-        sum_logprob = 0.0
-        rng = rng or np.random.default_rng(0)
+            logits = step([prompt[sot:]])
+        search: Sampling | BeamSearch
+        if temperature == 0 and beam_size > 1:
+            search = BeamSearch(beam_size, patience, self.eot)
+        else:
+            search = Sampling(best_of if temperature > 0 else 1, temperature, self.eot, rng or np.random.default_rng(0))
+        if search.width > 1:  # every row starts from the prompt
+            cache = self.graphs.reorder(cache, [0] * search.width)
+            logits = np.repeat(logits, search.width, axis=0)
+        sampled: list[list[int]] = [[] for _ in range(search.width)]
         for i in range(min(self.max_new_tokens, self.n_text_ctx - len(prompt))):
-            scores = logits.astype(np.float64)
-            scores[self._suppress_begin if i == 0 else self._suppress] = NEG_INF
+            scores = logits.astype(np.float32)
+            scores[:, self._suppress_begin if i == 0 else self._suppress] = NEG_INF
             if timestamps:
                 apply_timestamp_rules(scores, sampled, self.eot, self.timestamp_begin)
             else:
-                scores[self.timestamp_begin :] = NEG_INF
-            logprobs = log_softmax(scores)
-            if temperature > 0:
-                probs = np.exp(log_softmax(scores / temperature))
-                token = int(rng.choice(len(probs), p=probs / probs.sum()))
-            else:
-                token = int(scores.argmax())
-            if token == self.eot:
+                scores[:, self.timestamp_begin :] = NEG_INF
+            chosen = search.step(sampled, scores, log_softmax(scores))
+            sampled = [[*sampled[row], token] for row, token in zip(chosen.sources, chosen.tokens, strict=True)]
+            if not sampled:
                 break
-            sum_logprob += logprobs[token]
-            sampled.append(token)
-            logits = step([token])
-        return WindowResult(sampled, sum_logprob / (len(sampled) + 1), no_speech_prob, temperature)
+            if chosen.sources != list(range(len(logits))):
+                cache = self.graphs.reorder(cache, chosen.sources)
+            logits = step([[token] for token in chosen.tokens])
+        tokens, total = search.best(sampled, length_penalty)
+        return WindowResult(tokens, total / (len(tokens) + 1), no_speech_prob, temperature)
 
     def release(self) -> dict[str, Any]:
         """Destroy the graphs, in their runtime's order; the steps, timed."""

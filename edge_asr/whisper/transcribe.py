@@ -1,13 +1,22 @@
-"""Audio of any length to timestamped segments.
+"""Audio of any length to timestamped segments: the reference implementation's long-form
+algorithm (openai/whisper ``transcribe.py``, faster-whisper's ``generate_segments``) on the
+speech the VAD heard.
 
-Silero VAD finds the speech; consecutive speech spans are grouped into chunks of at most 30 s
-(one encoder window each), so memory stays bounded whatever the length and long silence costs
-nothing. Segment times are placed on the speech the VAD heard (``Chunk.place``).
-Each chunk is decoded with timestamps; a decode that looks wrong (gzip compression ratio above
-2.4: a loop; average log-probability below -1) is retried at higher temperatures, and a chunk the
-model believes silent (no-speech probability above 0.6 with low confidence) yields no segment —
-the reference implementation's rules. Every chunk is decoded after the same initial prompt (the
-user's prompt or hotwords), not after the previous chunk's text, so one error cannot propagate.
+Silero VAD finds the speech; it is collected end to end with the silences removed (``SpeechMap``)
+and decoded in 30-s windows with seek. After a window, decoding goes on from where its last
+complete segment ended, so speech after an early end-of-text is decoded in the next window,
+never dropped; a segment the window cut off is decoded again, whole, in the next one. (The
+reference moves on to the next window after a complete segment and an end-of-text, losing what
+followed in that window: a sentence, in a test recording.) Segment times map back onto the
+recording's speech.
+
+Each window is decoded by beam search (``beam_size``; 1 = greedy); a decode that looks wrong (gzip
+compression ratio above 2.4: a loop; average log-probability below -1) is retried at higher
+temperatures with the best of ``best_of`` samples, and a window the model believes silent
+(no-speech probability above 0.6 with low confidence) yields no segment. By default every window
+is decoded after the same initial prompt (the user's prompt or hotwords), so one error cannot
+propagate; ``condition_on_previous_text`` adds the previous windows' text, as the reference does.
+Memory per request is the decoded PCM plus one window's work, whatever the length.
 """
 
 from __future__ import annotations
@@ -17,14 +26,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edge_asr.vad import SAMPLE_RATE, SileroVad, chunk_spans
+from edge_asr.vad import SAMPLE_RATE, SileroVad, SpeechMap
 from edge_asr.whisper.decoding import compression_ratio
 from edge_asr.whisper.model import SECONDS_PER_TIMESTAMP, WhisperModel, WindowResult
 
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
 TEMPERATURE_STEP = 0.2
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
+PROMPT_RESET_TEMPERATURE = 0.5  # a window decoded this hot is not context for the next
+TAIL_SECONDS = 0.5  # what is left of a window after its last segment, at most, to move on anyway
 
 
 @dataclass(frozen=True)
@@ -58,15 +70,33 @@ class Transcript:
         return {"text": self.text, "duration": self.duration, "segments": [s.as_dict() for s in self.segments]}
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    beam_size: int = 5  # at temperature 0; 1 = greedy
+    best_of: int = 5  # samples at a fallback temperature
+    patience: float = 1.0
+    length_penalty: float | None = None
+
+
 def _decode_with_fallback(
-    model: WhisperModel, audio: np.ndarray, prompt: list[int], temperature: float
+    model: WhisperModel, audio: np.ndarray, prompt: list[int], temperature: float, search: SearchOptions
 ) -> tuple[WindowResult, float] | None:
     """The first acceptable decode of ``audio`` at rising temperatures, or None if it is silence."""
     encoded = model.encode(audio)
     rng = np.random.default_rng(0)
     temperatures = np.arange(temperature, 1.0 + 1e-6, TEMPERATURE_STEP) if temperature < 1 else [temperature]
     for t in temperatures:
-        result = model.decode(encoded, prompt, float(round(t, 2)), timestamps=True, rng=rng)
+        result = model.decode(
+            encoded,
+            prompt,
+            float(round(t, 2)),
+            timestamps=True,
+            beam_size=search.beam_size,
+            best_of=search.best_of,
+            patience=search.patience,
+            length_penalty=search.length_penalty,
+            rng=rng,
+        )
         ratio = compression_ratio(model.tokenizer.decode(result.tokens))
         confident = result.avg_logprob >= LOGPROB_THRESHOLD
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and not confident:
@@ -76,56 +106,84 @@ def _decode_with_fallback(
     return result, ratio
 
 
-def _segments(model: WhisperModel, tokens: list[int], length: float) -> list[tuple[float, float, list[int]]]:
-    """Split ``<|t0|> text <|t1|><|t1|> text <|t2|>`` into (start, end, text tokens), in seconds."""
-    begin = model.timestamp_begin
-    found: list[tuple[float, float, list[int]]] = []
+Piece = tuple[float, float, list[int]]  # start, end (seconds into a window), text tokens
+
+
+def split_window(tokens: list[int], timestamp_begin: int, length: float) -> tuple[list[Piece], float]:
+    """The segments of a window's tokens, as (start, end, text tokens) in seconds into the window,
+    and where the next window starts: the end of the last complete segment; the start of a
+    segment cut off at the window's end (it is decoded again, whole); the window's end when the
+    model said no timestamp, or when only ``TAIL_SECONDS`` would be left."""
+
+    def seconds(token: int) -> float:
+        return min((token - timestamp_begin) * SECONDS_PER_TIMESTAMP, length)
+
+    found: list[Piece] = []
     start: float | None = None
-    previous_end, text = 0.0, []
+    resume = 0.0
+    text: list[int] = []
     for token in tokens:
-        if token < begin:
+        if token < timestamp_begin:
             text.append(token)
-            continue
-        time = min((token - begin) * SECONDS_PER_TIMESTAMP, length)
-        if text:
-            found.append((start if start is not None else previous_end, time, text))
-            start, previous_end, text = None, time, []
-        else:
-            start = time
-    if text:  # cut off before its closing timestamp: it runs to the end of the chunk
-        found.append((start if start is not None else previous_end, length, text))
-    return found
+        elif text:  # a closing timestamp: the segment is complete
+            found.append((start if start is not None else resume, seconds(token), text))
+            start, resume, text = None, seconds(token), []
+        else:  # an opening timestamp
+            start = seconds(token)
+    if text:  # cut off before a closing timestamp (or none came): decoded again, whole, next
+        unfinished = start if start is not None else resume
+        if 0 < unfinished < length - TAIL_SECONDS:
+            return found, unfinished
+        found.append((unfinished, length, text))  # it starts the window: keep it as it is
+        return found, length
+    if resume <= 0 or length - resume < TAIL_SECONDS:
+        resume = length
+    return found, resume
 
 
-def transcribe_chunks(
+def transcribe_windows(
     model: WhisperModel,
     vad: SileroVad,
     audio: np.ndarray,
     language: str | None = None,
     prompt: str | None = None,
     temperature: float = 0.0,
+    beam_size: int = 5,
+    best_of: int = 5,
+    patience: float = 1.0,
+    length_penalty: float | None = None,
+    condition_on_previous_text: bool = False,
 ) -> Iterator[list[Segment]]:
-    """Segments of 16 kHz mono float32 ``audio``, one list per chunk, as each is decoded."""
-    start_tokens = model.tokenizer.prompt(language, prompt, timestamps=True, max_previous=model.max_new_tokens - 1)
-    next_id = 0
-    for chunk in chunk_spans(vad.speech_spans(audio)):
-        speech = chunk.samples(audio)
-        decoded = _decode_with_fallback(model, speech, start_tokens, temperature)
+    """Segments of 16 kHz mono float32 ``audio``, one list per 30-s window, as each is decoded."""
+    search = SearchOptions(beam_size, best_of, patience, length_penalty)
+    max_previous = model.max_new_tokens - 1
+    model.tokenizer.prompt(language, None)  # an unsupported language fails before any work
+    speech = SpeechMap(vad.speech_spans(audio))
+    seek, next_id, context = 0, 0, []
+    while seek < speech.samples:
+        window = speech.window(audio, seek, WINDOW_SAMPLES)
+        length = len(window) / SAMPLE_RATE
+        previous = " ".join([prompt or "", *context]).strip() or None
+        start_tokens = model.tokenizer.prompt(language, previous, timestamps=True, max_previous=max_previous)
+        decoded = _decode_with_fallback(model, window, start_tokens, temperature, search)
         if decoded is None:
+            seek += len(window)
             yield []
             continue
         result, ratio = decoded
+        found, resume = split_window(result.tokens, model.timestamp_begin, length)
+        offset = seek / SAMPLE_RATE
         segments = []
-        for start, end, text_tokens in _segments(model, result.tokens, len(speech) / SAMPLE_RATE):
+        for start, end, text_tokens in found:
             text = model.tokenizer.decode(text_tokens).strip()
             if not text:
                 continue
-            placed = chunk.place(start, end)
+            first, last = speech.place(offset + start, offset + end)
             segments.append(
                 Segment(
                     id=next_id,
-                    start=round(placed[0], 3),
-                    end=round(placed[1], 3),
+                    start=round(first, 3),
+                    end=round(last, 3),
                     text=text,
                     tokens=text_tokens,
                     temperature=result.temperature,
@@ -135,9 +193,12 @@ def transcribe_chunks(
                 )
             )
             next_id += 1
+        if condition_on_previous_text:
+            context = [] if result.temperature > PROMPT_RESET_TEMPERATURE else [*context, *(s.text for s in segments)]
+        seek += max(round(resume * SAMPLE_RATE), 1)
         yield segments
 
 
 def transcribe(model: WhisperModel, vad: SileroVad, audio: np.ndarray, **options) -> Transcript:
-    """The whole transcript (``options`` as for ``transcribe_chunks``)."""
-    return Transcript.of([s for chunk in transcribe_chunks(model, vad, audio, **options) for s in chunk], audio)
+    """The whole transcript (``options`` as for ``transcribe_windows``)."""
+    return Transcript.of([s for window in transcribe_windows(model, vad, audio, **options) for s in window], audio)

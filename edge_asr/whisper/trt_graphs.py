@@ -2,9 +2,10 @@
 and the ``WhisperGraphs`` that run them (see ``graphs.py``).
 
 Nothing of a window leaves the GPU but the logits of each step: the encoder's cross-attention
-keys and values stay in its output buffers for the whole window, and the decoder's KV cache
-alternates between two buffer pairs (step n reads pair a and writes pair b, step n+1 the
-reverse), so no step copies the cache.
+keys and values stay in its output buffers for the whole window (shared by every beam), and the
+decoder's KV cache alternates between two buffer pairs (step n reads pair a and writes pair b,
+step n+1 the reverse), so no step copies the cache. Choosing beams gathers the chosen rows into
+the other pair with device-to-device copies.
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ def engine_recipes(directory: Path, max_batch: int) -> list[EngineRecipe]:
     context = meta["n_text_ctx"]
     batch = (1, 1, max_batch)
     past = (0, context // 4, context - 1)
-    cross = {f"cross_{kv}_{i}": {0: batch} for i in range(meta["n_layers"]) for kv in "kv"}
     return [
         EngineRecipe("encoder.engine", "encoder.onnx", {"mel": {0: (1, 1, 1)}}),
         EngineRecipe(
             "decoder.engine",
             "decoder.onnx",
-            {"tokens": {0: batch, 1: (1, 1, context)}, "self_k": {1: batch, 2: past}, "self_v": {1: batch, 2: past}}
-            | cross,
+            {"tokens": {0: batch, 1: (1, 1, context)}, "self_k": {1: batch, 2: past}, "self_v": {1: batch, 2: past}},
         ),
     ]
 
@@ -84,6 +83,14 @@ class TensorRTWhisperGraphs:
             )
             logits = self.session.to_host(out["logits"])
         return logits, KvCache(out["new_self_k"], out["new_self_v"], pair)
+
+    def reorder(self, cache: KvCache, rows: list[int]) -> KvCache:
+        """The rows of ``cache`` in the other buffer pair, in the order ``rows`` names them."""
+        pair = 1 - cache.pair
+        with self.session.active():
+            k = self.session.gather_rows(cache.k, rows, f"kv{pair}.k")
+            v = self.session.gather_rows(cache.v, rows, f"kv{pair}.v")
+        return KvCache(k, v, pair)
 
     def _empty_cache(self, batch: int) -> KvCache:
         """A cache of length 0 for the first step, in pair 1 (so that step writes pair 0). Its

@@ -218,7 +218,7 @@ ONNX_INPUTS = {  # what TensorRT's parser reports for the Whisper tiny graphs (-
         "tokens": (-1, -1),
         "self_k": (4, -1, -1, 384),
         "self_v": (4, -1, -1, 384),
-        **{f"cross_{kv}_{i}": (-1, 6, 64, 1500) if kv == "k" else (-1, 6, 1500, 64) for i in range(4) for kv in "kv"},
+        **{f"cross_{kv}_{i}": (1, 6, 64, 1500) if kv == "k" else (1, 6, 1500, 64) for i in range(4) for kv in "kv"},
     },
 }
 
@@ -333,7 +333,7 @@ ENGINE_IO = {  # name -> (mode, dtype, declared shape) of each engine's tensors
         "tokens": ("INPUT", trt.int32 if MAJOR < 10 else trt.int64, (-1, -1)),
         "self_k": ("INPUT", trt.float32, (4, -1, -1, 384)),
         "self_v": ("INPUT", trt.float32, (4, -1, -1, 384)),
-        **{f"cross_{kv}_{i}": ("INPUT", trt.float32, (-1, 6, 64, 1500)) for i in range(4) for kv in "kv"},
+        **{f"cross_{kv}_{i}": ("INPUT", trt.float32, (1, 6, 64, 1500)) for i in range(4) for kv in "kv"},
         "logits": ("OUTPUT", trt.float32, (-1, 51864)),
         "new_self_k": ("OUTPUT", trt.float32, (4, -1, -1, 384)),
         "new_self_v": ("OUTPUT", trt.float32, (4, -1, -1, 384)),
@@ -401,6 +401,10 @@ def test_whisper_graphs_on_the_real_classes_release_in_order(monkeypatch, tmp_pa
     assert cache.k.shape == (4, 1, 3, 384) and cache.pair == 1
     # The cache alternates between two buffer pairs: a step never writes where it reads.
     assert len({first.k.pointer, first.v.pointer, cache.k.pointer, cache.v.pointer}) == 4
+    beams = graphs.reorder(cache, [0, 0, 0])  # three beams from one row: gathered into the other pair
+    assert beams.k.shape == (4, 3, 3, 384) and beams.pair == 0 and beams.k.pointer != cache.k.pointer
+    logits, beams = graphs.decode(np.array([[1], [2], [3]], np.int64), beams, encoded)
+    assert logits.shape == (3, 51864) and beams.k.shape == (4, 3, 4, 384) and beams.pair == 1
     assert graphs.session["decoder"].dtypes["tokens"] == (np.int32 if MAJOR < 10 else np.int64)
     mark = len(cuda.JOURNAL)
     report = graphs.release()

@@ -4,7 +4,8 @@
   and ``cross_v_i [B, H, 1500, Dh]``: the cross-attention keys (already transposed) and values,
   computed once per 30-s window in the layout the decoder multiplies with, so no decoding step
   splits or transposes them again (that was a quarter of a step's time);
-- ``decoder.onnx``: ``tokens [B, T]``, ``self_k, self_v [L, B, P, D]``, the ``cross_k_i``/``cross_v_i`` ->
+- ``decoder.onnx``: ``tokens [B, T]``, ``self_k, self_v [L, B, P, D]``, the ``cross_k_i``/``cross_v_i``
+  of one window (batch 1, broadcast over the B sequences: beams share their window) ->
   ``logits [B, V]`` (last position) and ``new_self_k, new_self_v [L, B, P+T, D]`` (the KV cache).
 
 plus ``tokenizer.json`` and ``whisper.json`` (dimensions and special tokens, so the runtime needs
@@ -51,6 +52,17 @@ def attend(q, k_t, v, mask=None):
     return (weights.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
 
 
+def attend_window(q, k_t, v):
+    """Attention of every sequence's ``q [B, T, D]`` over the one window they decode (``k_t
+    [1, H, Dh, S]``, ``v [1, H, S, Dh]``): the B x T queries go through each head as one matrix, so
+    the window's keys and values are read once per step, not once per beam."""
+    b, t, d = q.shape
+    heads = k_t.shape[1]
+    queries = q.reshape(1, b * t, heads, d // heads).transpose(1, 2)  # [1, H, B*T, Dh]
+    weights = (queries @ k_t) * (d // heads) ** -0.5
+    return (weights.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+
+
 def attention(q, k, v, heads: int, mask=None):
     return attend(q, split_heads(k, heads).transpose(-1, -2), split_heads(v, heads), mask)
 
@@ -85,6 +97,10 @@ class Decoder(nn.Module):
         super().__init__()
         self.decoder = hf.model.decoder
         self.heads = hf.config.decoder_attention_heads
+        # The vocabulary projection's own weight, already in [D, V] layout: a constant the graph
+        # multiplies with (not a transpose of the embedding at run time), which int8 quantisation
+        # can then reach. It is ~half of a decoding step.
+        self.projection = nn.Parameter(self.decoder.embed_tokens.weight.detach().t().contiguous())
 
     def forward(self, tokens, self_k, self_v, *cross):
         d = self.decoder
@@ -102,10 +118,12 @@ class Decoder(nn.Module):
             values.append(v)
             x = x + layer.self_attn.out_proj(attention(layer.self_attn.q_proj(h), k, v, self.heads, causal))
             h = layer.encoder_attn_layer_norm(x)
-            x = x + layer.encoder_attn.out_proj(attend(layer.encoder_attn.q_proj(h), cross[2 * i], cross[2 * i + 1]))
+            x = x + layer.encoder_attn.out_proj(
+                attend_window(layer.encoder_attn.q_proj(h), cross[2 * i], cross[2 * i + 1])
+            )
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         x = d.layer_norm(x[:, -1])
-        return x @ d.embed_tokens.weight.t(), torch.stack(keys), torch.stack(values)
+        return x @ self.projection, torch.stack(keys), torch.stack(values)
 
 
 def token_table(tokenizer_json: Path, multilingual: bool) -> dict:
@@ -175,11 +193,13 @@ def export(hf_dir: Path, out_dir: Path) -> None:
         )
         past = torch.export.Dim("past", min=0, max=c.max_target_positions - 1)
         new = torch.export.Dim("new", min=1, max=c.max_target_positions)
+        # Traced with two sequences (beams) on one window: the window's cross-attention K/V keep a
+        # batch of 1 and broadcast over however many sequences decode it, never copied per beam.
         # Two distinct cache tensors: the exporter merges inputs that are the same Python object.
-        cache_k, cache_v = torch.zeros(2, c.decoder_layers, 1, 3, c.d_model)
+        cache_k, cache_v = torch.zeros(2, c.decoder_layers, 2, 3, c.d_model)
         torch.onnx.export(
             decoder,
-            (prompt, cache_k, cache_v, *cross),
+            (prompt.repeat(2, 1), cache_k, cache_v, *cross),
             out_dir / "decoder.onnx",
             input_names=["tokens", "self_k", "self_v", *cross_names],
             output_names=["logits", "new_self_k", "new_self_v"],
@@ -187,7 +207,7 @@ def export(hf_dir: Path, out_dir: Path) -> None:
                 {0: batch, 1: new},
                 {1: batch, 2: past},
                 {1: batch, 2: past},
-                tuple([{0: batch}] * len(cross_names)),  # the *cross arguments
+                tuple({} for _ in cross_names),  # the *cross arguments: one window, static
             ],
             dynamo=True,
             external_data=False,

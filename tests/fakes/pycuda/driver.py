@@ -48,7 +48,8 @@ PRIMARY_CONTEXT_BYTES = 64 << 20  # what a context itself holds on the device wh
 _memory: dict[int, bytearray] = {}  # address -> bytes
 _owner: dict[int, Context] = {}  # address -> the context it was allocated in
 _live: dict[int, tuple[str, Context]] = {}  # id -> (what, owner) of live streams and host allocations
-_pending: list[tuple[str, Any, Any]] = []  # queued copies: ("htod", address, host) | ("dtoh", host, address)
+# queued copies: ("htod", address, host) | ("dtod", to, from, size) | ("dtoh", host, address)
+_pending: list[tuple] = []
 _stack: list[Context] = []
 _retained: dict[int, int] = {}  # device ordinal -> primary context retain count
 _next_address = [0x7F00_0000_0000]
@@ -87,17 +88,24 @@ def allocated_bytes() -> int:
     return sum(len(m) for m in _memory.values())
 
 
+def _locate(address: int, nbytes: int) -> tuple[bytearray, int]:
+    """The allocation holding ``address`` .. ``address + nbytes`` and the offset into it."""
+    base = max((b for b in _memory if b <= address), default=None)
+    if base is None or address + nbytes > base + len(_memory[base]):
+        raise _violation(f"access of {nbytes} bytes at {address:#x} outside any allocation")
+    return _memory[base], address - base
+
+
 def read(address: int, nbytes: int) -> bytes:
-    """(fake only) ``nbytes`` of device memory at ``address`` (the start of an allocation)."""
-    return bytes(_memory[address][:nbytes])
+    """(fake only) ``nbytes`` of device memory at ``address``."""
+    memory, offset = _locate(address, nbytes)
+    return bytes(memory[offset : offset + nbytes])
 
 
 def write(address: int, data: bytes) -> None:
     """(fake only) Store ``data`` at ``address``; it must fit the allocation there."""
-    target = _memory[address]
-    if len(data) > len(target):
-        raise _violation(f"write of {len(data)} bytes into an allocation of {len(target)}")
-    target[: len(data)] = data
+    memory, offset = _locate(address, len(data))
+    memory[offset : offset + len(data)] = data
 
 
 def init(flags: int = 0) -> None:
@@ -266,9 +274,11 @@ class Stream:
 def flush() -> None:
     """(fake only) Carry out the queued copies, as the GPU does by the time they are waited for."""
     while _pending:
-        kind, dest, src = _pending.pop(0)
+        kind, dest, src, *size = _pending.pop(0)
         if kind == "htod":
             write(dest, memoryview(src).cast("B").tobytes())
+        elif kind == "dtod":
+            write(dest, read(src, size[0]))
         else:
             dest.view(np.uint8).reshape(-1)[:] = np.frombuffer(read(src, dest.nbytes), np.uint8)
 
@@ -276,6 +286,11 @@ def flush() -> None:
 def memcpy_htod_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
     require_context("memcpy_htod_async")
     _pending.append(("htod", int(dest), src))
+
+
+def memcpy_dtod_async(dest: Any, src: Any, size: int, stream: Stream | None = None) -> None:
+    require_context("memcpy_dtod_async")
+    _pending.append(("dtod", int(dest), int(src), size))
 
 
 def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Stream | None = None) -> None:
