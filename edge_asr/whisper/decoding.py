@@ -25,9 +25,10 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int, timestamp_begin: int) -> None:
+def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int, timestamp_begin: int) -> np.ndarray:
     """Mask ``scores [N, V]`` (in place) so each row's timestamps come in increasing pairs around
-    text, given what that row has sampled so far."""
+    text, given what that row has sampled so far; return the log-probabilities of the masked
+    scores (the softmax is the costly part of a step: it is computed once)."""
     for row, tokens in zip(scores, sampled, strict=True):
         last_was_timestamp = len(tokens) >= 1 and tokens[-1] >= timestamp_begin
         penultimate_was_timestamp = len(tokens) < 2 or tokens[-2] >= timestamp_begin
@@ -36,9 +37,9 @@ def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int
                 row[timestamp_begin:] = NEG_INF
             else:  # an opening timestamp with no text yet: not the end of text
                 row[:eot] = NEG_INF
-        stamps = [t for t in tokens if t >= timestamp_begin]
-        if stamps:  # time never goes back; after a closing stamp, it moves on
-            floor = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
+        last_stamp = next((t for t in reversed(tokens) if t >= timestamp_begin), None)
+        if last_stamp is not None:  # time never goes back; after a closing stamp, it moves on
+            floor = last_stamp if last_was_timestamp and not penultimate_was_timestamp else last_stamp + 1
             row[timestamp_begin:floor] = NEG_INF
         if not tokens:  # start with a timestamp, and an early one
             row[:timestamp_begin] = NEG_INF
@@ -46,4 +47,8 @@ def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int
     logprobs = log_softmax(scores)
     timestamp_logprob = np.logaddexp.reduce(logprobs[:, timestamp_begin:], axis=-1)
     text_logprob = logprobs[:, :timestamp_begin].max(axis=-1)
-    scores[timestamp_logprob > text_logprob, :timestamp_begin] = NEG_INF  # timestamps together beat any text
+    only_timestamps = timestamp_logprob > text_logprob  # timestamps together beat any text
+    scores[only_timestamps, :timestamp_begin] = NEG_INF
+    logprobs[only_timestamps, :timestamp_begin] = NEG_INF  # renormalised over the timestamps left
+    logprobs[only_timestamps, timestamp_begin:] -= timestamp_logprob[only_timestamps, None]
+    return logprobs

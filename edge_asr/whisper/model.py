@@ -107,10 +107,11 @@ class WhisperModel:
             scores = logits.astype(np.float32)
             scores[:, self._suppress_begin if i == 0 else self._suppress] = NEG_INF
             if timestamps:
-                apply_timestamp_rules(scores, sampled, self.eot, self.timestamp_begin)
+                logprobs = apply_timestamp_rules(scores, sampled, self.eot, self.timestamp_begin)
             else:
                 scores[:, self.timestamp_begin :] = NEG_INF
-            chosen = search.step(sampled, scores, log_softmax(scores))
+                logprobs = log_softmax(scores)
+            chosen = search.step(sampled, scores, logprobs)
             sampled = [[*sampled[row], token] for row, token in zip(chosen.sources, chosen.tokens, strict=True)]
             if not sampled:
                 break

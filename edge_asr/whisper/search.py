@@ -84,7 +84,7 @@ class BeamSearch:
 
     def step(self, sampled: list[list[int]], scores: np.ndarray, logprobs: np.ndarray) -> Step:
         candidates: dict[tuple[int, ...], tuple[float, int, int]] = {}  # sequence -> (sum, row, token)
-        best = np.argpartition(-logprobs, self.width, axis=-1)[:, : self.width + 1]
+        best = np.argpartition(logprobs, -self.width - 1, axis=-1)[:, -self.width - 1 :]
         for row, tokens in enumerate(best.tolist()):
             for token in tokens:
                 logprob = float(logprobs[row, token])
