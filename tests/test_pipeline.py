@@ -87,6 +87,9 @@ def test_pipeline_bad_input(service: Service, clips):
         "/api/pipeline", files={"file": ("a.wav", clips["beckett"].read_bytes())}, data={"llm_model": "whisper-tiny-en"}
     )
     assert r.status_code == 400 and "llm_model must name a llm model" in r.json()["error"]["message"]
+    r = service.post("/api/pipeline", files={"file": ("a.wav", clips["beckett"].read_bytes())}, data={"beam_size": "9"})
+    assert r.status_code == 400 and "beam_size must be an integer from 1 to 5" in r.json()["error"]["message"]
+    assert service.model()["state"] == "unloaded"  # refused before any model loaded
 
 
 def sse_events(response) -> list[dict]:

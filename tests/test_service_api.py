@@ -244,3 +244,14 @@ def test_api_key_guards_management_writes(tmp_path, whisper_spec):
         assert svc.get("/api/models").status_code == 200  # reads stay open
     finally:
         svc.stop()
+
+
+def test_beam_size_comes_from_the_request_or_the_setting(service: Service, clips):
+    """Greedy and beam search punctuate the Beckett reading differently: which one ran shows."""
+    greedy = service.transcribe(clips["beckett"], beam_size="1", response_format="text").text
+    beams = service.transcribe(clips["beckett"], response_format="text").text  # the setting: 5
+    assert greedy.startswith("Ever tried, ever failed.") and beams.startswith("Ever tried. Ever failed.")
+    assert service.model()["settings"]["beam_size"] == 5
+    assert service.patch("/api/models/whisper-tiny-en/settings", json={"beam_size": 1}).ok
+    assert service.transcribe(clips["beckett"], response_format="text").text == greedy
+    assert service.transcribe(clips["beckett"], beam_size="5", response_format="text").text == beams

@@ -39,6 +39,19 @@ def rank(candidates: Iterable[tuple[tuple[int, ...], float]], length_penalty: fl
     return list(tokens), total
 
 
+def top_tokens(logprobs: np.ndarray, k: int, margin: float = 20.0) -> list[list[int]]:
+    """The ``k`` likeliest tokens of each row (in no order). A full partition of the vocabulary
+    costs more than a decoding step's softmax: only the tokens within ``margin`` of the row's best
+    (a factor of e^20) are partitioned, unless fewer than ``k`` are."""
+    found = []
+    for row in logprobs:
+        near = np.flatnonzero(row > row.max() - margin)
+        if len(near) < k:
+            near = np.arange(len(row))
+        found.append(near[np.argpartition(row[near], -k)[-k:]].tolist())
+    return found
+
+
 class Sampling:
     """Greedy (temperature 0, one row) or ``n`` independent samples at ``temperature``; a row
     that ends leaves the batch."""
@@ -84,8 +97,7 @@ class BeamSearch:
 
     def step(self, sampled: list[list[int]], scores: np.ndarray, logprobs: np.ndarray) -> Step:
         candidates: dict[tuple[int, ...], tuple[float, int, int]] = {}  # sequence -> (sum, row, token)
-        best = np.argpartition(logprobs, -self.width - 1, axis=-1)[:, -self.width - 1 :]
-        for row, tokens in enumerate(best.tolist()):
+        for row, tokens in enumerate(top_tokens(logprobs, self.width + 1)):
             for token in tokens:
                 logprob = float(logprobs[row, token])
                 if logprob > -np.inf:
