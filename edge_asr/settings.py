@@ -12,7 +12,7 @@ from edge_asr.errors import InvalidRequest
 from edge_asr.manifest import ModelSpec
 from edge_asr.units import parse_duration
 
-ASR_ONLY = {"language", "prompt", "beam_size"}
+ASR_ONLY = {"language", "prompt", "beam_size", "condition_on_previous_text"}
 MAX_BEAM = 5  # the decoder's batch in TensorRT engines (build_engines.py --max-batch)
 DEFAULT_BEAM_SIZE = 5  # as faster-whisper and openai-whisper
 
@@ -62,6 +62,7 @@ VALIDATORS = {
     "language": _text,  # spoken language (multilingual speech models)
     "prompt": _text,  # initial prompt / hotwords, biases every transcription
     "beam_size": beam_size,  # beam search width at temperature 0; 1 = greedy
+    "condition_on_previous_text": _flag,  # each window also prompted with the text before it
     "keep_alive": _keep_alive,  # idle time before hibernation: "5m", 300, 0 (after each request), -1 (never)
     "priority": _priority,  # lower is evicted first
     "pinned": _flag,  # never evicted to make room
@@ -72,7 +73,7 @@ def defaults(spec: ModelSpec, keep_alive: float) -> dict[str, Any]:
     """The manifest's settings for ``spec``; ``keep_alive`` is the configuration's default."""
     base: dict[str, Any] = {"keep_alive": spec.keep_alive or keep_alive, "priority": spec.priority, "pinned": False}
     if spec.task == "asr":
-        base |= {"language": None, "prompt": None, "beam_size": DEFAULT_BEAM_SIZE}
+        base |= {"language": None, "prompt": None, "beam_size": DEFAULT_BEAM_SIZE, "condition_on_previous_text": False}
     return base | {k: v for k, v in spec.settings.items() if k in VALIDATORS}
 
 

@@ -255,3 +255,15 @@ def test_beam_size_comes_from_the_request_or_the_setting(service: Service, clips
     assert service.patch("/api/models/whisper-tiny-en/settings", json={"beam_size": 1}).ok
     assert service.transcribe(clips["beckett"], response_format="text").text == greedy
     assert service.transcribe(clips["beckett"], beam_size="5", response_format="text").text == beams
+    # conditioning on the previous windows' text: a setting, off by default
+    assert service.model()["settings"]["condition_on_previous_text"] is False
+    r = service.patch("/api/models/whisper-tiny-en/settings", json={"condition_on_previous_text": True})
+    assert r.json()["settings"]["condition_on_previous_text"] is True
+    text = service.transcribe(clips["two_cities"], response_format="text").text
+    assert word_error_rate(REFERENCES["two_cities"], text) < 0.05  # two windows, the second prompted
+    assert_openai_error(
+        service.patch("/api/models/whisper-tiny-en/settings", json={"condition_on_previous_text": "yes"}),
+        400,
+        "invalid_request",
+        "true or false",
+    )

@@ -182,11 +182,11 @@ def missing_sentences(transcript: str, sentences: tuple[str, ...]) -> list[str]:
     return lost
 
 
-@pytest.mark.parametrize("beam_size", [1, 5])
-def test_no_sentence_is_lost_between_pauses_of_half_a_second_to_nine(whisper, vad, speech, beam_size):
+@pytest.mark.parametrize(("beam_size", "conditioned"), [(1, False), (5, False), (5, True)])
+def test_no_sentence_is_lost_between_pauses_of_half_a_second_to_nine(whisper, vad, speech, beam_size, conditioned):
     recording = sentence_recording(speech)
     assert len(recording.sentences) == 13 and len(recording.audio) / SAMPLE_RATE > 100
-    result = transcribe(whisper, vad, recording.audio, beam_size=beam_size)
+    result = transcribe(whisper, vad, recording.audio, beam_size=beam_size, condition_on_previous_text=conditioned)
     assert missing_sentences(result.text, recording.sentences) == [], result.text
     assert word_error_rate(recording.reference, result.text) < 0.03
     for segment in result.segments:  # on the speech of one sentence, give or take half a second

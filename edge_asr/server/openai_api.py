@@ -66,6 +66,7 @@ def speech_options(requested: dict[str, Any], settings: dict[str, Any]) -> dict[
         "prompt": requested.get("prompt") or settings.get("prompt"),
         "temperature": requested.get("temperature", 0.0),
         "beam_size": requested.get("beam_size") or settings["beam_size"],
+        "condition_on_previous_text": settings["condition_on_previous_text"],
     }
 
 

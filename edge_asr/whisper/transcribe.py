@@ -36,6 +36,7 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 PROMPT_RESET_TEMPERATURE = 0.5  # a window decoded this hot is not context for the next
+CONTEXT_SEGMENTS = 30  # previous segments kept as context (more than the prompt's 223 tokens hold)
 TAIL_SECONDS = 0.5  # what is left of a window after its last segment, at most, to move on anyway
 
 
@@ -193,8 +194,9 @@ def transcribe_windows(
                 )
             )
             next_id += 1
-        if condition_on_previous_text:
-            context = [] if result.temperature > PROMPT_RESET_TEMPERATURE else [*context, *(s.text for s in segments)]
+        if condition_on_previous_text:  # the prompt keeps the last tokens of it: a few segments are enough
+            hot = result.temperature > PROMPT_RESET_TEMPERATURE
+            context = [] if hot else [*context, *(s.text for s in segments)][-CONTEXT_SEGMENTS:]
         seek += max(round(resume * SAMPLE_RATE), 1)
         yield segments
 
