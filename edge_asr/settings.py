@@ -13,7 +13,7 @@ from edge_asr.manifest import ModelSpec
 from edge_asr.units import parse_duration
 
 ASR_ONLY = {"language", "prompt", "beam_size", "condition_on_previous_text"}
-MAX_BEAM = 5  # the decoder's batch in TensorRT engines (build_engines.py --max-batch)
+MAX_BEAM = 5  # also the most sequences TensorRT engines are built to decode at once (--max-batch)
 DEFAULT_BEAM_SIZE = 5  # as faster-whisper and openai-whisper
 
 

@@ -28,6 +28,7 @@ from edge_asr.config import Config
 from edge_asr.fsutil import atomic_write_bytes
 from edge_asr.manifest import ModelSpec, load_manifest
 from edge_asr.progress import Steps
+from edge_asr.settings import MAX_BEAM
 from edge_asr.trt import TensorRTUnavailable, major_version, tensorrt
 from edge_asr.trt.engine_set import ENGINE_JSON, ENGINES_DIR, DeviceInfo, EngineSet, file_digest, fingerprint
 from edge_asr.units import parse_size
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_WORKSPACE = "1GiB"
-DEFAULT_MAX_BATCH = 5  # room for beam search's beams decoded as one batch (beam_size up to 5)
+DEFAULT_MAX_BATCH = MAX_BEAM  # the beams (or best-of samples) of a window decode as one batch
 
 Range = tuple[int, int, int]  # min, opt, max of one dimension
 
