@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,31 +25,30 @@ class AudioError(ValueError):
     """The input is not audio edge-asr can use; the message says why, for the caller."""
 
 
+BLOCK_FRAMES = 1 << 18  # decoded at a time: a long multichannel file never sits in memory whole
+
+
 def decode_audio(source: str | Path | bytes | BinaryIO) -> np.ndarray:
-    """Decode ``source`` (a path, the file's bytes or a binary file object) to 16 kHz mono float32."""
-    if isinstance(source, bytes):
-        if not source:
-            raise AudioError("the audio file is empty")
-        check_wav_sizes(source)
-        source = io.BytesIO(source)
-    elif isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
-        raise AudioError("the audio file is empty")
-    try:
-        with soundfile.SoundFile(source) as f:
-            rate = f.samplerate
-            if not 0 < rate <= MAX_SAMPLE_RATE:
-                raise AudioError(f"the audio header gives an impossible sample rate ({rate} Hz)")
-            if f.channels > MAX_CHANNELS:
-                raise AudioError(f"{f.channels} channels is more than the {MAX_CHANNELS} a recording may have")
-            samples = f.read(dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, EOFError) as e:
-        reason = getattr(e, "error_string", None) or str(e)
-        raise AudioError(f"not a readable audio file (WAV, FLAC, OGG, MP3): {reason}") from None
-    if samples.size == 0:
+    """Decode ``source`` (a path, the file's bytes or a seekable binary file) to 16 kHz mono
+    float32. Read block by block and mixed down as it goes: the peak is the mono signal at the
+    file's rate, plus the resampled one (``decoding_peak_bytes``)."""
+    with _opened(source) as f:
+        mono = np.empty(f.frames, np.float32)
+        filled = 0
+        try:
+            for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+                if filled + len(block) > mono.size:  # a header that undercounts (some MP3s)
+                    mono = np.concatenate([mono[:filled], np.empty(max(len(block), mono.size), np.float32)])
+                mono[filled : filled + len(block)] = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                filled += len(block)
+        except (soundfile.LibsndfileError, RuntimeError, EOFError) as e:
+            raise _unreadable(e) from None
+        rate = f.samplerate
+    mono = mono[:filled]
+    if mono.size == 0:
         raise AudioError("the audio file contains no samples")
-    if len(samples) < MIN_SECONDS * rate:
-        raise AudioError(f"the audio is {1000 * len(samples) / rate:.0f} ms long; at least {MIN_SECONDS * 1000:.0f} ms")
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    if len(mono) < MIN_SECONDS * rate:
+        raise AudioError(f"the audio is {1000 * len(mono) / rate:.0f} ms long; at least {MIN_SECONDS * 1000:.0f} ms")
     if not np.isfinite(mono).all():
         raise AudioError("the audio contains NaN or infinite samples")
     if rate != SAMPLE_RATE:
@@ -55,27 +56,78 @@ def decode_audio(source: str | Path | bytes | BinaryIO) -> np.ndarray:
     return mono
 
 
-def check_wav_sizes(data: bytes) -> None:
+def decoding_peak_bytes(source: BinaryIO) -> int:
+    """The memory ``decode_audio`` will hold for this seekable file at its peak (the mono signal at
+    the file's rate, plus the 16-kHz one when it must be resampled), read from the header alone;
+    the file is left at its start. A file that is no audio raises ``AudioError`` here already."""
+    with _opened(source) as f:
+        frames, rate = f.frames, f.samplerate
+    source.seek(0)
+    resampled = 0 if rate == SAMPLE_RATE else frames * SAMPLE_RATE // rate
+    return 4 * (frames + resampled)
+
+
+@contextmanager
+def _opened(source: str | Path | bytes | BinaryIO) -> Iterator[soundfile.SoundFile]:
+    """The source as an open, checked ``SoundFile``; anything unusable is an ``AudioError``."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    if isinstance(source, (str, Path)):
+        if Path(source).is_file() and Path(source).stat().st_size == 0:
+            raise AudioError("the audio file is empty")
+    else:
+        if source.read(1) == b"":
+            raise AudioError("the audio file is empty")
+        source.seek(0)
+        check_wav_sizes(source)
+    try:
+        f = soundfile.SoundFile(source)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, EOFError) as e:
+        raise _unreadable(e) from None
+    with f:
+        if not 0 < f.samplerate <= MAX_SAMPLE_RATE:
+            raise AudioError(f"the audio header gives an impossible sample rate ({f.samplerate} Hz)")
+        if f.channels > MAX_CHANNELS:
+            raise AudioError(f"{f.channels} channels is more than the {MAX_CHANNELS} a recording may have")
+        yield f
+
+
+def _unreadable(e: Exception) -> AudioError:
+    reason = getattr(e, "error_string", None) or str(e)
+    return AudioError(f"not a readable audio file (WAV, FLAC, OGG, MP3): {reason}")
+
+
+def check_wav_sizes(f: BinaryIO) -> None:
     """A WAV whose ``data`` chunk claims more bytes than the file holds was cut short (a broken
     upload); one whose chunk ends before audio-like bytes that are no chunk claims too little.
-    libsndfile would quietly decode what fits either way; the caller should know instead."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return
-    offset = 12
-    while offset + 8 <= len(data):
-        chunk_id, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
-        body = offset + 8
-        if chunk_id != b"data":
-            offset = body + size + (size & 1)
-            continue
-        if size in UNKNOWN_SIZES:
+    libsndfile would quietly decode what fits either way; the caller should know instead. Reads
+    the chunk headers of the seekable file ``f`` only, and leaves it at its start."""
+    try:
+        length = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        header = f.read(12)
+        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
             return
-        present = len(data) - body
-        if size > present:
-            raise AudioError(
-                f"the WAV file is truncated: its header promises {size} bytes of audio, {present} are there"
-            )
-        rest = data[body + size + (size & 1) : body + size + (size & 1) + 4]
-        if len(rest) == 4 and not all(32 <= b < 127 for b in rest):
-            raise AudioError(f"the WAV header says {size} bytes of audio, but more audio follows them")
-        return
+        offset = 12
+        while offset + 8 <= length:
+            f.seek(offset)
+            chunk = f.read(8)
+            chunk_id, size = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
+            body = offset + 8
+            if chunk_id != b"data":
+                offset = body + size + (size & 1)
+                continue
+            if size in UNKNOWN_SIZES:
+                return
+            present = length - body
+            if size > present:
+                raise AudioError(
+                    f"the WAV file is truncated: its header promises {size} bytes of audio, {present} are there"
+                )
+            f.seek(body + size + (size & 1))
+            rest = f.read(4)
+            if len(rest) == 4 and not all(32 <= b < 127 for b in rest):
+                raise AudioError(f"the WAV header says {size} bytes of audio, but more audio follows them")
+            return
+    finally:
+        f.seek(0)

@@ -207,7 +207,7 @@ def _api(config: Config, method: str, path: str, url: str | None) -> dict:
     base = url or f"http://{config.host}:{config.port}"
     req = urllib.request.Request(base.rstrip("/") + path, method=method)
     if config.api_key:
-        req.add_header("Authorization", f"Bearer {config.api_key}")
+        req.add_header("Authorization", f"Bearer {config.api_key[0]}")
     try:
         with urllib.request.urlopen(req, timeout=600) as response:
             return json.load(response)

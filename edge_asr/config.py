@@ -46,9 +46,15 @@ class Config:
     # service
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int = 16  # HTTP worker threads (one process: CUDA does not survive fork)
-    api_key: str = ""  # when set, /api/* write endpoints need "Authorization: Bearer <key>"
+    threads: int = 16  # HTTP worker threads (one process: CUDA does not survive fork); 2 kept for reads
+    # When set, every endpoint but /healthz needs "Authorization: Bearer <key>"; several keys
+    # (one per client device) are separated by commas. Never shown in a repr or a log.
+    api_key: tuple[str, ...] = field(default=(), repr=False)
+    metrics_public: bool = False  # /metrics without a key (a Prometheus on the LAN without one)
     max_upload_bytes: int = 200 * 10**6
+    max_json_bytes: int = 10**6  # a JSON body (chat, settings) larger than this is a 413
+    max_queue: int = 8  # requests that may wait per model behind the one it serves; more: 503 at once
+    request_memory_budget: int = 256 * 10**6  # decoded audio the front process holds at once, all requests
     # runtimes
     ort_threads: int = 0  # 0 = let ONNX Runtime decide (one per physical core)
     gpu_mem_limit: int = 0  # CUDA execution provider arena limit in bytes; 0 = no limit
@@ -89,8 +95,12 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "host": str,
     "port": int,
     "threads": int,
-    "api_key": str,
+    "api_key": lambda v: tuple(k.strip() for k in (v.split(",") if isinstance(v, str) else v) if k.strip()),
+    "metrics_public": lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes"),
     "max_upload_bytes": parse_size,
+    "max_json_bytes": parse_size,
+    "max_queue": int,
+    "request_memory_budget": parse_size,
     "ort_threads": int,
     "gpu_mem_limit": parse_size,
     "memory_reserve": parse_size,

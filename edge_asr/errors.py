@@ -53,5 +53,17 @@ class WorkerCrashed(ServiceError):
     status, type, code = 503, "server_error", "worker_crashed"
 
 
+class StorageFull(ServiceError):
+    """The state directory could not be written (full, read-only); nothing stored was changed."""
+
+    status, type, code = 507, "server_error", "insufficient_storage"
+
+
+class QueueFull(ServiceError):
+    """More requests wait for a model (or for memory to hold their audio) than the unit allows."""
+
+    status, type, code = 503, "server_error", "queue_full"
+
+
 class ModelLoadFailed(ServiceError):
     status, type, code = 500, "server_error", "model_load_failed"

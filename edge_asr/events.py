@@ -1,10 +1,15 @@
-"""Lifecycle events: one JSON line per model state transition, appended to ``events.jsonl`` in the
-state directory, logged, and kept in memory for ``GET /api/events``."""
+"""Lifecycle events: one JSON line per settled model state change, appended to ``events.jsonl``
+in the state directory, logged, and kept in memory for ``GET /api/events``.
+
+The file rotates (``events.jsonl.1`` ... ``.3``, at ``MAX_FILE_BYTES`` each) so months on a shelf
+do not fill the disk; a write that fails (a full disk) is logged once and the event still reaches
+the log, the listeners and the API."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -12,15 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_asr.fsutil import WriteFailures
+
 log = logging.getLogger("edge_asr.events")
+MAX_FILE_BYTES = 4 * 10**6
+KEEP_FILES = 3  # rotated files besides the current one
 
 
 class EventLog:
-    def __init__(self, path: Path, keep: int = 1000):
+    def __init__(self, path: Path, keep: int = 1000, max_file_bytes: int = MAX_FILE_BYTES):
         self.path = path
+        self.max_file_bytes = max_file_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep)
         self._lock = threading.Lock()
+        self._write_failures = WriteFailures(log)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. the metrics
 
     def record(self, model: str, from_state: str, to_state: str, reason: str, **details: Any) -> dict[str, Any]:
@@ -28,12 +39,27 @@ class EventLog:
         line = json.dumps(event)
         with self._lock:
             self._recent.append(event)
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
+            with self._write_failures.guard(f"events to {self.path}"):
+                self._append(line + "\n")
         log.info(line)
         for listener in self.listeners:
             listener(event)
         return event
+
+    def _append(self, line: str) -> None:
+        """(Under the lock.) Append, rotating first when the file is full."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size + len(line) > self.max_file_bytes:
+            for n in range(KEEP_FILES - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        with open(self.path, "a") as f:
+            f.write(line)
 
     def recent(self, since: float = 0.0, model: str | None = None) -> list[dict[str, Any]]:
         with self._lock:

@@ -15,11 +15,16 @@ from edge_asr.units import parse_duration
 ASR_ONLY = {"language", "prompt", "beam_size", "condition_on_previous_text"}
 MAX_BEAM = 5  # also the most sequences TensorRT engines are built to decode at once (--max-batch)
 DEFAULT_BEAM_SIZE = 5  # as faster-whisper and openai-whisper
+MAX_PROMPT_CHARS = 2000  # Whisper reads at most 223 tokens of it (about 1000 characters)
+MAX_LANGUAGE_CHARS = 16  # a language code ("en", "haw", "zh-Hans")
 
 
-def _text(value: Any) -> str:
+def text(value: Any, limit: int) -> str:
+    """A string of at most ``limit`` characters (settings and form fields alike)."""
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters, not {len(value)}")
     return value
 
 
@@ -59,8 +64,8 @@ def _flag(value: Any) -> bool:
 
 
 VALIDATORS = {
-    "language": _text,  # spoken language (multilingual speech models)
-    "prompt": _text,  # initial prompt / hotwords, biases every transcription
+    "language": lambda v: text(v, MAX_LANGUAGE_CHARS),  # spoken language (multilingual speech models)
+    "prompt": lambda v: text(v, MAX_PROMPT_CHARS),  # initial prompt / hotwords, biases every transcription
     "beam_size": beam_size,  # beam search width at temperature 0; 1 = greedy
     "condition_on_previous_text": _flag,  # each window also prompted with the text before it
     "keep_alive": _keep_alive,  # idle time before hibernation: "5m", 300, 0 (after each request), -1 (never)

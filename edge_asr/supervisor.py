@@ -3,10 +3,11 @@
 Every memory interval (and at once when a request gives its lease back: a keep-alive of 0 means
 "unload now") it takes the memory source's latest reading, asks the ModelManager to relieve
 memory pressure (below the low watermark: hibernate idle models until the high watermark) and to
-hibernate the idle models whose keep-alive has run out, and to kill workers that hang mid-request
-(``stall_timeout``), then pings systemd's watchdog. It never touches a worker itself: the manager
-owns every lifecycle change. A loop that hangs stops the pings, and systemd restarts the service
-(an unload waits at most ``unload_timeout`` for its worker, so a frozen worker alone does not).
+hibernate the idle models whose keep-alive has run out, and its monitor to kill workers that hang
+mid-request (``stall_timeout``), then pings systemd's watchdog. It never touches a worker itself:
+the manager owns every lifecycle change. A loop that hangs, or a load or unload that runs past its
+bound (``ModelManager.overrun``), stops the pings, and systemd restarts the service (an unload
+waits at most ``unload_timeout`` for its worker, so a frozen worker alone does not).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 
 from edge_asr.config import Config
-from edge_asr.manager import ModelManager
+from edge_asr.lifecycle import ModelManager
 from edge_asr.systemd import Watchdog
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Supervisor:
                 self.manager.config.memory_low_watermark / 1e6,
                 ", ".join(hibernated),
             )
-        self.manager.kill_stalled()
+        self.manager.monitor.kill_stalled()
         return self.manager.hibernate_expired()
 
     def _run(self) -> None:
@@ -70,8 +71,13 @@ class Supervisor:
                 failing, next_expiry = repr(e), None
             else:
                 failing = None
-                self.watchdog.ping()
+                overrun = self.manager.overrun()
+                if overrun is None:
+                    self.watchdog.ping()
+                elif failing is None:
+                    log.error("%s: no watchdog pings until it ends", overrun)
+                failing = overrun
             self.ticks += 1
             self.cpu_seconds += time.thread_time() - started
-            timeout = self.interval if next_expiry is None else min(self.interval, next_expiry - time.time())
+            timeout = self.interval if next_expiry is None else min(self.interval, next_expiry - time.monotonic())
             self.manager.lease_returned.wait(max(0.0, timeout))

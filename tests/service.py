@@ -70,7 +70,7 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "EDGE_ASR_STATE_DIR": str(state_dir), "EDGE_ASR_PORT": str(self.port), **env}
-        self.log = state_dir / "service.log"
+        self.log = state_dir.parent / f"{state_dir.name}.log"  # outside: the state directory may be full
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Service:
@@ -104,10 +104,11 @@ class Service:
         self.process.wait(10)
 
     def workers(self) -> list[int]:
-        """Worker processes (the resource tracker that multiprocessing starts is not one)."""
+        """Worker processes (multiprocessing's resource tracker and tegrastats are not workers)."""
         assert self.process is not None
+        others = (b"resource_tracker", b"tegrastats")
         pids = children(self.process.pid)
-        return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+        return [p for p in pids if not any(name in Path(f"/proc/{p}/cmdline").read_bytes() for name in others)]
 
     # -- API helpers -------------------------------------------------------------------------
 

@@ -235,17 +235,6 @@ def test_upload_over_the_limit_is_413(tmp_path, whisper_spec, clips):
         svc.stop()
 
 
-def test_api_key_guards_management_writes(tmp_path, whisper_spec):
-    svc = Service(tmp_path / "state", EDGE_ASR_API_KEY="s3cret").start()
-    try:
-        assert_openai_error(svc.post("/api/system/free"), 401, "invalid_api_key", "Bearer")
-        assert svc.post("/api/system/free", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert svc.post("/api/system/free", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert svc.get("/api/models").status_code == 200  # reads stay open
-    finally:
-        svc.stop()
-
-
 def test_beam_size_comes_from_the_request_or_the_setting(service: Service, clips):
     """Greedy and beam search punctuate the Beckett reading differently: which one ran shows."""
     greedy = service.transcribe(clips["beckett"], beam_size="1", response_format="text").text

@@ -6,7 +6,8 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -19,6 +20,8 @@ from edge_asr.manifest import ModelSpec
 
 # CUDA does not survive fork: workers are always spawned.
 _SPAWN = multiprocessing.get_context("spawn")
+KILL_GRACE = 5.0  # seconds a killed process may take to be reaped
+TURN_POLL = 1.0  # seconds between looks at whether the worker a call queues for still lives
 
 
 class WorkerDied(WorkerCrashed):
@@ -49,7 +52,9 @@ def describe_exit(code: int | None) -> str:
 
 class WorkerHandle:
     """One worker process. ``call`` is serialised: a worker serves one request at a time, the
-    others queue on its lock."""
+    others queue on its lock (how many may queue is the manager's ``max_queue``). A queued call
+    never outlives the worker: the lock is awaited in short steps, giving up when the process is
+    gone; a hung worker is killed by the monitor's stall check, which frees the lock."""
 
     def __init__(self, spec: ModelSpec, config: Config):
         self.model_id = spec.id
@@ -65,9 +70,9 @@ class WorkerHandle:
         child.close()
         try:
             kind, *rest = self._receive(config.load_timeout)
-        except ServiceError as e:
+        except ServiceError as e:  # died or hung while loading: worth a retry (503), unlike a model that fails
             self.kill()
-            raise ModelLoadFailed(f"model {spec.id!r} failed to load: {e.message}") from None
+            raise WorkerDied(f"model {spec.id!r} did not load: {e.message}") from None
         if kind != "ready":
             self.kill()
             raise ModelLoadFailed(f"model {spec.id!r} failed to load: {rest[0]}")
@@ -120,7 +125,7 @@ class WorkerHandle:
         Closed early (a client went away), it asks the worker to cancel and reads its remaining
         answers, so the next request starts in step.
         """
-        with self._lock:
+        with self._turn():
             self._waiting_since = time.monotonic()
             try:
                 send_call(self._conn, method, kwargs)
@@ -146,18 +151,35 @@ class WorkerHandle:
         raise ServiceError(f"model {self.model_id!r} failed: {message}")
 
     def _cancel(self) -> None:
-        """(Holding the lock, mid-stream.) Stop the call and read up to its end."""
+        """(Holding the lock, mid-stream.) Stop the call and read up to its end. The stall check
+        sees this wait too: a worker that never answers the cancel is killed like one that hangs
+        mid-request, and the client's handler thread is freed."""
         try:
+            self._waiting_since = time.monotonic()
             self._conn.send(("cancel",))
             while self._receive(None)[0] == "partial":
-                pass
+                self._waiting_since = time.monotonic()
         except (ServiceError, BrokenPipeError, OSError):
             pass  # the worker died meanwhile; the watcher reports it
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The worker's lock, for one call: awaited while the process lives."""
+        while not self._lock.acquire(timeout=TURN_POLL):
+            if not self.process.is_alive():
+                raise self._died()
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def release(self, timeout: float) -> dict[str, Any]:
         """Ask the worker to destroy its model and exit; kill it if it does not within ``timeout``."""
         report: dict[str, Any] = {}
-        with self._lock:
+        if not self._lock.acquire(timeout=timeout):  # a call still runs (a release at shutdown)
+            self.abort("released while serving a request")  # the call's thread sees the death and closes up
+            return {"error": f"busy for {timeout:.0f} s; killed", "exit": describe_exit(self._join(KILL_GRACE))}
+        try:
             try:
                 self._conn.send(("release",))
                 kind, *rest = self._receive(timeout)
@@ -167,6 +189,8 @@ class WorkerHandle:
                 report["error"] = str(e)
             report["exit"] = describe_exit(self._join(timeout))
             self.kill()
+        finally:
+            self._lock.release()
         return report
 
     def abort(self, reason: str) -> None:
@@ -182,7 +206,7 @@ class WorkerHandle:
         with self._reaping:
             if self.process.is_alive():
                 self.process.kill()
-            self.process.join(5)
+            self.process.join(KILL_GRACE)
         self._conn.close()
 
     def _died(self) -> WorkerDied:

@@ -1,15 +1,17 @@
 """The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, audio) and ``chat``
 under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
-(``/api/pipeline``) and ``metrics`` (``/metrics``), in front of one ModelManager and its Supervisor."""
+(``/api/pipeline``) and ``metrics`` (``/metrics``), in front of one ModelManager and its Supervisor.
+``auth`` checks the API key on every request; ``admission`` bounds what the front process takes on."""
 
 from __future__ import annotations
 
 from flask import Flask
 
 from edge_asr.config import Config
-from edge_asr.manager import ModelManager
+from edge_asr.lifecycle import ModelManager
 from edge_asr.metrics import Metrics
-from edge_asr.server import chat, errors, management, metrics, openai_api, pipeline
+from edge_asr.server import auth, chat, errors, management, metrics, openai_api, pipeline
+from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.supervisor import Supervisor
 
 
@@ -23,7 +25,10 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.manager"] = manager
     app.extensions["edge_asr.supervisor"] = supervisor
     app.extensions["edge_asr.metrics"] = Metrics(manager, supervisor)
+    app.extensions["edge_asr.audio_budget"] = AudioBudget(config.request_memory_budget, config.wait_timeout)
+    app.wsgi_app = RequestSlots(app.wsgi_app, config.threads)  # type: ignore[method-assign]
     errors.register(app)
+    auth.register(app)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(management.bp)

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from edge_asr.errors import InvalidRequest, ServiceError
-from edge_asr.manager import Lease
+from edge_asr.lifecycle import Lease
+from edge_asr.server.bodies import json_body
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import request_keep_alive
@@ -74,7 +75,7 @@ def _options(body: dict) -> dict[str, Any]:
 
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     model_id = body.get("model")
@@ -88,11 +89,10 @@ def chat_completions() -> Response:
     include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
     reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}
 
-    leases = ExitStack()
-    lease = leases.enter_context(manager().lease(model_id, keep_alive))
-    if stream:
-        return stream_response(_chunks(lease, options, reply, include_usage), leases)
-    with leases:
+    with ExitStack() as holds:
+        lease = holds.enter_context(manager().lease(model_id, keep_alive))
+        if stream:
+            return stream_response(_chunks(lease, options, reply, include_usage), holds.pop_all())
         answer = lease.call("chat", **options)
     return jsonify(
         {

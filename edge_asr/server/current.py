@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import current_app
 
 from edge_asr.config import Config
-from edge_asr.manager import ModelManager
+from edge_asr.lifecycle import ModelManager
 from edge_asr.metrics import Metrics
+from edge_asr.server.admission import AudioBudget
 
 
 def manager() -> ModelManager:
@@ -19,3 +20,7 @@ def config() -> Config:
 
 def metrics() -> Metrics:
     return current_app.extensions["edge_asr.metrics"]
+
+
+def audio_budget() -> AudioBudget:
+    return current_app.extensions["edge_asr.audio_budget"]

@@ -4,20 +4,24 @@ on a 503), never an HTML page or a traceback."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from edge_asr.errors import PayloadTooLarge, ServiceError
+from edge_asr.errors import PayloadTooLarge, QueueFull, ServiceError
 
 log = logging.getLogger(__name__)
 
 
+def error_json(message: str, type_: str, code: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+
+
 def error_response(status: int, message: str, type_: str, code: str, retry_after: float | None = None) -> Response:
-    response = jsonify({"error": {"message": message, "type": type_, "param": None, "code": code}})
-    response.status_code = status
+    response = Response(error_json(message, type_, code), status=status, mimetype="application/json")
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
@@ -26,9 +30,10 @@ def error_response(status: int, message: str, type_: str, code: str, retry_after
 def register(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(e: ServiceError) -> Response:
-        if e.status >= 500:
+        if e.status >= 500 and not isinstance(e, QueueFull):  # a full queue is the load, not a fault
             log.warning("%s: %s", e.code, e.message)
-        return error_response(e.status, e.message, e.type, e.code, e.retry_after)
+        retry_after = e.retry_after if e.retry_after is not None or e.status != 503 else 1  # every 503 says when
+        return error_response(e.status, e.message, e.type, e.code, retry_after)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(e: RequestEntityTooLarge) -> Response:

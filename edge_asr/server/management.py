@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, Response, jsonify, request
 
-from edge_asr.errors import InvalidRequest, Unauthorized
-from edge_asr.server.current import config, manager
+from edge_asr.errors import InvalidRequest
+from edge_asr.server.bodies import json_body
+from edge_asr.server.current import manager
 
 bp = Blueprint("management", __name__)
-WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
-
-
-@bp.before_request
-def require_api_key() -> None:
-    key = config().api_key
-    if key and request.method in WRITE_METHODS and request.path.startswith("/api/"):
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise Unauthorized("this endpoint needs 'Authorization: Bearer <EDGE_ASR_API_KEY>'")
 
 
 def _float_arg(name: str) -> float | None:
@@ -62,7 +51,7 @@ def unload(model_id: str) -> Response:
 
 @bp.patch("/api/models/<model_id>/settings")
 def settings(model_id: str) -> Response:
-    patch = request.get_json(silent=True)
+    patch = json_body()
     if not isinstance(patch, dict):
         raise InvalidRequest('the body must be a JSON object of settings, e.g. {"language": "en"}')
     return jsonify({"id": model_id, "settings": manager().update_settings(model_id, patch)})

@@ -10,11 +10,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
-from edge_asr.manager import Lease
+from edge_asr.lifecycle import Lease
+from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
-from edge_asr.server.uploads import uploaded_audio
-from edge_asr.settings import MAX_BEAM, beam_size, request_keep_alive
+from edge_asr.settings import MAX_BEAM, VALIDATORS, beam_size, request_keep_alive
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 DEFAULT_ASR_MODEL = "whisper-tiny-en"
@@ -48,7 +48,13 @@ def _temperature(form: Any) -> float:
 def speech_request(form: Any) -> dict[str, Any]:
     """A transcription's own options from its form (checked before any model loads): ``language``,
     ``prompt``, ``temperature``, and ``beam_size`` (an extension of OpenAI's API)."""
-    requested: dict[str, Any] = {"language": form.get("language"), "prompt": form.get("prompt")}
+    requested: dict[str, Any] = {}
+    for key in ("language", "prompt"):
+        if form.get(key):
+            try:
+                requested[key] = VALIDATORS[key](form[key])
+            except ValueError as e:
+                raise InvalidRequest(f"{key} {e}") from None
     requested["temperature"] = _temperature(form)
     if form.get("beam_size"):
         raw = form["beam_size"]
@@ -90,15 +96,14 @@ def transcriptions() -> Response:
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
     requested = speech_request(form)
     keep_alive = request_keep_alive(form.get("keep_alive"))
-    audio = uploaded_audio()
 
-    leases = ExitStack()
-    lease = leases.enter_context(manager().lease(model_id, keep_alive))  # errors here still get their status code
-    options = {"audio": audio, **speech_options(requested, lease.settings)}
-    language = options["language"]
-    if stream:
-        return stream_response(_sse(lease, options), leases)
-    with leases:
+    with ExitStack() as holds:  # the audio's memory and the lease, handed to a stream if there is one
+        audio = uploaded_audio(holds)
+        lease = holds.enter_context(manager().lease(model_id, keep_alive))
+        options = {"audio": audio, **speech_options(requested, lease.settings)}
+        language = options["language"]
+        if stream:
+            return stream_response(_sse(lease, options), holds.pop_all())
         transcript = lease.call("transcribe", **options)
     return Response(render(transcript, response_format, language or "en"), mimetype=MIME_TYPES[response_format])
 

@@ -16,18 +16,19 @@ server-sent events while they happen:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import ExitStack, closing
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
-from edge_asr.manager import ModelManager
+from edge_asr.lifecycle import ModelManager
+from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
 from edge_asr.server.openai_api import TRUE, speech_options, speech_request, text_deltas
 from edge_asr.server.sse import error_event, event, relay, stream_response
-from edge_asr.server.uploads import uploaded_audio
 from edge_asr.settings import request_keep_alive
 
 bp = Blueprint("pipeline", __name__)
@@ -56,19 +57,22 @@ def pipeline() -> Response:
         "speech": speech_request(request.form),
         "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for both models
     }
-    steps = _steps(manager(), uploaded_audio(), **options)
-    if request.form.get("stream", "false").lower() in TRUE:
-        return stream_response(_sse(steps))
-    *_, done = steps
+    with ExitStack() as holds:
+        steps = _steps(manager(), uploaded_audio(holds), **options)
+        if request.form.get("stream", "false").lower() in TRUE:
+            return stream_response(_sse(steps), holds.pop_all())
+        *_, done = steps
     return jsonify({k: v for k, v in done.items() if k != "type"})
 
 
-def _sse(steps: Iterator[dict[str, Any]]) -> Iterator[str]:
-    try:
-        for step in steps:
-            yield event(step)
-    except ServiceError as e:
-        yield error_event(e)
+def _sse(steps: Generator[dict[str, Any], None, None]) -> Iterator[str]:
+    """The steps as events; a client that leaves closes the steps, and with them their lease."""
+    with closing(steps):
+        try:
+            for step in steps:
+                yield event(step)
+        except ServiceError as e:
+            yield error_event(e)
 
 
 def _steps(
@@ -80,7 +84,7 @@ def _steps(
     max_tokens: int,
     speech: dict[str, Any],
     keep_alive: float | None,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """The pipeline as it happens: progress events, the last one ``pipeline.done`` with the whole
     result."""
     since, start = time.time(), time.monotonic()

@@ -41,10 +41,9 @@ def relay(
             stream.close()
 
 
-def stream_response(events: Iterator[str], leases: ExitStack | None = None) -> Response:
-    """Stream ``events``; ``leases`` (and those ``events`` holds) return when the stream ends or
-    the client leaves."""
+def stream_response(events: Iterator[str], holds: ExitStack) -> Response:
+    """Stream ``events``; what the request ``holds`` (its leases, its audio's memory) is given back
+    when the stream ends or the client leaves."""
     response = Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
-    if leases is not None:
-        response.call_on_close(leases.close)
+    response.call_on_close(holds.close)
     return response

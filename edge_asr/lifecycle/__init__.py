@@ -1,0 +1,15 @@
+"""Every model's lifecycle, in one place (along the lines of Ollama's scheduler):
+
+- ``records``: a model's record, its states and the moves allowed between them;
+- ``policy``: the decisions as plain functions (fits, eviction order, keep-alive expiry, pressure
+  victims, back-off, queue), no locks, processes or clock;
+- ``footprints``: learn, predict, persist what each model takes;
+- ``manager``: the ModelManager (leases, load, unload) acting on them, one lock for the records
+  and one for lifecycle operations;
+- ``monitor``: the crash watch and the stall killer.
+"""
+
+from edge_asr.lifecycle.manager import Lease, ModelManager
+from edge_asr.lifecycle.records import ModelRecord, State
+
+__all__ = ["Lease", "ModelManager", "ModelRecord", "State"]

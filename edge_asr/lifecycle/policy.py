@@ -1,0 +1,130 @@
+"""The lifecycle's decisions as plain functions: no locks, no processes, no clock (the time is an
+argument). The manager gathers the facts under its lock and acts on what these return; the tests
+call them directly (``tests/test_policy.py``), as Ollama's ``sched_test.go`` tests its scheduler.
+
+``settings`` below is each model's effective settings by id (``priority``, ``pinned``,
+``keep_alive`` in seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge_asr.lifecycle.records import ModelRecord, State
+
+MAX_BACKOFF = 300.0  # seconds: the longest a model that keeps failing waits before the next try
+Settings = Mapping[str, Mapping[str, Any]]
+
+
+def is_idle(rec: ModelRecord) -> bool:
+    """Loaded, serving nothing, nobody waiting for it, no unload draining it: the one definition
+    keep-alive, eviction, pressure and "free" all use."""
+    return rec.state is State.READY and rec.queued == 0 and not rec.draining
+
+
+def evictable(rec: ModelRecord, settings: Settings) -> bool:
+    return is_idle(rec) and not settings[rec.spec.id]["pinned"]
+
+
+def eviction_order(candidates: Iterable[ModelRecord], settings: Settings) -> list[ModelRecord]:
+    """Who goes first: lowest priority, then least recently used."""
+    return sorted(candidates, key=lambda r: (settings[r.spec.id]["priority"], r.last_used or 0.0))
+
+
+def expires_at(rec: ModelRecord, keep_alive: float, pinned: bool) -> float | None:
+    """When an idle ``rec`` hibernates: its last use plus the last request's keep-alive, else the
+    setting's. None when it is not idle or never expires (pinned, or a negative keep-alive)."""
+    keep = keep_alive if rec.keep_alive is None else rec.keep_alive
+    if not is_idle(rec) or rec.last_used is None or keep < 0 or pinned:
+        return None
+    return rec.last_used + keep
+
+
+def room(available: int, reserve: int, budget: int, resident_footprints: Iterable[int]) -> int:
+    """Bytes a new model may take: what is available above the reserve, and within the budget (0 =
+    none) after the resident models' footprints."""
+    space = available - reserve
+    if budget:
+        space = min(space, budget - sum(resident_footprints))
+    return space
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a load must do first: nothing (``fits``), unload ``victim``, ``wait`` for a busy model
+    to become idle, or refuse (none of these; ``room`` says how much there is)."""
+
+    fits: bool
+    room: int
+    victim: ModelRecord | None = None
+    wait: bool = False
+
+
+def admit(
+    need: int,
+    available: int,
+    reserve: int,
+    budget: int,
+    resident: Iterable[ModelRecord],
+    footprints: Mapping[str, int],
+    settings: Settings,
+) -> Admission:
+    """The next step to make room for a model needing ``need`` bytes among ``resident`` ones."""
+    resident = list(resident)
+    space = room(available, reserve, budget, (footprints.get(r.spec.id, 0) for r in resident))
+    if need <= space:
+        return Admission(True, space)
+    unpinned = [r for r in resident if not settings[r.spec.id]["pinned"]]
+    idle = [r for r in unpinned if is_idle(r)]
+    if idle:
+        return Admission(False, space, victim=eviction_order(idle, settings)[0])
+    return Admission(False, space, wait=any(r.state is State.READY for r in unpinned))
+
+
+def pressure_victims(
+    available: int,
+    low: int,
+    high: int,
+    reserve: int,
+    min_residency: float,
+    resident: Iterable[ModelRecord],
+    footprints: Mapping[str, int],
+    settings: Settings,
+    now: float,
+) -> list[ModelRecord]:
+    """Below the ``low`` watermark, the idle unpinned models to hibernate, in order, until their
+    footprints bring ``available`` to ``high``. ``min_residency`` spares a freshly loaded model in
+    the hysteresis band (against thrash), but not below the ``reserve``: at a critical level an
+    idle model goes before the kernel's OOM killer picks a process."""
+    if available >= low:
+        return []
+    critical = available < reserve
+    victims = []
+    for rec in eviction_order((r for r in resident if evictable(r, settings)), settings):
+        if available >= high:
+            break
+        if not critical and now - (rec.loaded_at or 0.0) < min_residency:
+            continue
+        victims.append(rec)
+        available += footprints.get(rec.spec.id, 0)
+    return victims
+
+
+def backoff_until(failures: int, base: float, now: float) -> float:
+    """After a second failure in a row, the next load waits ``base`` seconds, doubling each time
+    up to ``MAX_BACKOFF``; the first failure is retried at once (0 = no wait)."""
+    if failures < 2:
+        return 0.0
+    return now + min(MAX_BACKOFF, base * 2 ** (failures - 2))
+
+
+def is_thrash(rec: ModelRecord, now: float, window: float) -> bool:
+    """A load soon after a pressure hibernation: memory is too tight for the work asked of it."""
+    return rec.last_unload_reason == "pressure" and rec.unloaded_at is not None and now - rec.unloaded_at < window
+
+
+def queue_full(rec: ModelRecord, max_queue: int) -> bool:
+    """One request runs in a worker; at most ``max_queue`` more wait for it (Ollama's
+    ``OLLAMA_MAX_QUEUE``): beyond that a request is refused at once, not after a timeout."""
+    return rec.queued >= 1 + max_queue

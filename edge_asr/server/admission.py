@@ -1,0 +1,81 @@
+"""What the front process admits, so that no client (or crowd of them) can exhaust it:
+
+- ``RequestSlots``: at most ``threads - READ_THREADS`` requests that are not reads run at once;
+  beyond that a 503 with ``Retry-After`` at once. Reads (``GET``: ``/healthz``, statuses,
+  metrics) always find a thread, however busy the models are.
+- ``AudioBudget``: the decoded audio held by all requests together stays under
+  ``request_memory_budget``; a request waits (up to ``wait_timeout``) for room, then gets a 503.
+  One request larger than the whole budget runs when it is alone (refusing it would make the
+  upload limit a lie).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from werkzeug.wsgi import ClosingIterator
+
+from edge_asr.errors import QueueFull
+from edge_asr.server.errors import error_json
+
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+READ_THREADS = 2  # handler threads only reads may use
+BUSY_RETRY = 2  # seconds a client is told to wait when every slot is taken
+
+
+class RequestSlots:
+    """WSGI middleware around the Flask app; a slot is held until the response is closed (a
+    stream holds its slot until it ends or its client leaves)."""
+
+    def __init__(self, app: Callable, threads: int):
+        self.app = app
+        self.slots = max(1, threads - READ_THREADS)
+        self._free = threading.BoundedSemaphore(self.slots)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] in READ_METHODS:
+            return self.app(environ, start_response)
+        if not self._free.acquire(blocking=False):
+            error = QueueFull(f"all {self.slots} request slots are busy; try again", retry_after=BUSY_RETRY)
+            body = error_json(error.message, error.type, error.code)
+            headers = [("Content-Type", "application/json"), ("Retry-After", str(BUSY_RETRY))]
+            start_response("503 SERVICE UNAVAILABLE", [*headers, ("Content-Length", str(len(body)))])
+            return [body]
+        try:
+            return ClosingIterator(self.app(environ, start_response), self._free.release)
+        except BaseException:
+            self._free.release()
+            raise
+
+
+class AudioBudget:
+    def __init__(self, budget: int, wait_timeout: float):
+        self.budget, self.wait_timeout = budget, wait_timeout
+        self.held = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        """Hold ``size`` bytes of the budget for the block, waiting for room up to ``wait_timeout``."""
+        deadline = time.monotonic() + self.wait_timeout
+        with self._cond:
+            while self.held and self.held + size > self.budget:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QueueFull(
+                        f"the service holds {self.held / 1e6:.0f} MB of other requests' audio and this one "
+                        f"needs {size / 1e6:.0f} MB (request_memory_budget {self.budget / 1e6:.0f} MB); try again",
+                        retry_after=5,
+                    )
+                self._cond.wait(remaining)
+            self.held += size
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held -= size
+                self._cond.notify_all()

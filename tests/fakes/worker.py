@@ -1,0 +1,71 @@
+"""A fake of ``edge_asr.engine.handle.WorkerHandle`` for driving the ModelManager without
+processes (``spawn=``): the same names, a real file descriptor as its sentinel (the monitor waits
+on it), and switches to make each step fail. The real worker runs in the service tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from typing import Any, ClassVar
+
+from edge_asr.engine.handle import WorkerDied
+
+MB = 10**6
+
+
+class FakeWorkerHandle:
+    """``FakeWorkerHandle.spawned`` lists every one made; ``fail_load``/``fail_release`` make the
+    next load or release raise what they hold."""
+
+    spawned: ClassVar[list[FakeWorkerHandle]] = []
+    fail_load: ClassVar[BaseException | None] = None
+    fail_release: ClassVar[BaseException | None] = None
+
+    def __init__(self, spec: Any, config: Any):
+        if FakeWorkerHandle.fail_load is not None:
+            raise FakeWorkerHandle.fail_load
+        self.model_id = spec.id
+        self._read, self._write = os.pipe()
+        self.killed = self.released = False
+        self.load_report: dict[str, Any] = {"rss_loaded": 100 * MB, "runtime": "fake", "providers": []}
+        FakeWorkerHandle.spawned.append(self)
+
+    pid = 424242
+
+    @property
+    def sentinel(self) -> int:
+        return self._read
+
+    def alive(self) -> bool:
+        return not self.killed
+
+    def exit_description(self) -> str:
+        return "killed by SIGKILL" if self.killed else "still running"
+
+    def silent_for(self) -> float:
+        return 0.0
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        if self.killed:
+            raise WorkerDied(f"the worker of model {self.model_id!r} died (killed by SIGKILL)")
+        return {"method": method, **kwargs}
+
+    def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
+        yield {"partial": True}
+        return self.call(method, **kwargs)
+
+    def release(self, timeout: float) -> dict[str, Any]:
+        if FakeWorkerHandle.fail_release is not None:
+            raise FakeWorkerHandle.fail_release
+        self.released = True
+        self.kill()
+        return {"rss_peak": 150 * MB, "exit": "exited with status 0"}
+
+    def abort(self, reason: str) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        """Dies: the sentinel becomes readable, as a process's does."""
+        if not self.killed:
+            self.killed = True
+            os.close(self._write)

@@ -1,0 +1,259 @@
+"""The ModelManager driven without processes (a fake worker handle, a fake clock, a fake memory
+reading): every load and unload path ends in a settled state whatever fails, the disk may be
+full, waits are bounded, work is refused at the queue bound and at shutdown."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_asr.config import Config
+from edge_asr.errors import ModelBusy, ModelLoadFailed, ModelUnavailable, QueueFull, StorageFull
+from edge_asr.events import EventLog
+from edge_asr.lifecycle import ModelManager
+from edge_asr.memory import MemoryReading, MemorySource
+from edge_asr.state import StateStore
+from tests.fakes.worker import MB, FakeWorkerHandle
+
+GB = 1000 * MB
+
+
+class FakeMemory(MemorySource):
+    """A memory source whose figure the test sets; a load takes 100 MB of it, an unload gives it back."""
+
+    name = "fake"
+
+    def __init__(self, available: int = 4 * GB):
+        super().__init__()
+        self.available = available
+        self.fail: BaseException | None = None
+
+    def read(self) -> MemoryReading:
+        return self._remember(self.measure())
+
+    def measure(self) -> MemoryReading:
+        if self.fail is not None:
+            raise self.fail
+        return MemoryReading(time=0.0, total_bytes=8 * GB, available_bytes=self.available, used_bytes=0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Config:
+    (tmp_path / "models" / "asr").mkdir(parents=True)
+    (tmp_path / "models" / "llm").mkdir()
+    (tmp_path / "models" / "asr" / "m.onnx").write_bytes(b"0" * 1000)
+    (tmp_path / "models" / "llm" / "m.onnx").write_bytes(b"0" * 1000)
+    manifest = tmp_path / "models.toml"
+    manifest.write_text(
+        '[models.asr]\ntask = "asr"\nfamily = "whisper"\nfiles = ["m.onnx"]\n'
+        '[models.llm]\ntask = "llm"\nfamily = "genai"\nfiles = ["m.onnx"]\n'
+    )
+    return Config(models_dir=tmp_path / "models", manifest=manifest, state_dir=tmp_path / "state", wait_timeout=2.0)
+
+
+@pytest.fixture
+def make(models: Config):
+    made: list[ModelManager] = []
+    FakeWorkerHandle.spawned, FakeWorkerHandle.fail_load, FakeWorkerHandle.fail_release = [], None, None
+
+    def make_manager(**overrides) -> tuple[ModelManager, FakeMemory, Clock]:
+        config = replace(models, **overrides)
+        memory, clock = FakeMemory(), Clock()
+        store, events = StateStore(config.state_dir), EventLog(config.state_dir / "events.jsonl")
+        manager = ModelManager(config, memory, store, events, spawn=FakeWorkerHandle, clock=clock)
+        made.append(manager)
+        return manager, memory, clock
+
+    yield make_manager
+    for manager in made:
+        manager.shutdown()
+    FakeWorkerHandle.fail_load = FakeWorkerHandle.fail_release = None
+
+
+def state(manager: ModelManager, model_id: str = "asr") -> str:
+    return manager.status(model_id)["state"]
+
+
+def test_a_lease_loads_calls_and_returns(make):
+    manager, _, _ = make()
+    with manager.lease("asr") as lease:
+        assert lease.call("transcribe", audio="x")["audio"] == "x"
+        assert manager.status("asr")["in_flight"] == 1
+    status = manager.status("asr")
+    assert status["state"] == "ready" and status["in_flight"] == 0 and status["footprint_bytes"] == 100 * MB
+    events = manager.events.recent()
+    assert [(e["from"], e["to"]) for e in events] == [("unloaded", "ready")]
+
+
+@pytest.mark.parametrize(
+    "failure", [RuntimeError("spawn broke"), KeyboardInterrupt(), OSError(28, "No space left on device")]
+)
+def test_any_exception_while_loading_leaves_the_model_failed_not_loading(make, failure):
+    manager, _, _ = make()
+    FakeWorkerHandle.fail_load = failure
+    with pytest.raises(type(failure)):
+        manager.load("asr")
+    status = manager.status("asr")
+    assert status["state"] == "failed" and type(failure).__name__ in status["reason"]
+    assert manager.events.recent()[-1]["to"] == "failed"
+    FakeWorkerHandle.fail_load = None
+    assert manager.load("asr")["state"] == "ready"  # the first failure is retried at once
+
+
+def test_a_memory_reading_that_fails_after_the_worker_started_kills_it(make):
+    manager, memory, _ = make()
+    calls = 0
+    real_measure = memory.measure
+
+    def measure() -> MemoryReading:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # admission, before the worker, after it
+            raise OSError("/proc/meminfo vanished")
+        return real_measure()
+
+    memory.measure = measure  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        manager.load("asr")
+    assert state(manager) == "failed" and FakeWorkerHandle.spawned[-1].killed
+    assert manager.status("asr")["worker_pid"] is None
+
+
+def test_a_release_that_raises_leaves_the_model_failed_not_unloading(make):
+    manager, _, _ = make()
+    manager.load("asr")
+    FakeWorkerHandle.fail_release = RuntimeError("pipe exploded")
+    with pytest.raises(RuntimeError):
+        manager.unload("asr")
+    assert state(manager) == "failed" and FakeWorkerHandle.spawned[-1].killed
+    FakeWorkerHandle.fail_release = None
+    assert manager.load("asr")["state"] == "ready"
+
+
+def test_a_full_disk_loses_events_and_footprints_on_disk_but_nothing_in_memory(make, models, caplog):
+    manager, _, _ = make()
+    models.state_dir.joinpath("settings").rmdir()
+    for child in models.state_dir.iterdir():
+        child.unlink()
+    models.state_dir.rmdir()
+    models.state_dir.write_text("a file where the directory was: every write fails")
+    for _ in range(3):
+        manager.load("asr")
+        manager.unload("asr")
+    assert state(manager) == "unloaded" and manager.status("asr")["footprint_bytes"] == 150 * MB
+    assert len([e for e in manager.events.recent() if e["to"] == "unloaded"]) == 3
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and "cannot write" in r.getMessage()]
+    assert sorted(r.getMessage().split(" (")[0] for r in failures) == [
+        f"cannot write events to {models.state_dir / 'events.jsonl'}",
+        f"cannot write footprints to {models.state_dir}",
+    ]  # once per kind, not at every write
+    with pytest.raises(StorageFull):
+        manager.update_settings("asr", {"priority": 3})
+    assert manager.settings("asr")["priority"] == 0  # unchanged, as the error says
+
+
+def test_keep_alive_runs_on_the_manager_clock(make):
+    manager, _, clock = make(keep_alive=300.0)
+    with manager.lease("asr"):
+        pass
+    assert manager.hibernate_expired() == clock.now + 300
+    clock.now += 299
+    manager.hibernate_expired()
+    assert state(manager) == "ready"
+    clock.now += 2
+    assert manager.hibernate_expired() is None
+    assert state(manager) == "unloaded" and manager.status("asr")["last_unload_reason"] == "idle"
+
+
+def test_the_queue_bound_refuses_at_once(make):
+    manager, _, _ = make(max_queue=1)
+    with manager.lease("asr"), manager.lease("asr"):
+        with pytest.raises(QueueFull) as refused, manager.lease("asr"):
+            pass
+        assert refused.value.retry_after
+    with manager.lease("asr"):
+        pass
+
+
+def test_unload_drains_then_unloads_and_refuses_new_leases_meanwhile(make):
+    manager, _, _ = make()
+    with pytest.raises(ModelBusy), manager.lease("asr"):
+        manager.unload("asr")
+    held, release = threading.Event(), threading.Event()
+
+    def request() -> None:
+        with manager.lease("asr"):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    held.wait(5)
+    result: dict = {}
+    unloader = threading.Thread(target=lambda: result.update(manager.unload("asr", wait=5)))
+    unloader.start()
+    threading.Event().wait(0.2)
+    assert manager.status("asr")["state"] == "ready"  # draining: waiting for the request
+    release.set()
+    thread.join()
+    unloader.join()
+    assert result["unloaded"] and state(manager) == "unloaded"
+
+
+def test_shutdown_refuses_new_work_and_releases_every_worker(make):
+    manager, _, _ = make()
+    manager.load("asr")
+    manager.load("llm")
+    manager.shutdown()
+    assert all(w.released for w in FakeWorkerHandle.spawned)
+    assert {state(manager, m) for m in ("asr", "llm")} == {"unloaded"}
+    with pytest.raises(ModelUnavailable), manager.lease("asr"):
+        pass
+
+
+def test_a_load_waits_for_the_lifecycle_lock_only_wait_timeout(make):
+    manager, _, clock = make(wait_timeout=0.3)
+    with manager._exclusive("a long load", 1):
+        with pytest.raises(ModelUnavailable, match="another model is loading"):
+            manager.load("asr")
+        clock.now += 10_000
+        assert "a long load under way" in (manager.overrun() or "")
+    assert state(manager) == "unloaded" and manager.overrun() is None
+
+
+def test_a_worker_that_dies_while_idle_fails_the_model_and_a_crashing_one_backs_off(make):
+    manager, _, clock = make(failure_backoff=30.0)
+    for expected_failures in (1, 2):
+        manager.load("asr")
+        FakeWorkerHandle.spawned[-1].kill()
+        threading.Event().wait(0.1)
+        deadline = 50
+        while state(manager) != "failed" and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert manager.status("asr")["failures"] == expected_failures
+    with pytest.raises(ModelUnavailable, match="failed 2 times in a row") as backing_off:
+        manager.load("asr")
+    assert backing_off.value.retry_after == 30
+    clock.now += 31
+    assert manager.load("asr")["state"] == "ready"
+
+
+def test_a_load_that_cannot_fit_goes_back_to_where_it_was(make):
+    manager, _, _ = make(memory_reserve=4 * GB)
+    with pytest.raises(Exception) as refused:
+        manager.load("asr")
+    assert refused.value.status == 503 and state(manager) == "unloaded"
+    assert manager.events.recent() == []  # nothing happened to the model
+    assert not isinstance(refused.value, ModelLoadFailed)
