@@ -11,13 +11,12 @@ import click
 
 from edge_asr.audio import AudioError, decode_audio
 from edge_asr.config import Config, load_config
+from edge_asr.errors import ModelNotFound
 from edge_asr.formats import RESPONSE_FORMATS, render
-from edge_asr.manifest import UnknownModelError, get_model, load_manifest
+from edge_asr.manifest import DEFAULT_MODELS, get_model, load_manifest
 from edge_asr.settings import DEFAULT_BEAM_SIZE, MAX_BEAM
 from edge_asr.trt.build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE, PRECISIONS
 from edge_asr.units import parse_size
-
-DEFAULT_ASR_MODEL = "whisper-tiny-en"
 
 
 @click.group()
@@ -140,7 +139,7 @@ def engines_list(config: Config) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", "model_id", default=DEFAULT_ASR_MODEL, show_default=True)
+@click.option("--model", "model_id", default=DEFAULT_MODELS["asr"], show_default=True)
 @click.option("--language", default=None, help="Spoken language (multilingual models).")
 @click.option("--prompt", default=None, help="Initial prompt / hotwords that bias spelling and vocabulary.")
 @click.option("--format", "fmt", type=click.Choice(RESPONSE_FORMATS), default="text", show_default=True)
@@ -158,20 +157,18 @@ def transcribe(
         spec = get_model(config, model_id)
         if spec.task != "asr":
             raise click.ClickException(f"model {model_id!r} is a {spec.task} model, not a speech model")
-        vad = get_model(config, spec.vad or "silero-vad")
-        for needed in (spec, vad):
-            if not needed.present:
-                raise click.ClickException(f"model {needed.id!r} is not prepared; run `edge-asr models prepare`")
+        if not spec.present:
+            raise click.ClickException(f"model {spec.id!r} is not prepared; run `edge-asr models prepare`")
+        vad = SileroVad.of(spec, config)
         audio = decode_audio(file)
         model = WhisperModel.open(spec, config)
         language = language or spec.settings.get("language")
         try:
             beams = beam_size or spec.settings.get("beam_size", DEFAULT_BEAM_SIZE)
-            vad_model = SileroVad(vad.directory / vad.files[0])
-            result = run(model, vad_model, audio, language=language, prompt=prompt, beam_size=beams)
+            result = run(model, vad, audio, language=language, prompt=prompt, beam_size=beams)
         finally:
             model.release()  # in order, while the CUDA context (on TensorRT) is still there
-    except (AudioError, UnknownModelError, ValueError) as e:
+    except (AudioError, ModelNotFound, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(render(result.as_dict(), fmt, language or "en"), nl=False)
 

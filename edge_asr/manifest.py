@@ -13,17 +13,12 @@ from typing import Any
 import tomli_w
 
 from edge_asr.config import Config, tomllib
+from edge_asr.errors import ModelNotFound
 from edge_asr.fsutil import atomic_write_text
 
 TASKS = ("asr", "llm", "vad")  # vad models serve inside speech models' workers
 RUNTIMES = ("onnxruntime", "tensorrt")  # tensorrt: engines from build_engines.py, else ONNX Runtime
-
-
-class UnknownModelError(KeyError):
-    """The manifest names no model with this id."""
-
-    def __str__(self) -> str:
-        return f"unknown model {self.args[0]!r}"
+DEFAULT_MODELS = {"asr": "whisper-tiny-en", "llm": "smollm2-135m-instruct"}  # when a request names none
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,7 @@ def get_model(config: Config, model_id: str) -> ModelSpec:
     try:
         return load_manifest(config)[model_id]
     except KeyError:
-        raise UnknownModelError(model_id) from None
+        raise ModelNotFound(f"the model {model_id[:200]!r} does not exist") from None
 
 
 def register_user_model(config: Config, model_id: str, entry: dict[str, Any]) -> None:

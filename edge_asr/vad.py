@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_asr.audio import SAMPLE_RATE
+from edge_asr.config import Config
+from edge_asr.manifest import ModelSpec, get_model
 from edge_asr.runtime.onnx import open_session
 
-SAMPLE_RATE = 16000
 FRAME = 512  # samples per VAD decision (32 ms)
 CONTEXT = 64  # samples of the previous frame the model sees with each frame
 STREAM_FRAMES = 938  # frames (30 s) of audio one stream runs through; streams run side by side
@@ -44,6 +46,16 @@ class Span:
 class SileroVad:
     def __init__(self, model_path: Path):
         self.session = open_session(model_path)  # all cores: each call runs a batch of streams
+
+    @classmethod
+    def of(cls, spec: ModelSpec, config: Config) -> SileroVad:
+        """The VAD the speech model ``spec`` names (manifest key ``vad``), prepared."""
+        if spec.vad is None:
+            raise ValueError(f"model {spec.id!r} names no VAD model (manifest key 'vad')")
+        vad = get_model(config, spec.vad)
+        if not vad.present:
+            raise ValueError(f"model {vad.id!r} is not prepared; run `edge-asr models prepare`")
+        return cls(vad.directory / vad.files[0])
 
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability of each 32-ms frame.

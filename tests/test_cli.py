@@ -41,7 +41,7 @@ def test_non_audio_file_is_a_clear_error(tmp_path):
 
 def test_unknown_and_wrong_task_models_are_clear_errors(clips):
     done = edge_asr("transcribe", str(clips["beckett"]), "--model", "nope")
-    assert done.returncode == 1 and "unknown model 'nope'" in done.stderr
+    assert done.returncode == 1 and "the model 'nope' does not exist" in done.stderr
     done = edge_asr("transcribe", str(clips["beckett"]), "--model", "smollm2-135m-instruct")
     assert done.returncode == 1 and "is a llm model, not a speech model" in done.stderr
 

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from edge_asr.config import BUILTIN_MANIFEST, load_config
-from edge_asr.manifest import UnknownModelError, get_model, load_manifest, register_user_model
+from edge_asr.errors import ModelNotFound
+from edge_asr.manifest import get_model, load_manifest, register_user_model
 
 WHISPER_ENTRY = {
     "task": "asr",
@@ -27,7 +28,7 @@ def test_builtin_manifest_names_the_default_models(config):
 
 
 def test_unknown_model(config):
-    with pytest.raises(UnknownModelError, match="unknown model 'nope'"):
+    with pytest.raises(ModelNotFound, match="the model 'nope' does not exist"):
         get_model(config, "nope")
 
 

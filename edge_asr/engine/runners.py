@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge_asr.config import Config
-from edge_asr.manifest import ModelSpec, get_model
+from edge_asr.manifest import ModelSpec
 from edge_asr.runtime import TimedSteps
 
 
@@ -40,10 +40,7 @@ class WhisperRunner(Runner):
         from edge_asr.vad import SileroVad
         from edge_asr.whisper.model import WhisperModel
 
-        if spec.vad is None:
-            raise ValueError(f"model {spec.id!r} names no VAD model (manifest key 'vad')")
-        vad = get_model(config, spec.vad)
-        self.vad = SileroVad(vad.directory / vad.files[0])
+        self.vad = SileroVad.of(spec, config)
         self.model = WhisperModel.open(spec, config)
 
     def describe(self) -> dict[str, Any]:

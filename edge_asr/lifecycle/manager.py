@@ -41,7 +41,7 @@ from edge_asr.lifecycle import policy
 from edge_asr.lifecycle.footprints import Footprints
 from edge_asr.lifecycle.monitor import Monitor
 from edge_asr.lifecycle.records import SETTLED, ModelRecord, State
-from edge_asr.manifest import ModelSpec, load_manifest
+from edge_asr.manifest import ModelSpec, get_model, load_manifest
 from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
 from edge_asr.units import parse_duration
@@ -85,7 +85,8 @@ class ModelManager:
         try:
             return self._records[model_id]
         except KeyError:
-            raise ModelNotFound(f"the model {model_id[:200]!r} does not exist") from None
+            get_model(self.config, model_id)  # the manifest's "does not exist"...
+            raise ModelNotFound(f"the model {model_id!r} is not served (a VAD runs inside speech models)") from None
 
     def spec(self, model_id: str) -> ModelSpec:
         return self._record(model_id).spec

@@ -11,13 +11,13 @@ from flask import Blueprint, Response, jsonify, request
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.lifecycle import Lease
+from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import MAX_BEAM, VALIDATORS, beam_size, request_keep_alive
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
-DEFAULT_ASR_MODEL = "whisper-tiny-en"
 TRUE = ("true", "1", "yes")
 
 
@@ -81,7 +81,7 @@ def transcriptions() -> Response:
     """OpenAI's transcription endpoint. Requests for one model are served one at a time by its
     worker, in arrival order (each waits for the previous: queued, not batched)."""
     form = request.form
-    model_id = form.get("model") or DEFAULT_ASR_MODEL
+    model_id = form.get("model") or DEFAULT_MODELS["asr"]
     spec = manager().spec(model_id)
     if spec.task != "asr":
         raise InvalidRequest(f"the model {model_id!r} is a {spec.task} model; it cannot transcribe audio")

@@ -25,6 +25,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.lifecycle import ModelManager
+from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
 from edge_asr.server.openai_api import TRUE, speech_options, speech_request, text_deltas
@@ -33,8 +34,8 @@ from edge_asr.settings import request_keep_alive
 
 bp = Blueprint("pipeline", __name__)
 DEFAULTS = {
-    "asr_model": "whisper-tiny-en",
-    "llm_model": "smollm2-135m-instruct",
+    "asr_model": DEFAULT_MODELS["asr"],
+    "llm_model": DEFAULT_MODELS["llm"],
     "instruction": "Summarize the following transcript in a few sentences.",
 }
 
