@@ -229,6 +229,7 @@ class Chaos:
             self.outcomes.clear()
             baseline, front_start, own_start = settled_available(), rss(service.process.pid), rss(os.getpid())
             self.state_start = shutil.disk_usage(self.state).used
+            self.meminfo_start = meminfo_kib()
             self.storm(seconds, inject=True)
             return self.settle(service, baseline, front_start, own_start)
         finally:
@@ -296,11 +297,21 @@ class Chaos:
             "available_end_vs_start_mib": round((end - baseline) / 2**20, 1),
             "bench_process_growth_mib": round(own_growth / 2**20, 1),
             "state_tmpfs_growth_mib": round(state_growth / 2**20, 1),
+            "meminfo_change_mib": {
+                key: round((value - self.meminfo_start[key]) / 1024, 1) for key, value in meminfo_kib().items()
+            },
             "service_memory_not_returned_mib": round(service_loss / 2**20, 1),
             "front_rss_start_mib": round(front_start / 2**20, 1),
             "front_rss_end_mib": round(rss(service.process.pid) / 2**20, 1),
             "violations": self.broken,
         }
+
+
+def meminfo_kib() -> dict[str, int]:
+    """The kernel's accounts that say where memory went (/proc/meminfo, kB)."""
+    keys = ("MemFree", "MemAvailable", "Cached", "AnonPages", "Shmem", "SReclaimable", "SUnreclaim", "PageTables")
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return {key: int(fields[key].split()[0]) for key in keys}
 
 
 def rss(pid: int) -> int:

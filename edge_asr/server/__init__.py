@@ -1,5 +1,5 @@
-"""The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, audio) and ``chat``
-under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
+"""The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, transcription),
+``chat`` and ``speech`` under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
 (``/api/pipeline``) and ``metrics`` (``/metrics``), in front of one ModelManager and its Supervisor.
 ``auth`` checks the API key on every request; ``admission`` bounds what the front process takes on."""
 
@@ -10,7 +10,7 @@ from flask import Flask
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
 from edge_asr.metrics import Metrics
-from edge_asr.server import auth, chat, errors, management, metrics, openai_api, pipeline
+from edge_asr.server import auth, chat, errors, management, metrics, openai_api, pipeline, speech
 from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.supervisor import Supervisor
 
@@ -31,6 +31,7 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     auth.register(app)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(speech.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(pipeline.bp)
     app.register_blueprint(metrics.bp)
