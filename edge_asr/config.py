@@ -19,8 +19,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Jetson JetPack 6 ships Python 3.10
     import tomli as tomllib
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILTIN_MANIFEST = REPO_ROOT / "engines" / "models.toml"
+# engines/models.toml, reached through the package (edge_asr/models.toml links to it, and a wheel
+# carries its content), so an installed wheel serves the same models as a checkout.
+BUILTIN_MANIFEST = Path(__file__).resolve().parent / "models.toml"
 MEMORY_SOURCES = ("auto", "tegrastats", "jtop", "meminfo")
 
 

@@ -21,9 +21,12 @@ pip_quiet() {  # pip's own output only when it fails
 if [ ! -f "$VENV/.complete" ]; then
   echo "[env] creating $VENV" >&2
   rm -rf "$VENV"
-  "$PYTHON" -m venv "$VENV"
-  pip_quiet install -e "$REPO[test,bench]"
-  touch "$VENV/.complete"
+  # marked complete only when every step worked, whether or not the caller runs with `set -e`
+  if ! { "$PYTHON" -m venv "$VENV" && pip_quiet install -e "$REPO[test,bench]" && touch "$VENV/.complete"; }; then
+    echo "[env] could not create $VENV" >&2
+    rm -rf "$VENV"
+    return 1 2>/dev/null || exit 1
+  fi
 fi
 # Clones with the same dependencies share the venv: point its editable install at this checkout.
 if [ "$("$VENV/bin/python" -I -c 'import edge_asr, pathlib; print(pathlib.Path(edge_asr.__file__).parent.parent)' 2>/dev/null)" != "$REPO" ]; then

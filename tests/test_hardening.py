@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,8 +124,24 @@ def test_16_clients_uploading_96_mb_at_once_stay_in_bounded_memory(tmp_path, whi
                 time.monotonic() - start,
             )
 
+        health: list[int] = []
+
+        def probe() -> None:  # reads keep their own threads: /healthz answers while uploads fill the rest
+            while len(health) < 1000 and not done.is_set():
+                try:
+                    health.append(requests.get(svc.url + "/healthz", timeout=5).status_code)
+                except requests.RequestException:
+                    health.append(0)  # no answer within 5 s
+                time.sleep(0.5)
+
+        done = threading.Event()
+        prober = threading.Thread(target=probe)
+        prober.start()
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(upload, range(16)))
+        done.set()
+        prober.join()
+        assert len(health) > 10 and set(health) == {200}
         assert all(seconds < 180 for *_, seconds in answers), answers
         assert {status for status, *_ in answers} <= {200, 503}, answers
         served = [text for status, text, *_ in answers if status == 200]
