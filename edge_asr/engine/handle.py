@@ -169,6 +169,8 @@ class WorkerHandle:
             if not self.process.is_alive():
                 raise self._died()
         try:
+            if self._conn.closed:  # killed while this call queued
+                raise self._died()
             yield
         finally:
             self._lock.release()
@@ -189,6 +191,7 @@ class WorkerHandle:
                 report["error"] = str(e)
             report["exit"] = describe_exit(self._join(timeout))
             self.kill()
+            self._conn.close()  # this call holds the pipe, so kill() left it open
         finally:
             self._lock.release()
         return report
@@ -200,14 +203,20 @@ class WorkerHandle:
         self.process.kill()
 
     def kill(self) -> None:
-        """Make sure the process is gone and reaped and the pipe closed (no zombies, no leaked fds)."""
+        """Make sure the process is gone and reaped and the pipe closed (no zombies, no leaked fds).
+        The pipe is closed only between calls: a call that holds it (one queued behind the call
+        that died may just have started) finds the process dead, and its own ``kill`` closes it."""
         if self._conn.closed:
             return
         with self._reaping:
             if self.process.is_alive():
                 self.process.kill()
             self.process.join(KILL_GRACE)
-        self._conn.close()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._conn.close()
+            finally:
+                self._lock.release()
 
     def _died(self) -> WorkerDied:
         why = self._kill_reason or describe_exit(self._join(1))
