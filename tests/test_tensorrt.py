@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_asr.config import REPO_ROOT, Config
+from edge_asr.config import Config
 from edge_asr.manifest import get_model
 from edge_asr.trt import engine_set
 from edge_asr.trt.build import BuildError, build_engines, profile_shapes
@@ -28,6 +28,8 @@ from edge_asr.whisper.graphs import OnnxWhisperGraphs, open_graphs
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
 from tests.service import Service
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FAKES = Path(__file__).parent / "fakes"
 RELEASE_ORDER = [

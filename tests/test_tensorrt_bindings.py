@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from edge_asr.config import REPO_ROOT, Config
+from edge_asr.config import Config
 from tests.real_tensorrt import BINDINGS, bindings_env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("version", sorted(BINDINGS))
