@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_asr.config import Config
@@ -25,13 +26,20 @@ REQUIREMENTS = HERE / "requirements.txt"
 CONVERT = HERE / "convert"
 STAMP = "recipe.json"
 
-# Which conversion modules each recipe runs; their source is part of the recipe hash.
-RECIPE_MODULES = {
-    "whisper-ct2": ("ct2", "whisper_from_ct2", "whisper_to_onnx"),
-    "whisper-hf": ("whisper_to_onnx",),
-    "llm-gguf": ("llm_from_gguf",),
-    "llm-hf": (),
-    "wheel-file": (),
+
+@dataclass(frozen=True)
+class Recipe:
+    modules: tuple[str, ...]  # the conversion modules it runs; their source is part of its hash
+    steps: int  # the numbered steps it prints, the conversion environment's included
+    from_package: bool  # its weights come in a pip package (else from a folder on disk)
+
+
+RECIPES = {
+    "whisper-ct2": Recipe(("ct2", "whisper_from_ct2", "whisper_to_onnx"), 4, True),
+    "whisper-hf": Recipe(("whisper_to_onnx",), 2, False),
+    "llm-gguf": Recipe(("llm_from_gguf",), 4, True),
+    "llm-hf": Recipe((), 2, False),
+    "wheel-file": Recipe((), 2, True),
 }
 # What `models import TASK` makes of a Hugging Face folder, and its manifest entry.
 IMPORTS = {
@@ -67,7 +75,7 @@ def _sha256(*parts: bytes) -> str:
 
 
 def recipe_hash(recipe: dict) -> str:
-    modules = RECIPE_MODULES[recipe["recipe"]]
+    modules = RECIPES[recipe["recipe"]].modules
     sources = [(CONVERT / f"{m}.py").read_bytes() for m in modules]
     return _sha256(json.dumps(recipe, sort_keys=True).encode(), REQUIREMENTS.read_bytes(), *sources)
 
@@ -139,7 +147,7 @@ def _run(cmd: list[str], logfile: Path, env: dict[str, str] | None = None) -> No
 
 def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: Steps) -> None:
     kind = recipe["recipe"]
-    if kind in ("whisper-ct2", "llm-gguf", "wheel-file"):
+    if RECIPES[kind].from_package:
         step(
             f"download {recipe['package']}",
             lambda: env.fetch(recipe["package"], work / "pkg"),
@@ -192,9 +200,6 @@ def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Pat
         )
 
 
-_STEPS = {"whisper-ct2": 4, "whisper-hf": 2, "llm-gguf": 4, "llm-hf": 2, "wheel-file": 2}  # incl. the environment step
-
-
 def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | tuple[str, ...]) -> Path:
     """Run ``recipe`` into ``<models_dir>/<model_id>``, replacing what was there only on success."""
     models = config.models_path
@@ -208,7 +213,7 @@ def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | 
         logfile = models / f"{model_id}.prepare.log"
         logfile.write_text("")
         env = ConversionEnv(config)
-        step = Steps(model_id, _STEPS[recipe["recipe"]], PrepareError)
+        step = Steps(model_id, RECIPES[recipe["recipe"]].steps, PrepareError)
         step("conversion environment", lambda: env.ensure(logfile))
         _build(env, recipe, work, out, logfile, step)
         missing = [f for f in files if not (out / f).is_file()]
