@@ -1,20 +1,24 @@
-"""``POST /api/pipeline``: audio in, transcript and the LLM's work on it out.
+"""``POST /api/pipeline``: audio in, transcript and the LLM's work on it out, and with
+``speak=true`` that work spoken by a voice.
 
-The two steps take their models in turn through the manager: when both do not fit (the memory
-reserve or budget), admission unloads the idle speech model before the LLM loads, and the reply
-lists the lifecycle events the request caused. With ``stream=true`` the same steps arrive as
-server-sent events while they happen:
+The steps take their models in turn through the manager: when they do not fit together (the
+memory reserve or budget), admission unloads the idle model of the step before the next loads,
+and the reply lists the lifecycle events the request caused. With ``stream=true`` the same steps
+arrive as server-sent events while they happen:
 
     {"type": "pipeline.stage", "stage": "transcribing", "model": ...}
     {"type": "transcript.text.delta", "delta": ...}          one per segment
-    {"type": "pipeline.stage", "stage": "swapping", "model": ...}    only when the LLM must load
+    {"type": "pipeline.stage", "stage": "swapping", "model": ...}    when the next model must load
     {"type": "pipeline.stage", "stage": "generating", "model": ...}
     {"type": "output.text.delta", "delta": ...}              as tokens are generated
+    {"type": "pipeline.stage", "stage": "speaking", "model": ...}    with speak=true
+    {"type": "output.audio.delta", "delta": <base64 16-bit PCM>}     a sentence at a time
     {"type": "pipeline.done", ...the JSON reply without stream}
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack, closing
@@ -29,8 +33,10 @@ from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
 from edge_asr.server.openai_api import TRUE, speech_options, speech_request, text_deltas
+from edge_asr.server.speech import requested_voice
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import request_keep_alive
+from edge_asr.speech import MAX_INPUT_CHARS, Voice, encode
 
 bp = Blueprint("pipeline", __name__)
 DEFAULTS = {
@@ -52,11 +58,13 @@ def pipeline() -> Response:
         raise InvalidRequest("max_tokens must be an integer") from None
     if max_tokens < 1:
         raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens}")
+    speak = request.form.get("speak", "false").lower() in TRUE
     options = {
         **form,
         "max_tokens": max_tokens,
         "speech": speech_request(request.form),
-        "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for both models
+        "voice": requested_voice(request.form.get("tts_model"), request.form.get("voice")) if speak else None,
+        "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for every model
     }
     with ExitStack() as holds:
         steps = _steps(manager(), uploaded_audio(holds), **options)
@@ -84,6 +92,7 @@ def _steps(
     instruction: str,
     max_tokens: int,
     speech: dict[str, Any],
+    voice: Voice | None,
     keep_alive: float | None,
 ) -> Generator[dict[str, Any], None, None]:
     """The pipeline as it happens: progress events, the last one ``pipeline.done`` with the whole
@@ -103,15 +112,43 @@ def _steps(
         chat = lease.stream("chat", messages=messages, max_tokens=max_tokens, temperature=0.0)
         answer = yield from relay(chat, lambda part: [{"type": "output.text.delta", "delta": part["delta"]}])
     done = time.monotonic()
+    timings = {
+        "transcribe_s": round(transcribed - start, 3),
+        "swap_s": round(loaded - transcribed, 3),
+        "generate_s": round(done - loaded, 3),
+    }
+    spoken = None
+    if voice is not None:
+        spoken = yield from _speak(manager, voice, answer["text"], keep_alive, timings)
     yield {
         "type": "pipeline.done",
         "transcript": {"text": transcript["text"], "duration": transcript["duration"]},
         "output": answer["text"],
         "finish_reason": answer["finish_reason"],
-        "timings": {
-            "transcribe_s": round(transcribed - start, 3),
-            "swap_s": round(loaded - transcribed, 3),
-            "generate_s": round(done - loaded, 3),
-        },
+        **({"audio": spoken} if spoken is not None else {}),
+        "timings": timings,
         "events": manager.events.recent(since),
     }
+
+
+def _speak(
+    manager: ModelManager, voice: Voice, text: str, keep_alive: float | None, timings: dict[str, float]
+) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    """The LLM's text spoken (its first 4096 characters, as /v1/audio/speech takes): audio deltas
+    as each sentence is made; returns the whole as a base64 WAV. Adds its swap and speak times."""
+    start = time.monotonic()
+    if manager.status(voice.model)["state"] != "ready":
+        yield {"type": "pipeline.stage", "stage": "swapping", "model": voice.model}
+    parts: list[bytes] = []
+
+    def delta(part: dict[str, bytes]) -> list[dict[str, str]]:
+        parts.append(part["audio"])
+        return [{"type": "output.audio.delta", "delta": base64.b64encode(part["audio"]).decode()}]
+
+    with manager.lease(voice.model, keep_alive) as lease:
+        loaded = time.monotonic()
+        yield {"type": "pipeline.stage", "stage": "speaking", "model": voice.model}
+        spoken = yield from relay(lease.stream("speak", text=text[:MAX_INPUT_CHARS] or " "), delta)
+    timings |= {"speech_swap_s": round(loaded - start, 3), "speak_s": round(time.monotonic() - loaded, 3)}
+    wav = encode(np.frombuffer(b"".join(parts), "<i2"), spoken["sample_rate"], "wav")
+    return {"format": "wav", "sample_rate": spoken["sample_rate"], "data": base64.b64encode(wav).decode()}

@@ -29,6 +29,7 @@ from edge_asr.speech import (
     MIME_TYPES,
     SPEEDS,
     STREAMED,
+    Voice,
     encode,
     streaming_wav_header,
     voice_of,
@@ -43,7 +44,22 @@ def list_voices() -> Response:
     return jsonify({"voices": [voice_of(s).as_dict() for s in specs]})
 
 
-def speech_request(body: dict[str, Any]) -> dict[str, Any]:
+def requested_voice(model_id: Any, voice: Any) -> Voice:
+    """The voice a request names (its TTS model, default ``piper-joe-en``), checked before any
+    model loads: another task's model, or a voice the model does not have, is a 400."""
+    model_id = model_id or DEFAULT_MODELS["tts"]
+    if not isinstance(model_id, str):
+        raise InvalidRequest("model must be a string")
+    spec = manager().spec(model_id)
+    if spec.task != "tts":
+        raise InvalidRequest(f"the model {model_id!r} is a {spec.task} model; it cannot speak")
+    named = voice_of(spec)
+    if voice not in (None, "", named.id):
+        raise InvalidRequest(f"the model {model_id!r} has the voice {named.id!r} only, not {voice!r}")
+    return named
+
+
+def synthesis_request(body: dict[str, Any]) -> dict[str, Any]:
     """The request's text and options, checked before any model loads."""
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
@@ -67,21 +83,13 @@ def speech() -> Response:
     body = json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    model_id = body.get("model") or DEFAULT_MODELS["tts"]
-    if not isinstance(model_id, str):
-        raise InvalidRequest("model must be a string")
-    spec = manager().spec(model_id)
-    if spec.task != "tts":
-        raise InvalidRequest(f"the model {model_id!r} is a {spec.task} model; it cannot speak")
-    voice = voice_of(spec)
-    if body.get("voice") not in (None, voice.id):
-        raise InvalidRequest(f"the model {model_id!r} has the voice {voice.id!r} only, not {body.get('voice')!r}")
-    request = speech_request(body)
+    voice = requested_voice(body.get("model"), body.get("voice"))
+    request = synthesis_request(body)
     keep_alive = request_keep_alive(body.get("keep_alive"))
     options = {"text": request["text"], "speed": request["speed"]}
     fmt = request["response_format"]
     with ExitStack() as holds:
-        lease = holds.enter_context(manager().lease(model_id, keep_alive))
+        lease = holds.enter_context(manager().lease(voice.model, keep_alive))
         if request["sse"]:
             return stream_response(_sse(lease, options), holds.pop_all())
         if fmt in STREAMED:
