@@ -47,7 +47,6 @@ MODELS = (ASR, LLM)
 STALL_S, WAIT_S, LOAD_S, UNLOAD_S = 4, 10, 30, 5
 REQUEST_BOUND_S = 2 * WAIT_S + LOAD_S + STALL_S + 30  # audio and lock waits, a load it does, a stall, the work
 STUCK_BOUND_S = LOAD_S + UNLOAD_S * len(MODELS) + WAIT_S  # a load with its evictions
-MEMORY_TOLERANCE = 16 * 2**20
 
 
 def wav(samples: np.ndarray) -> bytes:
@@ -57,8 +56,9 @@ def wav(samples: np.ndarray) -> bytes:
 
 
 class Chaos:
-    def __init__(self, root: Path, clients: int, seed: int):
+    def __init__(self, root: Path, clients: int, seed: int, memory_tolerance_mib: float):
         self.root, self.clients, self.rng = root, clients, random.Random(seed)
+        self.memory_tolerance = memory_tolerance_mib * 2**20
         clips = sample_clips(load_config())
         speech = {name: decode_audio(path) for name, path in clips.items()}
         self.short = clips["beckett"].read_bytes()
@@ -282,7 +282,7 @@ class Chaos:
         own_growth = rss(os.getpid()) - own_start
         state_growth = shutil.disk_usage(self.state).used - self.state_start  # a tmpfs: memory too (the events)
         service_loss = baseline - end - own_growth - state_growth
-        if service_loss > MEMORY_TOLERANCE:
+        if service_loss > self.memory_tolerance:
             self.violation(f"the service holds {service_loss / 2**20:.0f} MiB more than at the start")
         codes = Counter()
         for key, n in self.outcomes.items():
@@ -334,9 +334,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=20)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--memory-tolerance-mib", type=float, default=16, help="memory the service may keep at the end (16 MiB)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-asr-chaos-") as root:
-        chaos = Chaos(Path(root), args.clients, args.seed)
+        chaos = Chaos(Path(root), args.clients, args.seed, args.memory_tolerance_mib)
         result = chaos.run(args.seconds, args.warmup)
         if result["violations"]:
             kept = Path(tempfile.gettempdir()) / "edge-asr-chaos-service.log"
