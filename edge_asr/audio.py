@@ -14,7 +14,8 @@ import numpy as np
 import soundfile
 import soxr
 
-SAMPLE_RATE = 16000
+from edge_asr.whisper.features import SAMPLE_RATE
+
 MAX_SAMPLE_RATE = 768_000  # the highest rate libsndfile writes; anything above is a corrupt header
 MAX_CHANNELS = 32  # more is not a speech recording (and 64 channels of an hour would be 15 GB)
 MIN_SECONDS = 0.1  # Whisper needs a syllable; shorter input is a mistake

@@ -7,7 +7,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from edge_asr.audio import SAMPLE_RATE
+# The rate every speech model here takes (audio.py decodes to it). Defined here, not in audio.py:
+# this module also runs in the conversion environment, which has numpy but not soundfile.
+SAMPLE_RATE = 16000
 
 N_FFT = 400
 HOP_LENGTH = 160
