@@ -40,7 +40,7 @@ from edge_asr.config import load_config
 from edge_asr.memory import trim_heap
 from edge_asr.samples import sample_clips
 from tests.fakes.tegrastats_feed import RECORDED, pressure_env, replay, under_pressure
-from tests.service import Service, children, settled_available
+from tests.service import Service, children, fill, settled_available
 
 ASR, LLM = "whisper-tiny-en", "smollm2-135m-instruct"
 MODELS = (ASR, LLM)
@@ -174,7 +174,6 @@ class Chaos:
     # -- the injector and the watch ------------------------------------------------------------
 
     def inject(self) -> None:
-        filler = self.state / "filler"
         while not self.stop.wait(self.rng.uniform(1.0, 3.0)):
             action = self.rng.choice(["kill", "freeze", "pressure", "disk"])
             workers = self.service.workers()
@@ -189,16 +188,10 @@ class Chaos:
                 self.stop.wait(2)
                 replay(self.feed, RECORDED)
             elif action == "disk":
-                with open(filler, "wb", buffering=0) as f:
-                    try:
-                        while True:
-                            f.write(b"\0" * 65536)
-                    except OSError:
-                        pass
+                filler = fill(self.state)
                 self.stop.wait(self.rng.uniform(2, 6))
                 filler.unlink(missing_ok=True)
         replay(self.feed, RECORDED)
-        filler.unlink(missing_ok=True)
 
     def watch(self) -> None:
         while not self.stop.wait(0.5):

@@ -54,6 +54,19 @@ def settled_available(timeout: float = 60) -> int:
     return previous
 
 
+def fill(directory: Path) -> Path:
+    """Fill the file system of ``directory`` (a small tmpfs) up to the last byte; the filler file,
+    to delete when it is to have room again."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: no flush at close to fail
+        try:
+            while True:
+                f.write(b"\0" * 65536)  # a short write takes the rest; the next one raises ENOSPC
+        except OSError:
+            pass
+    return filler
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import soundfile
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import Service, wait_for
+from tests.service import Service, fill, wait_for
 
 ASR = "whisper-tiny-en"
 KEYS = ("edge-key-7f3a9c", "edge-key-b21e05")
@@ -191,17 +191,6 @@ def full_state_dir(tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], check=True)
     yield state
     subprocess.run(["umount", "-l", str(state)], check=True)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_state_directory_stops_no_model(full_state_dir, whisper_spec, clips):

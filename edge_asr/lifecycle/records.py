@@ -64,11 +64,7 @@ class ModelRecord:
         if to not in MOVES[self.state]:
             raise IllegalMove(f"model {self.spec.id}: {self.state.value} -> {to.value} is not a lifecycle move")
         origin = self.state if self.state in SETTLED else self.origin
-        self.state, self.reason = to, reason
-        if to in SETTLED:
-            self.origin = to
-        else:
-            self.origin = origin
+        self.state, self.reason, self.origin = to, reason, to if to in SETTLED else origin
         return origin
 
     def drop_worker(self, why: str, now: float) -> None:
