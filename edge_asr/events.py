@@ -1,5 +1,6 @@
-"""Lifecycle events: one JSON line per settled model state change, appended to ``events.jsonl``
-in the state directory, logged, and kept in memory for ``GET /api/events``.
+"""Lifecycle events: one JSON line per settled model state change (and per thing a ready model
+found while serving, such as a detected language: from and to ``ready``), appended to
+``events.jsonl`` in the state directory, logged, and kept in memory for ``GET /api/events``.
 
 The file rotates (``events.jsonl.1`` ... ``.3``, at ``MAX_FILE_BYTES`` each) so months on a shelf
 do not fill the disk; a write that fails (a full disk) is logged once and the event still reaches

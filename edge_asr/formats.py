@@ -1,13 +1,15 @@
 """Transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json.
 
-A transcript here is the dict a speech runner returns: ``text``, ``duration`` and ``segments``
+A transcript here is the dict a speech runner returns: ``text``, ``duration``, ``segments``
 (each ``id, start, end, text, tokens, temperature, avg_logprob, compression_ratio,
-no_speech_prob``)."""
+no_speech_prob``), ``language`` (a code) and ``language_probability`` (None unless detected)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from edge_asr.whisper.languages import LANGUAGE_NAMES
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 MIME_TYPES = {
@@ -17,7 +19,6 @@ MIME_TYPES = {
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
 }
-LANGUAGE_NAMES = {"en": "english"}  # OpenAI names the language in verbose_json
 
 
 def _clock(seconds: float, decimal: str) -> str:
@@ -41,18 +42,23 @@ def vtt(transcript: dict[str, Any]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def verbose_json(transcript: dict[str, Any], language: str) -> dict[str, Any]:
+def verbose_json(transcript: dict[str, Any], task: str) -> dict[str, Any]:
+    """OpenAI's verbose form; ``language_probability`` (an extension, as faster-whisper reports it)
+    says how sure the detection was, and is absent when the language was given."""
     segments = [{"seek": 0, **s} for s in transcript["segments"]]
+    language = transcript["language"]
+    detected = transcript["language_probability"]
     return {
-        "task": "transcribe",
+        "task": task,
         "language": LANGUAGE_NAMES.get(language, language),
+        **({"language_probability": round(detected, 4)} if detected is not None else {}),
         "duration": round(transcript["duration"], 3),
         "text": transcript["text"],
         "segments": segments,
     }
 
 
-def render(transcript: dict[str, Any], response_format: str, language: str = "en") -> str:
+def render(transcript: dict[str, Any], response_format: str, task: str = "transcribe") -> str:
     """The response body for ``response_format`` (one of ``RESPONSE_FORMATS``)."""
     if response_format == "text":
         return transcript["text"] + "\n"
@@ -61,6 +67,6 @@ def render(transcript: dict[str, Any], response_format: str, language: str = "en
     if response_format == "vtt":
         return vtt(transcript)
     if response_format == "verbose_json":
-        return json.dumps(verbose_json(transcript, language))
+        return json.dumps(verbose_json(transcript, task))
     usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
     return json.dumps({"text": transcript["text"], "usage": usage})

@@ -31,6 +31,9 @@ class Metrics:
         self.failures = Counter(
             "edge_asr_model_failures", "Failed loads and crashes", ["model"], registry=self.registry
         )
+        self.languages = Counter(
+            "edge_asr_languages_detected", "Languages detected in speech", ["model", "language"], registry=self.registry
+        )
         self.load_seconds = Histogram(
             "edge_asr_model_load_seconds", "Load duration", ["model"], buckets=LIFECYCLE_BUCKETS, registry=self.registry
         )
@@ -61,7 +64,10 @@ class Metrics:
 
     def observe_event(self, event: dict[str, Any]) -> None:
         model, reason = event["model"], event["reason"]
-        if event["to"] == State.READY.value:
+        if event["from"] == event["to"]:  # not a move: something the model found while serving
+            if reason == "language detected":
+                self.languages.labels(model, event["language"]).inc()
+        elif event["to"] == State.READY.value:
             self.loads.labels(model, reason).inc()
             self.load_seconds.labels(model).observe(event["duration_s"])
         elif event["to"] == State.UNLOADED.value:

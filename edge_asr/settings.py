@@ -11,6 +11,7 @@ from typing import Any
 from edge_asr.errors import InvalidRequest
 from edge_asr.manifest import ModelSpec
 from edge_asr.units import parse_duration
+from edge_asr.whisper.languages import model_languages
 
 ASR_ONLY = {"language", "prompt", "beam_size", "condition_on_previous_text"}
 MAX_BEAM = 5  # also the most sequences TensorRT engines are built to decode at once (--max-batch)
@@ -74,6 +75,20 @@ VALIDATORS = {
 }
 
 
+def check_speech(spec: ModelSpec, language: str | None, task: str = "transcribe") -> None:
+    """Refuse (400) a language or a task the speech model cannot do, before it loads: an
+    English-only model transcribes English only, a multilingual one the languages it knows."""
+    known = model_languages(spec.directory)
+    if known is None:  # not prepared: loading it says so
+        return
+    if not known and (task == "translate" or language not in (None, "en")):
+        wanted = "translate" if task == "translate" else f"transcribe {language!r}"
+        raise InvalidRequest(f"the model {spec.id!r} is English-only; it cannot {wanted} (a multilingual model can)")
+    if known and language is not None and language not in known:
+        known_list = ", ".join(sorted(known))
+        raise InvalidRequest(f"the model {spec.id!r} does not know the language {language!r}; it knows {known_list}")
+
+
 def defaults(spec: ModelSpec, keep_alive: float) -> dict[str, Any]:
     """The manifest's settings for ``spec``; ``keep_alive`` is the configuration's default."""
     base: dict[str, Any] = {"keep_alive": spec.keep_alive or keep_alive, "priority": spec.priority, "pinned": False}
@@ -98,4 +113,6 @@ def merge(spec: ModelSpec, stored: dict[str, Any], patch: dict[str, Any]) -> dic
             updated[key] = VALIDATORS[key](value)
         except ValueError as e:
             raise InvalidRequest(f"setting {key!r}: {e}") from None
+        if key == "language":
+            check_speech(spec, value)
     return updated

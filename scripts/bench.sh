@@ -12,8 +12,8 @@ for name in "${names[@]}"; do
   if [ "$name" = llm ] && ! python -c "import llama_cpp" 2>/dev/null; then
     python -m pip install --progress-bar off -e ".[bench-llm]"
   fi
-  if [ "$name" = transcription ] && ! command -v espeak-ng >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -q espeak-ng >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null; }
+  if [ "$name" = transcription ]; then
+    debian_packages espeak-ng:espeak-ng
   fi
   echo "== bench.$name"
   python -m "bench.$name"

@@ -33,3 +33,17 @@ if [ "$("$VENV/bin/python" -I -c 'import edge_asr, pathlib; print(pathlib.Path(e
   pip_quiet install --no-deps -e "$REPO"
 fi
 export PATH="$VENV/bin:$PATH"
+
+# Debian packages the tests and benchmarks use (espeak-ng's voices, a browser): `debian_packages
+# COMMAND:PACKAGE ...` installs those whose command is missing, as root (CI runs as root).
+debian_packages() {
+  local missing=() pair
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "[env] missing Debian packages: ${missing[*]}; install them (apt-get install) or run as root" >&2
+    return 1
+  fi
+  echo "[env] apt-get install ${missing[*]}" >&2
+  { apt-get install -y -q "${missing[@]}" || { apt-get update -q && apt-get install -y -q "${missing[@]}"; }; } >/dev/null 2>&1
+}

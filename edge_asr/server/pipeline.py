@@ -32,7 +32,7 @@ from edge_asr.lifecycle import ModelManager
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import manager
-from edge_asr.server.openai_api import TRUE, speech_options, speech_request, text_deltas
+from edge_asr.server.openai_api import TRUE, detected, speech_options, speech_request, text_deltas
 from edge_asr.server.speech import requested_voice
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import request_keep_alive
@@ -62,7 +62,7 @@ def pipeline() -> Response:
     options = {
         **form,
         "max_tokens": max_tokens,
-        "speech": speech_request(request.form),
+        "speech": speech_options(manager().spec(form["asr_model"]), speech_request(request.form)),
         "voice": requested_voice(request.form.get("tts_model"), request.form.get("voice")) if speak else None,
         "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for every model
     }
@@ -100,8 +100,8 @@ def _steps(
     since, start = time.time(), time.monotonic()
     yield {"type": "pipeline.stage", "stage": "transcribing", "model": asr_model}
     with manager.lease(asr_model, keep_alive) as lease:
-        options = {"audio": audio, **speech_options(speech, lease.settings)}
-        transcript = yield from relay(lease.stream("transcribe", **options), text_deltas())
+        transcript = yield from relay(lease.stream("transcribe", audio=audio, **speech), text_deltas())
+        detected(lease, transcript)
     transcribed = time.monotonic()
     if manager.status(llm_model)["state"] != "ready":
         yield {"type": "pipeline.stage", "stage": "swapping", "model": llm_model}
@@ -122,7 +122,7 @@ def _steps(
         spoken = yield from _speak(manager, voice, answer["text"], keep_alive, timings)
     yield {
         "type": "pipeline.done",
-        "transcript": {"text": transcript["text"], "duration": transcript["duration"]},
+        "transcript": {k: transcript[k] for k in ("text", "duration", "language", "language_probability")},
         "output": answer["text"],
         "finish_reason": answer["finish_reason"],
         **({"audio": spoken} if spoken is not None else {}),

@@ -66,6 +66,15 @@ class WhisperModel:
         """The cross-attention keys and values of one window (at most 30 s) of audio."""
         return self.graphs.encode(log_mel_spectrogram(audio, self.n_mels)[None])
 
+    def detect_language(self, encoded: Any) -> tuple[str, float]:
+        """The window's language and its probability, as the reference implementation detects it:
+        the decoder's distribution over the language tokens right after ``<|startoftranscript|>``."""
+        codes, ids = zip(*self.tokenizer.languages.items(), strict=True)
+        logits, _ = self.graphs.decode(np.array([[self.tokenizer.special["sot"]]], np.int64), None, encoded)
+        logprobs = log_softmax(logits[0, list(ids)].astype(np.float64))
+        best = int(np.argmax(logprobs))
+        return codes[best], float(np.exp(logprobs[best]))
+
     def decode(
         self,
         encoded: Any,

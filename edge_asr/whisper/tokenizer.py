@@ -15,21 +15,29 @@ class WhisperTokenizer:
         self.languages = languages
         self.eot = special["eot"]
 
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.languages)
+
     def prompt(
         self,
         language: str | None = None,
         previous_text: str | None = None,
         timestamps: bool = True,
         max_previous: int = 223,
+        task: str = "transcribe",
     ) -> list[int]:
-        """The decoder's start sequence for transcription.
+        """The decoder's start sequence.
 
-        English-only models take ``<|startoftranscript|>``; multilingual ones also a language and
-        the task; without timestamps, ``<|notimestamps|>`` ends it. ``previous_text`` (the user's
-        prompt or hotwords) goes before, after ``<|startofprev|>``, as in the reference
-        implementation: it biases spelling and vocabulary. Only its last ``max_previous`` tokens
-        are kept.
+        English-only models take ``<|startoftranscript|>`` and only transcribe English;
+        multilingual ones also the language (English when None) and the task (``transcribe``, or
+        ``translate``: to English); without timestamps, ``<|notimestamps|>`` ends it.
+        ``previous_text`` (the user's prompt or hotwords) goes before, after ``<|startofprev|>``,
+        as in the reference implementation: it biases spelling and vocabulary. Only its last
+        ``max_previous`` tokens are kept.
         """
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be transcribe or translate, not {task!r}")
         tokens = []
         if previous_text and previous_text.strip():
             text_tokens = self._tokenizer.encode(" " + previous_text.strip(), add_special_tokens=False).ids
@@ -39,9 +47,11 @@ class WhisperTokenizer:
             code = language or "en"
             if code not in self.languages:
                 raise ValueError(f"unsupported language {code!r}")
-            tokens += [self.languages[code], self.special["transcribe"]]
+            tokens += [self.languages[code], self.special[task]]
         elif language not in (None, "en"):
             raise ValueError(f"this model is English-only; language {language!r} is not available")
+        elif task == "translate":
+            raise ValueError("this model is English-only; it cannot translate")
         return tokens if timestamps else [*tokens, self.special["no_timestamps"]]
 
     def decode(self, tokens: list[int]) -> str:

@@ -17,12 +17,16 @@ temperatures with the best of ``best_of`` samples, and a window the model believ
 is decoded after the same initial prompt (the user's prompt or hotwords), so one error cannot
 propagate; ``condition_on_previous_text`` adds the previous windows' text, as the reference does.
 Memory per request is the decoded PCM plus one window's work, whatever the length.
+
+A multilingual model told no language detects it on the first window of speech, as the reference
+does, and decodes every window in it; ``task="translate"`` decodes into English.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,18 +61,31 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Language:
+    code: str  # "en", "de", ...
+    probability: float | None = None  # how sure the detection was; None when the language was given
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     duration: float  # seconds of audio
     segments: list[Segment]
+    language: Language
 
     @classmethod
-    def of(cls, segments: list[Segment], audio: np.ndarray) -> Transcript:
-        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments)
+    def of(cls, segments: list[Segment], audio: np.ndarray, language: Language) -> Transcript:
+        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments, language)
 
     def as_dict(self) -> dict:
         """The form the formats (``edge_asr.formats``) and the worker protocol use."""
-        return {"text": self.text, "duration": self.duration, "segments": [s.as_dict() for s in self.segments]}
+        return {
+            "text": self.text,
+            "duration": self.duration,
+            "segments": [s.as_dict() for s in self.segments],
+            "language": self.language.code,
+            "language_probability": self.language.probability,
+        }
 
 
 @dataclass(frozen=True)
@@ -80,10 +97,10 @@ class SearchOptions:
 
 
 def _decode_with_fallback(
-    model: WhisperModel, audio: np.ndarray, prompt: list[int], temperature: float, search: SearchOptions
+    model: WhisperModel, encoded: Any, prompt: list[int], temperature: float, search: SearchOptions
 ) -> tuple[WindowResult, float] | None:
-    """The first acceptable decode of ``audio`` at rising temperatures, or None if it is silence."""
-    encoded = model.encode(audio)
+    """The first acceptable decode of an encoded window at rising temperatures, or None if it is
+    silence."""
     rng = np.random.default_rng(0)
     temperatures = np.arange(temperature, 1.0 + 1e-6, TEMPERATURE_STEP) if temperature < 1 else [temperature]
     for t in temperatures:
@@ -147,6 +164,7 @@ def transcribe_windows(
     vad: SileroVad,
     audio: np.ndarray,
     language: str | None = None,
+    task: str = "transcribe",
     prompt: str | None = None,
     temperature: float = 0.0,
     beam_size: int = 5,
@@ -154,19 +172,47 @@ def transcribe_windows(
     patience: float = 1.0,
     length_penalty: float | None = None,
     condition_on_previous_text: bool = False,
-) -> Iterator[list[Segment]]:
-    """Segments of 16 kHz mono float32 ``audio``, one list per 30-s window, as each is decoded."""
-    search = SearchOptions(beam_size, best_of, patience, length_penalty)
-    max_previous = model.max_new_tokens - 1
-    model.tokenizer.prompt(language, None)  # an unsupported language fails before any work
+) -> tuple[Language, Iterator[list[Segment]]]:
+    """The language of 16 kHz mono float32 ``audio`` (detected on the first window of speech when
+    a multilingual model is given none) and its segments, one list per 30-s window, as each is
+    decoded. The VAD and the detection run now; the windows as the segments are read."""
+    model.tokenizer.prompt(language, None, task=task)  # an unsupported language or task fails before any work
     speech = SpeechMap(vad.speech_spans(audio))
+    encoded = None
+    if language is None and model.tokenizer.multilingual:
+        first = speech.window(audio, 0, WINDOW_SAMPLES) if speech.samples else audio[:WINDOW_SAMPLES]
+        encoded = model.encode(first)
+        found = Language(*model.detect_language(encoded))
+    else:
+        found = Language(language or "en")
+    search = SearchOptions(beam_size, best_of, patience, length_penalty)
+    decoding = (prompt, temperature, search, condition_on_previous_text)
+    return found, _windows(model, speech, audio, found.code, task, encoded, *decoding)
+
+
+def _windows(
+    model: WhisperModel,
+    speech: SpeechMap,
+    audio: np.ndarray,
+    language: str,
+    task: str,
+    encoded: Any,
+    prompt: str | None,
+    temperature: float,
+    search: SearchOptions,
+    condition_on_previous_text: bool,
+) -> Iterator[list[Segment]]:
+    """The windows with seek (``encoded``: the first window's encoding, when detection made it)."""
+    max_previous = model.max_new_tokens - 1
     seek, next_id, context = 0, 0, []
     while seek < speech.samples:
         window = speech.window(audio, seek, WINDOW_SAMPLES)
         length = len(window) / SAMPLE_RATE
         previous = " ".join([prompt or "", *context]).strip() or None
-        start_tokens = model.tokenizer.prompt(language, previous, timestamps=True, max_previous=max_previous)
-        decoded = _decode_with_fallback(model, window, start_tokens, temperature, search)
+        start_tokens = model.tokenizer.prompt(language, previous, True, max_previous, task)
+        encoded = model.encode(window) if encoded is None else encoded
+        decoded = _decode_with_fallback(model, encoded, start_tokens, temperature, search)
+        encoded = None
         if decoded is None:
             seek += len(window)
             yield []
@@ -203,4 +249,5 @@ def transcribe_windows(
 
 def transcribe(model: WhisperModel, vad: SileroVad, audio: np.ndarray, **options) -> Transcript:
     """The whole transcript (``options`` as for ``transcribe_windows``)."""
-    return Transcript.of([s for window in transcribe_windows(model, vad, audio, **options) for s in window], audio)
+    language, windows = transcribe_windows(model, vad, audio, **options)
+    return Transcript.of([s for window in windows for s in window], audio, language)

@@ -1,0 +1,115 @@
+"""More languages: multilingual Whisper base detects German and Spanish speech (espeak-ng's voices)
+and transcribes it, and translates German into English, through the real service and the OpenAI
+client; English-only tiny.en refuses other languages and translation before it loads."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import soundfile
+
+from edge_asr.evaluation import normalize, word_error_rate
+from edge_asr.samples import FOREIGN, espeak
+from edge_asr.whisper.languages import LANGUAGE_NAMES
+from edge_asr.whisper.tokenizer import WhisperTokenizer
+from tests.service import Service
+
+BASE, TINY = "whisper-base", "whisper-tiny-en"
+
+
+@pytest.fixture(scope="module")
+def foreign() -> dict[str, bytes]:
+    """Each language's sentence as espeak-ng says it, a 16-kHz WAV file."""
+    clips = {}
+    for code, (text, _) in FOREIGN.items():
+        out = io.BytesIO()
+        soundfile.write(out, espeak(text, code), 16000, format="WAV")
+        clips[code] = out.getvalue()
+    return clips
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = Service(tmp_path_factory.mktemp("languages") / "state").start()
+    yield svc
+    svc.stop()
+
+
+def translate(service: Service, audio: bytes, **fields: str):
+    return service.post("/v1/audio/translations", files={"file": ("clip.wav", audio)}, data=fields)
+
+
+def test_the_prompt_names_the_language_and_the_task(config):
+    from edge_asr.manifest import get_model
+
+    def tokenizer(model_id: str) -> WhisperTokenizer:
+        directory = get_model(config, model_id).directory
+        meta = json.loads((directory / "whisper.json").read_text())
+        return WhisperTokenizer(directory / "tokenizer.json", meta["tokens"], meta["languages"])
+
+    base, tiny = tokenizer(BASE), tokenizer(TINY)
+    assert len(base.languages) == 99 and set(base.languages) <= set(LANGUAGE_NAMES)
+    special = base.special
+    assert base.prompt("de", task="translate") == [special["sot"], base.languages["de"], special["translate"]]
+    assert base.prompt(None) == [special["sot"], base.languages["en"], special["transcribe"]]
+    assert tiny.prompt("en", timestamps=False) == [tiny.special["sot"], tiny.special["no_timestamps"]]
+    for wrong in ({"language": "de"}, {"task": "translate"}):
+        with pytest.raises(ValueError, match="English-only"):
+            tiny.prompt(**wrong)
+    with pytest.raises(ValueError, match="unsupported language"):
+        base.prompt("xx")
+
+
+def test_german_and_spanish_are_detected_and_transcribed(service: Service, foreign: dict[str, bytes]):
+    for code, (text, _) in FOREIGN.items():
+        r = service.transcribe(foreign[code], model=BASE, response_format="verbose_json")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["task"], body["language"]) == ("transcribe", LANGUAGE_NAMES[code])
+        assert body["language_probability"] > 0.8, body
+        assert word_error_rate(text, body["text"]) <= 0.25, body["text"]  # measured: 0 (de), 0.15 (es)
+    noted = [e for e in service.get("/api/events").json()["events"] if e["reason"] == "language detected"]
+    assert [e["language"] for e in noted] == list(FOREIGN)
+    assert all(e["model"] == BASE and e["probability"] > 0.8 for e in noted)
+    metrics = service.get("/metrics").text
+    for code in FOREIGN:
+        assert f'edge_asr_languages_detected_total{{language="{code}",model="{BASE}"}} 1.0' in metrics
+
+
+def test_a_given_language_is_not_detected(service: Service, foreign: dict[str, bytes]):
+    r = service.transcribe(foreign["de"], model=BASE, language="de", response_format="verbose_json")
+    assert r.status_code == 200, r.text
+    assert r.json()["language"] == "german" and "language_probability" not in r.json()
+
+
+def test_german_speech_comes_back_in_english(service: Service, foreign: dict[str, bytes]):
+    german, english = (set(normalize(text)) for text in FOREIGN["de"])
+    r = translate(service, foreign["de"], model=BASE, response_format="verbose_json")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["task"], body["language"]) == ("translate", "german")
+    heard = set(normalize(body["text"]))
+    # measured: "... We need a new filter for the pump." (11 of the 14 English words)
+    assert len(heard & english) >= len(english) / 2, body["text"]
+    assert not heard & (german - english), body["text"]  # English, not the German said again
+    text = service.openai().audio.translations.create(model=BASE, file=("clip.wav", foreign["de"]))
+    assert set(normalize(text.text)) & english >= {"need", "new", "filter", "pump"}, text.text
+
+
+def test_english_only_model_refuses_other_languages_before_loading(service: Service, foreign: dict[str, bytes]):
+    refusals = [
+        service.transcribe(foreign["de"], model=TINY, language="de"),
+        translate(service, foreign["de"], model=TINY),
+        service.patch(f"/api/models/{TINY}/settings", json={"language": "es"}),
+        service.transcribe(foreign["de"], model=BASE, language="xx"),
+        service.patch(f"/api/models/{BASE}/settings", json={"language": "klingon"}),
+    ]
+    for r in refusals:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "English-only" in refusals[0].json()["error"]["message"]
+    assert "translate" in refusals[1].json()["error"]["message"]
+    assert service.model(TINY)["state"] == "unloaded"
+    assert service.get(f"/api/models/{TINY}").json()["settings"]["language"] == "en"
