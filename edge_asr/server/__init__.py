@@ -1,6 +1,7 @@
 """The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, transcription),
 ``chat`` and ``speech`` under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
-(``/api/pipeline``) and ``metrics`` (``/metrics``), in front of one ModelManager and its Supervisor.
+(``/api/pipeline``), ``metrics`` (``/metrics``) and ``web`` (the page at ``/`` and its event stream),
+in front of one ModelManager and its Supervisor.
 ``auth`` checks the API key on every request; ``admission`` bounds what the front process takes on."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from flask import Flask
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
 from edge_asr.metrics import Metrics
-from edge_asr.server import auth, chat, errors, management, metrics, openai_api, pipeline, speech
+from edge_asr.server import auth, chat, errors, management, metrics, openai_api, pipeline, speech, web
 from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.supervisor import Supervisor
 
@@ -35,4 +36,5 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.register_blueprint(management.bp)
     app.register_blueprint(pipeline.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(web.bp)
     return app

@@ -2,7 +2,8 @@
 
 - ``RequestSlots``: at most ``threads - READ_THREADS`` requests that are not reads run at once;
   beyond that a 503 with ``Retry-After`` at once. Reads (``GET``: ``/healthz``, statuses,
-  metrics) always find a thread, however busy the models are.
+  metrics) always find a thread, however busy the models are; the page's event stream, a read
+  that holds its thread for minutes, takes a slot like a write.
 - ``AudioBudget``: the decoded audio held by all requests together stays under
   ``request_memory_budget``; a request waits (up to ``wait_timeout``) for room, then gets a 503.
   One request larger than the whole budget runs when it is alone (refusing it would make the
@@ -24,6 +25,7 @@ from edge_asr.server.errors import error_json
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2  # handler threads only reads may use
+LONG_READS = ("/api/stream",)  # reads that hold a thread for minutes (web.py): they take a slot
 BUSY_RETRY = 2  # seconds a client is told to wait when every slot is taken
 
 
@@ -37,7 +39,7 @@ class RequestSlots:
         self._free = threading.BoundedSemaphore(self.slots)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        if environ["REQUEST_METHOD"] in READ_METHODS:
+        if environ["REQUEST_METHOD"] in READ_METHODS and environ.get("PATH_INFO") not in LONG_READS:
             return self.app(environ, start_response)
         if not self._free.acquire(blocking=False):
             error = QueueFull(f"all {self.slots} request slots are busy; try again", retry_after=BUSY_RETRY)

@@ -1,6 +1,7 @@
 """API keys. When ``api_key`` is configured, every request needs ``Authorization: Bearer <key>``
 (what the OpenAI SDKs send) with one of the keys, compared in constant time; the exceptions are
-``/healthz`` (systemd and load balancers probe it) and, with ``metrics_public``, ``/metrics``."""
+``/healthz`` (systemd and load balancers probe it), the web page's own files (it asks for the key
+and sends it with every call it makes) and, with ``metrics_public``, ``/metrics``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from flask import Flask, request
 from edge_asr.errors import Unauthorized
 from edge_asr.server.current import config
 
-PUBLIC = ("/healthz",)
+PUBLIC = ("/healthz", "/")
+PUBLIC_PREFIXES = ("/web/",)
 
 
 def register(app: Flask) -> None:
@@ -20,7 +22,10 @@ def register(app: Flask) -> None:
 
 def require_api_key() -> None:
     settings = config()
-    if not settings.api_key or request.path in PUBLIC or (settings.metrics_public and request.path == "/metrics"):
+    path = request.path
+    if not settings.api_key or path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
+        return
+    if settings.metrics_public and path == "/metrics":
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     token = given.strip().encode()

@@ -1,0 +1,177 @@
+"""The web page in a real browser: Debian's chromium driven by Selenium through Debian's
+chromedriver (``scripts/test.sh`` installs both), against the real service on loopback. The
+elements are found by the page's ``data-testid`` contract (README)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as Driver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.service import Service
+
+ASR = "whisper-tiny-en"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser() -> WebDriver:
+    assert CHROMIUM and CHROMEDRIVER, "Debian's chromium and chromium-driver: scripts/test.sh installs them"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Driver(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page_service(tmp_path_factory) -> Service:
+    svc = Service(tmp_path_factory.mktemp("web") / "state").start()
+    yield svc
+    svc.stop()
+
+
+def by_testid(driver: WebDriver, name: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{name}"]')
+
+
+def until(driver: WebDriver, condition: Callable[[WebDriver], object], timeout: float = 60) -> object:
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+
+
+def text_of(name: str, predicate: Callable[[str], bool]) -> Callable[[WebDriver], bool]:
+    return lambda driver: predicate(by_testid(driver, name).text)
+
+
+def console_errors(driver: WebDriver) -> list[dict]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def open_page(driver: WebDriver, service: Service) -> None:
+    """The page, fresh: what an earlier page logged (a service a test stopped) is drained first."""
+    driver.get("about:blank")
+    driver.get_log("browser")
+    driver.get(service.url + "/")
+    until(driver, text_of("memory-available", lambda text: text.endswith("B")))
+
+
+def test_models_memory_free_and_events(browser: WebDriver, page_service: Service):
+    open_page(browser, page_service)
+    models = page_service.get("/api/models").json()["models"]
+    for model in models:
+        assert by_testid(browser, f"model-row-{model['id']}").is_displayed()
+        assert by_testid(browser, f"model-state-{model['id']}").text == "unloaded"
+
+    assert page_service.post(f"/api/models/{ASR}/load").ok  # through the API: the page follows
+    until(browser, text_of(f"model-state-{ASR}", lambda state: state == "ready"))
+    by_testid(browser, f"unload-{ASR}").click()
+    until(browser, text_of(f"model-state-{ASR}", lambda state: state == "unloaded"))
+    assert page_service.model(ASR)["last_unload_reason"] == "user"
+
+    by_testid(browser, f"load-{ASR}").click()
+    until(browser, text_of(f"model-state-{ASR}", lambda state: state == "ready"))
+    by_testid(browser, "free-memory").click()
+    until(browser, text_of("free-result", lambda text: "freed" in text))
+    reclaimed = int(by_testid(browser, "free-result").get_attribute("data-reclaimed"))
+    freed = [e for e in page_service.get("/api/events").json()["events"] if e["reason"] == "free"]
+    assert reclaimed == freed[-1]["reclaimed_bytes"] > 20e6, freed  # a loaded, unused Whisper: ~90 MB here
+    assert ASR in by_testid(browser, "free-result").text
+    until(browser, text_of(f"model-state-{ASR}", lambda state: state == "unloaded"))
+
+    chart = by_testid(browser, "memory-chart")
+    until(browser, lambda _: int(chart.get_attribute("data-points")) >= 3)
+    until(browser, lambda _: int(chart.get_attribute("data-events")) >= 4)  # two loads, two unloads
+    events = by_testid(browser, "events").find_elements(By.TAG_NAME, "li")
+    assert len(events) >= 4 and "free" in events[0].text  # newest first
+    assert console_errors(browser) == []
+
+
+def test_settings_survive_a_reload_and_a_restart(browser: WebDriver, tmp_path: Path):
+    service = Service(tmp_path / "state").start()
+    open_page(browser, service)
+    form = by_testid(browser, f"settings-{ASR}")
+    for name, value in (("prompt", "Anna, Ben, Carla"), ("beam_size", "2")):
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(browser, lambda _: form.find_element(By.CLASS_NAME, "message").text == "saved")
+    stored = service.model(ASR)["settings"]
+    assert (stored["prompt"], stored["beam_size"]) == ("Anna, Ben, Carla", 2)
+
+    def shown() -> tuple[str, ...]:
+        form = by_testid(browser, f"settings-{ASR}")
+        return tuple(form.find_element(By.NAME, name).get_attribute("value") for name in ("prompt", "beam_size"))
+
+    browser.refresh()
+    until(browser, lambda _: shown() == ("Anna, Ben, Carla", "2"))
+    service.stop()
+    restarted = Service(service.state_dir).start()
+    try:
+        open_page(browser, restarted)
+        until(browser, lambda _: shown() == ("Anna, Ben, Carla", "2"))
+        form = by_testid(browser, f"settings-{ASR}")
+        form.find_element(By.NAME, "language").send_keys("de")  # tiny.en is English-only: refused, said
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        until(browser, lambda _: "English-only" in form.find_element(By.CLASS_NAME, "message").text)
+    finally:
+        restarted.stop()
+
+
+def test_try_the_whole_chain(browser: WebDriver, tmp_path: Path, clips):
+    service = Service(tmp_path / "state").start()
+    try:
+        open_page(browser, service)
+        by_testid(browser, "try-file").send_keys(str(clips["beckett"]))
+        browser.find_element(By.ID, "transcribe").click()
+        until(browser, text_of("try-transcript", lambda text: text.startswith("Ever tried. Ever failed.")))
+        browser.find_element(By.ID, "ask").click()
+        until(browser, text_of("try-output", lambda text: len(text.split()) >= 3), timeout=120)
+        browser.find_element(By.ID, "speak").click()
+        until(browser, lambda _: int(by_testid(browser, "try-audio").get_attribute("data-bytes") or 0) > 20_000)
+        chart = by_testid(browser, "memory-chart")
+        until(browser, lambda _: int(chart.get_attribute("data-events")) >= 3)  # the three loads
+        assert console_errors(browser) == []
+    finally:
+        service.stop()
+
+
+def test_the_page_asks_for_the_key_and_says_when_it_is_wrong(browser: WebDriver, tmp_path: Path):
+    service = Service(tmp_path / "state", EDGE_ASR_API_KEY="right-key").start()
+    try:
+        browser.get(service.url + "/")
+        until(browser, lambda _: by_testid(browser, "api-key-form").is_displayed())
+        by_testid(browser, "api-key").send_keys("wrong-key\n")
+        until(browser, text_of("api-key-message", lambda text: "refused" in text))
+        key = by_testid(browser, "api-key")
+        key.clear()
+        key.send_keys("right-key\n")
+        until(browser, text_of("memory-available", lambda text: text.endswith("B")))
+        assert not by_testid(browser, "api-key-form").is_displayed()
+        browser.refresh()  # kept in the browser
+        until(browser, text_of("memory-available", lambda text: text.endswith("B")))
+    finally:
+        browser.execute_script("localStorage.clear()")
+        service.stop()
+
+
+def test_a_phone_width_needs_no_sideways_scrolling(browser: WebDriver, page_service: Service):
+    browser.set_window_size(390, 844)
+    try:
+        open_page(browser, page_service)
+        overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0
+        assert by_testid(browser, "free-memory").is_displayed()
+    finally:
+        browser.set_window_size(1280, 800)
