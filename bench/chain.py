@@ -65,15 +65,15 @@ def main() -> None:
     resident_service = Service(work / "resident").start()
     try:
         resident, _ = runs(resident_service, audio, args.repeats)
-        models = resident_service.get("/api/models").json()["models"]
-        footprints = {m["id"]: m["footprint_bytes"] for m in models if m["id"] in (ASR, LLM, TTS)}
     finally:
         resident_service.stop()
+    learnt = (work / "resident" / "footprints.json").read_text()  # with each model's peak in a request
+    footprints = {k: v for k, v in json.loads(learnt).items() if k in (ASR, LLM, TTS)}
 
     budget = int(1.05 * max(footprints.values()))
     state = work / "budget"
     state.mkdir()
-    (state / "footprints.json").write_text((work / "resident" / "footprints.json").read_text())
+    (state / "footprints.json").write_text(learnt)
     budget_service = Service(state, EDGE_ASR_MEMORY_BUDGET=str(budget)).start()
     try:
         turns, moves = runs(budget_service, audio, args.repeats)

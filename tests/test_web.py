@@ -4,11 +4,14 @@ elements are found by the page's ``data-testid`` contract (README)."""
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as Driver
 from selenium.webdriver.common.by import By
@@ -16,6 +19,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from edge_asr.server.web import MAX_STREAMS
 from tests.service import Service
 
 ASR = "whisper-tiny-en"
@@ -175,3 +179,37 @@ def test_a_phone_width_needs_no_sideways_scrolling(browser: WebDriver, page_serv
         assert by_testid(browser, "free-memory").is_displayed()
     finally:
         browser.set_window_size(1280, 800)
+
+
+def test_the_stream_carries_readings_and_events_and_is_bounded(browser: WebDriver, page_service: Service):
+    browser.get("about:blank")  # the page's own stream closes
+    def messages(response: requests.Response) -> Iterator[dict]:
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                yield json.loads(line[6:])
+
+    def open_stream() -> requests.Response:
+        return requests.get(page_service.url + "/api/stream", stream=True, timeout=60)
+
+    streams = [open_stream() for _ in range(MAX_STREAMS)]
+    try:
+        assert all(s.status_code == 200 and s.headers["Content-Type"].startswith("text/event-stream") for s in streams)
+        refused = page_service.get("/api/stream")
+        assert refused.status_code == 503 and refused.headers["Retry-After"]
+        assert page_service.get("/healthz").ok  # reads still find a thread
+        feed = messages(streams[0])
+        reading = next(feed)
+        assert reading["type"] == "memory" and reading["available_bytes"] > 0
+        assert page_service.post(f"/api/models/{ASR}/load").ok
+        loaded = next(m for m in feed if m["type"] == "event")
+        assert (loaded["model"], loaded["to"]) == (ASR, "ready")
+    finally:
+        for s in streams:
+            s.close()
+    deadline = time.monotonic() + 10  # a closed stream gives its place back at its next write
+    while True:
+        with open_stream() as again:
+            if again.status_code == 200:
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
