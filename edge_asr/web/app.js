@@ -323,13 +323,17 @@ function addEvent(e) {
 
 // ---- live feed --------------------------------------------------------------------------------
 
+// The stream is closed when the page goes (the service keeps only a few streams).
 let following = false;
+const leaving = new AbortController();
+window.addEventListener("pagehide", () => leaving.abort());
+
 async function follow() {
   if (following) return;
   following = true;
-  while (following) {
+  while (following && !leaving.signal.aborted) {
     try {
-      const response = await api("/api/stream");
+      const response = await api("/api/stream", { signal: leaving.signal });
       $("connection").textContent = "live";
       await readEvents(response, (message) => {
         if (message.type === "memory") addReading(message);
