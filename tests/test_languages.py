@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -78,10 +79,17 @@ def test_german_and_spanish_are_detected_and_transcribed(service: Service, forei
         assert f'edge_asr_languages_detected_total{{language="{code}",model="{BASE}"}} 1.0' in metrics
 
 
-def test_a_given_language_is_not_detected(service: Service, foreign: dict[str, bytes]):
-    r = service.transcribe(foreign["de"], model=BASE, language="de", response_format="verbose_json")
+def test_a_given_language_is_not_detected_nor_one_in_silence(service: Service, foreign: dict[str, bytes]):
+    r = service.transcribe(foreign["de"], model=BASE, language="DE", response_format="verbose_json")
     assert r.status_code == 200, r.text
     assert r.json()["language"] == "german" and "language_probability" not in r.json()
+    silence = io.BytesIO()
+    soundfile.write(silence, np.zeros(3 * 16000, np.float32), 16000, format="WAV")
+    before = len(service.get("/api/events").json()["events"])
+    r = service.transcribe(silence.getvalue(), model=BASE, response_format="verbose_json")
+    assert r.status_code == 200, r.text
+    assert (r.json()["text"], r.json()["language"], r.json().get("language_probability")) == ("", "english", None)
+    assert len(service.get("/api/events").json()["events"]) == before  # nothing detected
 
 
 def test_german_speech_comes_back_in_english(service: Service, foreign: dict[str, bytes]):

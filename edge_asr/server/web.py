@@ -2,9 +2,10 @@
 so nothing comes from a CDN) and ``GET /api/stream``, which feeds it: memory readings and
 lifecycle events as server-sent events, as they happen.
 
-A stream holds a handler thread while it lasts, so at most ``MAX_STREAMS`` run at once (beyond:
-503) and each ends after ``STREAM_SECONDS`` (the page reconnects), and ``admission`` counts
-streams with the requests that take a slot, not with the reads that always find a thread.
+A stream holds a handler thread while it lasts, so ``admission`` counts streams with the requests
+that take a slot (not with the reads that always find a thread); at most ``stream_limit`` run at
+once (beyond: 503), each ends after ``STREAM_SECONDS`` (the page reconnects), and each writes at
+least once per reading interval, so a client that left is noticed within it.
 """
 
 from __future__ import annotations
@@ -14,21 +15,32 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response, current_app, request, send_from_directory
+from flask.blueprints import BlueprintSetupState
 
-from edge_asr.errors import QueueFull
+from edge_asr.errors import InvalidRequest, QueueFull
 from edge_asr.lifecycle import ModelManager
-from edge_asr.server.admission import LONG_READS
+from edge_asr.server.admission import LONG_READS, READ_THREADS
 from edge_asr.server.current import config, manager
 from edge_asr.server.sse import event
 
 PAGE = Path(__file__).resolve().parent.parent / "web"
-STREAM_PATH = LONG_READS[0]
 MAX_STREAMS = 4
 STREAM_SECONDS = 300
+STREAM_RETRY = 5  # seconds a refused page is told to wait
 
 bp = Blueprint("web", __name__, static_folder=PAGE, static_url_path="/web")
-_streams = threading.BoundedSemaphore(MAX_STREAMS)
+
+
+def stream_limit(threads: int) -> int:
+    """Streams at once: ``MAX_STREAMS``, and at most half the request slots."""
+    return max(1, min(MAX_STREAMS, (threads - READ_THREADS) // 2))
+
+
+@bp.record_once
+def _stream_slots(state: BlueprintSetupState) -> None:
+    threads = state.app.extensions["edge_asr.config"].threads
+    state.app.extensions["edge_asr.streams"] = threading.BoundedSemaphore(stream_limit(threads))
 
 
 @bp.get("/")
@@ -36,30 +48,39 @@ def page() -> Response:
     return send_from_directory(PAGE, "index.html")
 
 
-@bp.get(STREAM_PATH)
+@bp.get(LONG_READS[0])
 def stream() -> Response:
     """``{"type": "memory", ...reading}`` at each reading (every ``memory_interval_ms``) and
-    ``{"type": "event", ...event}`` for each lifecycle event, from the moment of the request; the
-    page takes what happened before from ``/api/system/memory`` and ``/api/events``."""
-    if not _streams.acquire(blocking=False):
-        raise QueueFull(f"{MAX_STREAMS} streams are open already; close a page", retry_after=STREAM_SECONDS)
+    ``{"type": "event", ...event}`` for each lifecycle event, since ``?since=`` (a time; default:
+    now). The page first takes what happened before from ``/api/system/memory`` and
+    ``/api/events``, then follows from the last of it, so a reconnect loses nothing."""
+    try:
+        since = float(request.args.get("since", time.time()))
+    except ValueError:
+        raise InvalidRequest("?since= must be a time in seconds") from None
+    slots = current_app.extensions["edge_asr.streams"]
+    if not slots.acquire(blocking=False):
+        raise QueueFull("as many pages as the service follows at once are open; close one", retry_after=STREAM_RETRY)
     response = Response(
-        _follow(manager(), config().memory_interval_ms / 1000, time.time()),
+        _follow(manager(), config().memory_interval_ms / 1000, since),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    response.call_on_close(_streams.release)
+    response.call_on_close(slots.release)
     return response
 
 
-def _follow(manager: ModelManager, interval: float, since: float) -> Iterator[str]:
+def _follow(models: ModelManager, interval: float, since: float) -> Iterator[str]:
     readings_since = events_since = since
     ends = time.monotonic() + STREAM_SECONDS
     while time.monotonic() < ends:
-        for reading in manager.memory.history(readings_since):
-            readings_since = reading.time
+        sent = False
+        for reading in models.memory.history(readings_since):
+            readings_since, sent = reading.time, True
             yield event({"type": "memory", **reading.as_dict()})
-        for change in manager.events.recent(events_since):
-            events_since = change["time"]
+        for change in models.events.recent(events_since):
+            events_since, sent = change["time"], True
             yield event({"type": "event", **change})
+        if not sent:
+            yield ": nothing new\n\n"  # an SSE comment: a client that left is noticed at this write
         time.sleep(interval)

@@ -145,7 +145,8 @@ def build_engines(
     unknown = sorted(set(model_ids or ()) - specs.keys())
     if unknown:
         raise BuildError(f"unknown model(s): {', '.join(unknown)}")
-    chosen = [specs[m] for m in model_ids] if model_ids else [s for s in specs.values() if s.runtime == "tensorrt"]
+    preferring = [s for s in specs.values() if s.runtime == "tensorrt" and s.present]
+    chosen = [specs[m] for m in model_ids] if model_ids else preferring
     for spec in chosen:
         if not spec.present:
             raise BuildError(f"model {spec.id!r} is not prepared (missing {', '.join(spec.missing_files)})")

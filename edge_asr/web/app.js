@@ -101,6 +101,7 @@ function element(tag, attributes = {}, ...children) {
 // ---- memory -----------------------------------------------------------------------------------
 
 function addReading(reading) {
+  if (state.readings.length && reading.time <= state.readings[state.readings.length - 1].time) return;
   state.readings.push(reading);
   const cutoff = Date.now() / 1000 - CHART_SECONDS;
   while (state.readings.length && state.readings[0].time < cutoff) state.readings.shift();
@@ -198,7 +199,7 @@ function settingsForm(model) {
       else patch[input.name] = spec.kind === "number" ? Number(input.value) : input.value.trim();
     }
     try {
-      const saved = await (await api(`/api/models/${model.id}/settings`, {
+      const saved = await (await api(`/api/models/${encodeURIComponent(model.id)}/settings`, {
         method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(patch),
       })).json();
       fillSettings(form, saved.settings);
@@ -235,8 +236,8 @@ function modelRow(model) {
     button.disabled = false;
     refreshModels();
   });
-  act(load, `/api/models/${id}/load`);
-  act(unload, `/api/models/${id}/unload?wait=30`);
+  act(load, `/api/models/${encodeURIComponent(id)}/load`);
+  act(unload, `/api/models/${encodeURIComponent(id)}/unload?wait=30`);
   const row = element("tr", { testid: `model-row-${id}` },
     element("td", {}, element("b", {}, id), element("br"), model.task), cells.state, cells.runtime, cells.footprint,
     cells.inFlight, cells.loadedAt, cells.idle, cells.lastUnload, cells.failures,
@@ -312,6 +313,7 @@ $("free").addEventListener("click", async () => {
 // ---- events -----------------------------------------------------------------------------------
 
 function addEvent(e) {
+  if (state.events.length && e.time <= state.events[state.events.length - 1].time) return;
   state.events.push(e);
   if (state.events.length > 500) state.events.shift();
   const detail = e.from === e.to ? `${e.reason} ${e.language || ""} ${e.probability ? e.probability.toFixed(2) : ""}` :
@@ -323,17 +325,30 @@ function addEvent(e) {
 
 // ---- live feed --------------------------------------------------------------------------------
 
-// The stream is closed when the page goes (the service keeps only a few streams).
+// Followed from the last reading or event the page has, so a reconnect loses nothing; closed
+// when the page goes (the service follows only a few pages at once), resumed if it comes back.
 let following = false;
-const leaving = new AbortController();
+let leaving = new AbortController();
 window.addEventListener("pagehide", () => leaving.abort());
+window.addEventListener("pageshow", (e) => {
+  if (!e.persisted) return;
+  leaving = new AbortController();
+  following = false;
+  follow();
+});
+
+function lastSeen() {
+  const times = [state.readings, state.events].filter((list) => list.length).map((list) => list[list.length - 1].time);
+  return times.length ? Math.min(...times) : Date.now() / 1000;
+}
 
 async function follow() {
   if (following) return;
   following = true;
-  while (following && !leaving.signal.aborted) {
+  const signal = leaving.signal;
+  while (following && !signal.aborted) {
     try {
-      const response = await api("/api/stream", { signal: leaving.signal });
+      const response = await api(`/api/stream?since=${lastSeen()}`, { signal });
       $("connection").textContent = "live";
       await readEvents(response, (message) => {
         if (message.type === "memory") addReading(message);
@@ -342,6 +357,7 @@ async function follow() {
     } catch (err) {
       if (err instanceof ApiError && err.message === "API key needed") { following = false; return; }
     }
+    if (signal.aborted) return;
     $("connection").textContent = "reconnecting…";
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }

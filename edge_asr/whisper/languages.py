@@ -34,8 +34,8 @@ LANGUAGE_NAMES = {
 
 def model_languages(directory: Path) -> frozenset[str] | None:
     """The language codes of the prepared Whisper model in ``directory`` (empty: English-only), or
-    None when it is not prepared."""
+    None when it is not prepared or its ``whisper.json`` cannot be read (loading it says why)."""
     try:
         return frozenset(json.loads((directory / "whisper.json").read_text())["languages"])
-    except FileNotFoundError:
+    except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -174,14 +174,14 @@ def transcribe_windows(
     condition_on_previous_text: bool = False,
 ) -> tuple[Language, Iterator[list[Segment]]]:
     """The language of 16 kHz mono float32 ``audio`` (detected on the first window of speech when
-    a multilingual model is given none) and its segments, one list per 30-s window, as each is
-    decoded. The VAD and the detection run now; the windows as the segments are read."""
+    a multilingual model is given none; English when there is no speech) and its segments, one
+    list per 30-s window, as each is decoded. The VAD and the detection run now; the windows as
+    the segments are read."""
     model.tokenizer.prompt(language, None, task=task)  # an unsupported language or task fails before any work
     speech = SpeechMap(vad.speech_spans(audio))
     encoded = None
-    if language is None and model.tokenizer.multilingual:
-        first = speech.window(audio, 0, WINDOW_SAMPLES) if speech.samples else audio[:WINDOW_SAMPLES]
-        encoded = model.encode(first)
+    if language is None and model.tokenizer.multilingual and speech.samples:
+        encoded = model.encode(speech.window(audio, 0, WINDOW_SAMPLES))
         found = Language(*model.detect_language(encoded))
     else:
         found = Language(language or "en")
