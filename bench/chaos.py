@@ -6,7 +6,10 @@ chats, pipelines, loads, unloads, frees and settings writes. Meanwhile an inject
 fills the state directory (a small tmpfs: run as root). Counted and printed as JSON: requests by
 operation and outcome, and the invariants: no 500, no request past its bound, no zombie, no model
 stuck in loading/unloading past its bound, the settings as the last acknowledged write left them,
-and available memory back within 16 MB of where it started once everything is freed.
+and, once everything is freed, the memory processes hold (the kernel's anonymous and shared pages,
+page tables and unreclaimable slab) back within 16 MB of where it started. MemAvailable is
+reported but not judged: it also moves with the page cache and with what the rest of the machine
+(or its hypervisor) takes — a CI run once lost 194 MiB of it while those accounts grew by 20 MiB.
 
 usage: python -m bench.chaos [--seconds 600] [--clients 16] [--seed 0]   (root; after `source scripts/env.sh`)
 Exits 1 when an invariant broke. tests/test_chaos.py runs it for a short while in CI.
@@ -273,8 +276,10 @@ class Chaos:
         trim_heap()  # this process's own clients allocated too; what it still holds is not the service's
         end = settled_available()
         own_growth = rss(os.getpid()) - own_start
-        state_growth = shutil.disk_usage(self.state).used - self.state_start  # a tmpfs: memory too (the events)
-        service_loss = baseline - end - own_growth - state_growth
+        state_growth = shutil.disk_usage(self.state).used - self.state_start  # a tmpfs: shared memory (the events)
+        accounts = meminfo_kib()
+        held_growth = sum(accounts[key] - self.meminfo_start[key] for key in HELD) * 1024
+        service_loss = held_growth - own_growth - state_growth
         if service_loss > self.memory_tolerance:
             self.violation(f"the service holds {service_loss / 2**20:.0f} MiB more than at the start")
         codes = Counter()
@@ -291,13 +296,16 @@ class Chaos:
             "bench_process_growth_mib": round(own_growth / 2**20, 1),
             "state_tmpfs_growth_mib": round(state_growth / 2**20, 1),
             "meminfo_change_mib": {
-                key: round((value - self.meminfo_start[key]) / 1024, 1) for key, value in meminfo_kib().items()
+                key: round((value - self.meminfo_start[key]) / 1024, 1) for key, value in accounts.items()
             },
             "service_memory_not_returned_mib": round(service_loss / 2**20, 1),
             "front_rss_start_mib": round(front_start / 2**20, 1),
             "front_rss_end_mib": round(rss(service.process.pid) / 2**20, 1),
             "violations": self.broken,
         }
+
+
+HELD = ("AnonPages", "Shmem", "PageTables", "SUnreclaim")  # what processes (and the kernel for them) hold
 
 
 def meminfo_kib() -> dict[str, int]:

@@ -384,6 +384,15 @@ async function start() {
 
 function showError(message) { $("try-error").textContent = message; }
 
+// One step of the chain at a time: its buttons are disabled until it has finished.
+const CHAIN_BUTTONS = ["transcribe", "ask", "speak"];
+async function chainStep(run) {
+  CHAIN_BUTTONS.forEach((id) => { $(id).disabled = true; });
+  showError("");
+  try { await run(); } catch (err) { showError(err.message); }
+  CHAIN_BUTTONS.forEach((id) => { $(id).disabled = false; });
+}
+
 // Browsers record WebM or Ogg; the service reads WAV at any rate, so the recording is decoded here
 // and sent as 16-bit PCM WAV.
 function wav(samples, rate) {
@@ -421,70 +430,55 @@ $("record").addEventListener("click", async () => {
   }
 });
 
-$("transcribe").addEventListener("click", async () => {
+$("transcribe").addEventListener("click", () => chainStep(async () => {
   const file = $("try-file").files[0];
   const audio = file || state.recorded;
-  if (!audio) { showError("choose an audio file or record first"); return; }
-  showError("");
+  if (!audio) throw new Error("choose an audio file or record first");
   const form = new FormData();
   form.append("file", audio, file ? file.name : "recording.wav");
   form.append("model", $("try-asr").value);
   form.append("stream", "true");
   $("try-transcript").textContent = "";
-  try {
-    const response = await api("/v1/audio/transcriptions", { method: "POST", body: form });
-    await readEvents(response, (e) => {
-      if (e.type === "transcript.text.delta") $("try-transcript").textContent += e.delta;
-      else if (e.type === "transcript.text.done") $("try-transcript").textContent = e.text;
-      else if (e.type === "error") showError(e.error.message);
-    });
-  } catch (err) {
-    showError(err.message);
-  }
-});
+  const response = await api("/v1/audio/transcriptions", { method: "POST", body: form });
+  await readEvents(response, (e) => {
+    if (e.type === "transcript.text.delta") $("try-transcript").textContent += e.delta;
+    else if (e.type === "transcript.text.done") $("try-transcript").textContent = e.text;
+    else if (e.type === "error") showError(e.error.message);
+  });
+}));
 
-$("ask").addEventListener("click", async () => {
-  showError("");
+$("ask").addEventListener("click", () => chainStep(async () => {
   const messages = [
     { role: "system", content: $("instruction").value },
     { role: "user", content: $("try-transcript").textContent || "(no transcript yet)" },
   ];
   $("try-output").textContent = "";
-  try {
-    const response = await api("/v1/chat/completions", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ model: $("try-llm").value, messages, stream: true, max_tokens: 256 }),
-    });
-    await readEvents(response, (chunk) => {
-      if (chunk.error) showError(chunk.error.message);
-      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta.content;
-      if (delta) $("try-output").textContent += delta;
-    });
-  } catch (err) {
-    showError(err.message);
-  }
-});
+  const response = await api("/v1/chat/completions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: $("try-llm").value, messages, stream: true, max_tokens: 256 }),
+  });
+  await readEvents(response, (chunk) => {
+    if (chunk.error) showError(chunk.error.message);
+    const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta.content;
+    if (delta) $("try-output").textContent += delta;
+  });
+}));
 
-$("speak").addEventListener("click", async () => {
-  showError("");
+$("speak").addEventListener("click", () => chainStep(async () => {
   const input = $("try-output").textContent || $("try-transcript").textContent;
-  if (!input.trim()) { showError("nothing to speak yet: transcribe or ask first"); return; }
-  try {
-    const response = await api("/v1/audio/speech", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ model: $("try-tts").value, input: input.slice(0, 4096), response_format: "wav" }),
-    });
-    const spoken = await response.blob();
-    const player = $("try-audio");
-    if (player.src) URL.revokeObjectURL(player.src);
-    player.src = URL.createObjectURL(spoken);
-    player.dataset.bytes = String(spoken.size);
-  } catch (err) {
-    showError(err.message);
-  }
-});
+  if (!input.trim()) throw new Error("nothing to speak yet: transcribe or ask first");
+  const response = await api("/v1/audio/speech", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: $("try-tts").value, input: input.slice(0, 4096), response_format: "wav" }),
+  });
+  const spoken = await response.blob();
+  const player = $("try-audio");
+  if (player.src) URL.revokeObjectURL(player.src);
+  player.src = URL.createObjectURL(spoken);
+  player.dataset.bytes = String(spoken.size);
+}));
 
 setInterval(() => { drawChart(); tickCountdowns(); }, 1000);
 setInterval(refreshModels, 5000);
