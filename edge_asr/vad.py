@@ -194,9 +194,11 @@ class SpeechMap:
 
     def place(self, start: float, end: float, max_pause: float = 1.0) -> tuple[float, float]:
         """Recording times (s) of a segment found ``start`` .. ``end`` seconds into the collected
-        speech, kept off pauses longer than ``max_pause``: a start in one moves to the speech
-        after it, and the end stops where the speech it started in stops (Whisper likes to end
-        a segment at the next one's onset, stretching it over the silence between)."""
+        speech, kept on one stretch of speech (pauses of at most ``max_pause`` inside): the one
+        the segment overlaps most, else the one after its start. So a start in a pause, or in the
+        last moments of the speech before it (a window that begins there), moves to the speech
+        after it, and the end stops where that speech stops (Whisper likes to end a segment at
+        the next one's onset, stretching it over the silence between)."""
         first = self._recording(min(max(round(start * SAMPLE_RATE), 0), self.samples), bisect.bisect_right)
         last = self._recording(min(max(round(end * SAMPLE_RATE), 0), self.samples), bisect.bisect_left)
         islands: list[list[int]] = []
@@ -205,7 +207,9 @@ class SpeechMap:
                 islands[-1][1] = span.end
             else:
                 islands.append([span.start, span.end])
-        island = next((i for i in islands if first < i[1]), islands[-1])
+        overlaps = [min(last, i[1]) - max(first, i[0]) for i in islands]
+        most = max(range(len(islands)), key=overlaps.__getitem__)
+        island = islands[most] if overlaps[most] > 0 else next((i for i in islands if first < i[1]), islands[-1])
         first = min(max(first, island[0]), island[1])
         last = min(max(last, first), island[1])
         return first / SAMPLE_RATE, last / SAMPLE_RATE
