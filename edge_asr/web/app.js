@@ -230,9 +230,11 @@ function modelRow(model) {
   };
   const load = element("button", { type: "button", testid: `load-${id}` }, "Load");
   const unload = element("button", { type: "button", testid: `unload-${id}` }, "Unload");
+  const note = element("div", { class: "error" });
   const act = (button, path) => button.addEventListener("click", async () => {
     button.disabled = true;
-    try { await api(path, { method: "POST" }); } catch (err) { showError(`${id}: ${err.message}`); }
+    note.textContent = "";
+    try { await api(path, { method: "POST" }); } catch (err) { note.textContent = err.message; }
     button.disabled = false;
     refreshModels();
   });
@@ -241,7 +243,7 @@ function modelRow(model) {
   const row = element("tr", { testid: `model-row-${id}` },
     element("td", {}, element("b", {}, id), element("br"), model.task), cells.state, cells.runtime, cells.footprint,
     cells.inFlight, cells.loadedAt, cells.idle, cells.lastUnload, cells.failures,
-    element("td", { class: "actions" }, load, " ", unload));
+    element("td", { class: "actions" }, load, " ", unload, note));
   const settings = element("tr", { class: "settings" }, element("td", { colspan: "10" }, settingsForm(model)));
   return { row, settings, cells };
 }
