@@ -37,8 +37,14 @@ class EventLog:
 
     def record(self, model: str, from_state: str, to_state: str, reason: str, **details: Any) -> dict[str, Any]:
         with self._lock:  # stamped under the lock, so times come in the order of the log (readers follow by time)
-            change = {"model": model, "from": from_state, "to": to_state, "reason": reason}
-            event = {"time": time.time(), **change, **details}
+            event = {
+                "time": time.time(),
+                "model": model,
+                "from": from_state,
+                "to": to_state,
+                "reason": reason,
+                **details,
+            }
             line = json.dumps(event)
             self._recent.append(event)
             with self._write_failures.guard(f"events to {self.path}"):

@@ -29,13 +29,18 @@ LONG_READS = ("/api/stream",)  # reads that hold a thread for minutes (web.py): 
 BUSY_RETRY = 2  # seconds a client is told to wait when every slot is taken
 
 
+def request_slots(threads: int) -> int:
+    """Requests that are not reads may run at once: every handler thread but ``READ_THREADS``."""
+    return max(1, threads - READ_THREADS)
+
+
 class RequestSlots:
     """WSGI middleware around the Flask app; a slot is held until the response is closed (a
     stream holds its slot until it ends or its client leaves)."""
 
     def __init__(self, app: Callable, threads: int):
         self.app = app
-        self.slots = max(1, threads - READ_THREADS)
+        self.slots = request_slots(threads)
         self._free = threading.BoundedSemaphore(self.slots)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:

@@ -1,5 +1,6 @@
-"""Request bodies, read within bounds: the uploaded audio (decoded only once the front process's
-audio budget has room for it) and JSON bodies (capped in size and depth). Bad ones are a 4xx."""
+"""Request inputs, read within bounds: the uploaded audio (decoded only once the front process's
+audio budget has room for it), JSON bodies (capped in size and depth) and query arguments in
+seconds. Bad ones are a 4xx."""
 
 from __future__ import annotations
 
@@ -44,3 +45,18 @@ def json_body() -> Any:
     except (ValueError, RecursionError) as e:
         reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise InvalidRequest(f"the body must be a JSON object; it is not valid JSON ({reason})") from None
+
+
+def seconds_arg(name: str) -> float | None:
+    """The query argument ``?name=`` as a non-negative number of seconds (a time or a wait), or
+    None when absent."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequest(f"?{name}= must be a number of seconds, not {value!r}") from None
+    if number < 0:
+        raise InvalidRequest(f"?{name}= must not be negative")
+    return number

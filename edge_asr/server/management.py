@@ -5,23 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest
-from edge_asr.server.bodies import json_body
+from edge_asr.server.bodies import json_body, seconds_arg
 from edge_asr.server.current import manager
 
 bp = Blueprint("management", __name__)
-
-
-def _float_arg(name: str) -> float | None:
-    value = request.args.get(name)
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise InvalidRequest(f"?{name}= must be a number of seconds, not {value!r}") from None
-    if number < 0:
-        raise InvalidRequest(f"?{name}= must not be negative")
-    return number
 
 
 @bp.get("/healthz")
@@ -46,7 +33,7 @@ def load(model_id: str) -> Response:
 
 @bp.post("/api/models/<model_id>/unload")
 def unload(model_id: str) -> Response:
-    return jsonify(manager().unload(model_id, wait=_float_arg("wait")))
+    return jsonify(manager().unload(model_id, wait=seconds_arg("wait")))
 
 
 @bp.patch("/api/models/<model_id>/settings")
@@ -65,7 +52,7 @@ def free() -> Response:
 @bp.get("/api/system/memory")
 def memory() -> Response:
     source = manager().memory
-    since = _float_arg("since") or 0.0
+    since = seconds_arg("since") or 0.0
     current = source.read()
     return jsonify(
         {
@@ -79,4 +66,4 @@ def memory() -> Response:
 
 @bp.get("/api/events")
 def events() -> Response:
-    return jsonify({"events": manager().events.recent(_float_arg("since") or 0.0, request.args.get("model"))})
+    return jsonify({"events": manager().events.recent(seconds_arg("since") or 0.0, request.args.get("model"))})

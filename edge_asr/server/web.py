@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, request, send_from_directory
+from flask import Blueprint, Response, current_app, send_from_directory
 from flask.blueprints import BlueprintSetupState
 
-from edge_asr.errors import InvalidRequest, QueueFull
+from edge_asr.errors import QueueFull
 from edge_asr.lifecycle import ModelManager
-from edge_asr.server.admission import LONG_READS, READ_THREADS
+from edge_asr.server.admission import LONG_READS, request_slots
+from edge_asr.server.bodies import seconds_arg
 from edge_asr.server.current import config, manager
 from edge_asr.server.sse import event
 
@@ -34,7 +35,7 @@ bp = Blueprint("web", __name__, static_folder=PAGE, static_url_path="/web")
 
 def stream_limit(threads: int) -> int:
     """Streams at once: ``MAX_STREAMS``, and at most half the request slots."""
-    return max(1, min(MAX_STREAMS, (threads - READ_THREADS) // 2))
+    return max(1, min(MAX_STREAMS, request_slots(threads) // 2))
 
 
 @bp.record_once
@@ -54,15 +55,12 @@ def stream() -> Response:
     ``{"type": "event", ...event}`` for each lifecycle event, since ``?since=`` (a time; default:
     now). The page first takes what happened before from ``/api/system/memory`` and
     ``/api/events``, then follows from the last of it, so a reconnect loses nothing."""
-    try:
-        since = float(request.args.get("since", time.time()))
-    except ValueError:
-        raise InvalidRequest("?since= must be a time in seconds") from None
+    since = seconds_arg("since")
     slots = current_app.extensions["edge_asr.streams"]
     if not slots.acquire(blocking=False):
         raise QueueFull("as many pages as the service follows at once are open; close one", retry_after=STREAM_RETRY)
     response = Response(
-        _follow(manager(), config().memory_interval_ms / 1000, since),
+        _follow(manager(), config().memory_interval_ms / 1000, time.time() if since is None else since),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
