@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_asr.whisper.decoding import log_softmax
-from edge_asr.whisper.search import BeamSearch, Sampling, rank
+from edge_asr.whisper.search import BeamSearch, Sampling, rank, top_tokens
 
 EOT = 3  # a vocabulary of four: three words and the end of text
 
@@ -83,3 +83,16 @@ def test_the_length_penalty_ranks_long_and_short_candidates():
     candidates = [((1, 2, 3), -3.0), ((1,), -1.5)]
     assert rank(candidates, None) == ([1, 2, 3], -3.0)  # -1.0 per token beats -1.5
     assert rank(candidates, 1.0) == ([1], -1.5)  # ((5 + 3) / 6) = 1.33: -2.25 against -1.5
+
+
+def test_top_tokens_are_the_likeliest_however_peaked_the_row():
+    rng = np.random.default_rng(0)
+    flat = rng.normal(0, 1, 5000)
+    peaked = np.where(np.arange(5000) == 7, 0.0, -30.0 - rng.random(5000) * 40)  # one token, the rest e^30 less likely
+    masked = np.full(5000, -np.inf)
+    masked[[3, 11, 400]] = [-0.1, -2.0, -5.0]  # fewer possible tokens than asked for
+    rows = log_softmax(np.stack([flat, peaked, masked]).astype(np.float32))
+    found = top_tokens(rows, 6)
+    assert sorted(found[0]) == sorted(np.argsort(rows[0])[-6:].tolist())
+    assert sorted(found[1]) == sorted(np.argsort(rows[1])[-6:].tolist()) and 7 in found[1]
+    assert sorted(found[2]) == [3, 11, 400]

@@ -13,9 +13,12 @@ import soxr
 from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.evaluation import normalize, word_error_rate
 from edge_asr.manifest import get_model
+from edge_asr.runtime.onnx import CPU
 from edge_asr.samples import REFERENCES, espeak_recording, sentence_recording
 from edge_asr.vad import Span, SpeechMap, spans_from_probabilities
+from edge_asr.whisper import CPU_DECODER
 from edge_asr.whisper.decoding import compression_ratio
+from edge_asr.whisper.graphs import OnnxWhisperGraphs, decoder_file
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import split_window, transcribe
 
@@ -47,6 +50,25 @@ def test_silence_and_noise_give_no_words(whisper, vad):
     ):
         result = transcribe(whisper, vad, audio)
         assert result.text == "" and result.segments == []
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_the_cpu_decoder_decodes_as_the_fp32_decoder(whisper, whisper_spec, speech, beam_size):
+    """decoder-cpu.onnx (its text projection int8, the likeliest tokens recomputed in fp32) picks
+    every token the fp32 graph picks, with the same scores, on every window of the readings."""
+    assert decoder_file(whisper_spec.directory, [CPU]) == CPU_DECODER
+    fp32 = WhisperModel(whisper_spec.directory, OnnxWhisperGraphs(whisper_spec.directory, decoder="decoder.onnx"))
+    prompt = whisper.tokenizer.prompt("en")
+    window = 30 * SAMPLE_RATE
+    windows = [audio[i : i + window] for audio in speech.values() for i in range(0, len(audio), window)]
+    assert len(windows) >= 4
+    for window in windows:
+        ours = whisper.decode(whisper.encode(window), prompt, beam_size=beam_size)
+        reference = fp32.decode(fp32.encode(window), prompt, beam_size=beam_size)
+        assert ours.tokens == reference.tokens
+        assert abs(ours.avg_logprob - reference.avg_logprob) < 1e-3
+        assert abs(ours.no_speech_prob - reference.no_speech_prob) < 1e-3
+    fp32.release()
 
 
 def test_timestamps_follow_the_speech(whisper, vad, speech):

@@ -49,7 +49,7 @@ IMPORTS = {
             "task": "asr",
             "family": "whisper",
             "vad": "silero-vad",
-            "files": ["encoder.onnx", "decoder.onnx", "tokenizer.json", "whisper.json"],
+            "files": ["encoder.onnx", "decoder.onnx", "decoder-cpu.onnx", "tokenizer.json", "whisper.json"],
         },
     },
     "llm": {

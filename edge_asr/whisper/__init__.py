@@ -4,3 +4,7 @@ Submodules, one concept each: ``features`` (log-mel), ``tokenizer``, ``graphs`` 
 decoder behind one interface: ONNX Runtime, or native TensorRT in ``trt_graphs``), ``model``
 (decoding one window), ``transcribe`` (audio of any length to text).
 """
+
+# The decoder graph ONNX Runtime runs on the CPU alone (``decoder.onnx`` is for the GPU): named
+# here, where both the export (``edge_asr/prepare/convert/whisper_to_onnx.py``) and ``graphs`` see it.
+CPU_DECODER = "decoder-cpu.onnx"

@@ -44,8 +44,12 @@ def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int
         if not tokens:  # start with a timestamp, and an early one
             row[:timestamp_begin] = NEG_INF
             row[timestamp_begin + MAX_INITIAL_TIMESTAMP + 1 :] = NEG_INF
-    logprobs = log_softmax(scores)
-    timestamp_logprob = np.logaddexp.reduce(logprobs[:, timestamp_begin:], axis=-1)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)  # unnormalised; the timestamps' total below reuses them
+    total = probs.sum(axis=-1)
+    logprobs = shifted - np.log(total)[:, None]
+    with np.errstate(divide="ignore"):  # every timestamp masked: log(0) = -inf
+        timestamp_logprob = np.log(probs[:, timestamp_begin:].sum(axis=-1) / total)
     text_logprob = logprobs[:, :timestamp_begin].max(axis=-1)
     only_timestamps = timestamp_logprob > text_logprob  # timestamps together beat any text
     scores[only_timestamps, :timestamp_begin] = NEG_INF

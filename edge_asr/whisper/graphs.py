@@ -33,7 +33,9 @@ import numpy as np
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec
 from edge_asr.runtime import TimedSteps
-from edge_asr.runtime.onnx import CPU, open_session
+from edge_asr.runtime.onnx import CPU, open_session, provider_chain
+from edge_asr.whisper import CPU_DECODER
+from edge_asr.whisper.kv_cache import KvCacheLayout
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,15 @@ class WhisperGraphs(Protocol):
     def release(self) -> dict[str, Any]: ...
 
 
+def decoder_file(directory: Path, providers: Sequence[str]) -> str:
+    """The CPU decoder (its vocabulary projection int8 where no token it can pick depends on it:
+    ``CPU_DECODER`` in the export) when the model runs on the CPU alone and has one; else the
+    fp32 decoder, which the GPU providers take."""
+    if provider_chain(providers) == [CPU] and (directory / CPU_DECODER).is_file():
+        return CPU_DECODER
+    return "decoder.onnx"
+
+
 class OnnxWhisperGraphs:
     runtime = "onnxruntime"
 
@@ -63,33 +74,31 @@ class OnnxWhisperGraphs:
         threads: int = 0,
         gpu_mem_limit: int = 0,
         reason: str = "the manifest prefers ONNX Runtime",
+        decoder: str | None = None,
     ):
+        """``decoder``: the decoder graph's file, by default the one for ``providers`` (``decoder_file``)."""
         self.reason = reason
         self.load_report: dict[str, Any] = {}
         self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
-        self.decoder = open_session(directory / "decoder.onnx", providers, threads, gpu_mem_limit)
+        decoder = decoder or decoder_file(directory, providers)
+        self.decoder = open_session(directory / decoder, providers, threads, gpu_mem_limit)
         self.providers: list[str] = self.encoder.get_providers()
         self._cross_names = [o.name for o in self.encoder.get_outputs()]
-        self_k = next(i for i in self.decoder.get_inputs() if i.name == "self_k")
-        layers, _, _, width = self_k.shape  # [L, B, P, D]
-        self._empty = np.zeros((layers, 1, 0, width), np.float32)
+        self._cache = KvCacheLayout([(i.name, i.shape) for i in self.decoder.get_inputs()])
 
     def encode(self, mel: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self._cross_names, self.encoder.run(None, {"mel": mel}), strict=True))
 
     def decode(
-        self, tokens: np.ndarray, cache: tuple[np.ndarray, np.ndarray] | None, encoded: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        self, tokens: np.ndarray, cache: tuple[np.ndarray, ...] | None, encoded: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         if cache is None:
-            empty = np.repeat(self._empty, len(tokens), axis=1)
-            cache = (empty, empty)
-        logits, self_k, self_v = self.decoder.run(
-            None, {"tokens": tokens, "self_k": cache[0], "self_v": cache[1], **encoded}
-        )
-        return logits, (self_k, self_v)
+            cache = self._cache.empty(len(tokens))
+        logits, *grown = self.decoder.run(None, {"tokens": tokens, **self._cache.feeds(cache), **encoded})
+        return logits, tuple(grown)
 
-    def reorder(self, cache: tuple[np.ndarray, np.ndarray], rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        return cache[0][:, rows], cache[1][:, rows]
+    def reorder(self, cache: tuple[np.ndarray, ...], rows: list[int]) -> tuple[np.ndarray, ...]:
+        return self._cache.reorder(cache, rows)
 
     def release(self) -> dict[str, Any]:
         """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""

@@ -18,6 +18,10 @@ import numpy as np
 
 from edge_asr.whisper.decoding import log_softmax
 
+# How far below a row's best ``top_tokens`` looks, in turn. Measured on tiny.en at beam 5: within
+# e^10 of the best lie a median of 28 tokens (fewer than 6 in 6 % of the rows), within e^20 29 000.
+NEAR = (10.0, 14.0, 20.0, np.inf)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -39,16 +43,19 @@ def rank(candidates: Iterable[tuple[tuple[int, ...], float]], length_penalty: fl
     return list(tokens), total
 
 
-def top_tokens(logprobs: np.ndarray, k: int, margin: float = 20.0) -> list[list[int]]:
-    """The ``k`` likeliest tokens of each row (in no order). A full partition of the vocabulary
-    costs more than a decoding step's softmax: only the tokens within ``margin`` of the row's best
-    (a factor of e^20) are partitioned, unless fewer than ``k`` are."""
+def top_tokens(logprobs: np.ndarray, k: int) -> list[list[int]]:
+    """The ``k`` likeliest tokens of each row (in no order; all the possible ones where fewer are
+    possible). A partition of the whole vocabulary costs more than a decoding step's softmax: the
+    tokens are looked for near the row's best first, and further only when fewer than ``k`` are
+    that near."""
     found = []
     for row in logprobs:
-        near = np.flatnonzero(row > row.max() - margin)
-        if len(near) < k:
-            near = np.arange(len(row))
-        found.append(near[np.argpartition(row[near], -k)[-k:]].tolist())
+        best = row.max()
+        for margin in NEAR:
+            near = np.flatnonzero(row > best - margin)
+            if len(near) >= k:
+                break
+        found.append((near[np.argpartition(row[near], -k)[-k:]] if len(near) > k else near).tolist())
     return found
 
 

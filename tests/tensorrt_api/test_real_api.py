@@ -230,7 +230,7 @@ def whisper_dir(tmp_path: Path) -> Path:
     """A prepared-looking Whisper tiny folder (the parser is an autospec: the ONNX bytes are not read)."""
     directory = tmp_path / "models" / "whisper-tiny-en"
     directory.mkdir(parents=True)
-    for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json"):
+    for name in ("encoder.onnx", "decoder.onnx", "decoder-cpu.onnx", "tokenizer.json"):
         (directory / name).write_bytes(name.encode())
     (directory / "whisper.json").write_text(json.dumps({"n_text_ctx": 448, "n_layers": 4}))
     return directory

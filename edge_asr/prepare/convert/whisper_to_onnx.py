@@ -1,12 +1,14 @@
-"""Export a Hugging Face Whisper folder to the two ONNX graphs edge-asr's runtime drives:
+"""Export a Hugging Face Whisper folder to the ONNX graphs edge-asr's runtime drives:
 
 - ``encoder.onnx``: ``mel [B, n_mels, 3000]`` -> for each decoder layer i, ``cross_k_i [B, H, Dh, 1500]``
-  and ``cross_v_i [B, H, 1500, Dh]``: the cross-attention keys (already transposed) and values,
-  computed once per 30-s window in the layout the decoder multiplies with, so no decoding step
-  splits or transposes them again (that was a quarter of a step's time);
+  and ``cross_v_i [B, H, 1500, Dh]``: the cross-attention keys (already transposed and scaled) and
+  values, computed once per 30-s window in the layout the decoder multiplies with, so no decoding
+  step splits, transposes or scales them again (that was a quarter of a step's time);
 - ``decoder.onnx``: ``tokens [B, T]``, ``self_k, self_v [L, B, P, D]``, the ``cross_k_i``/``cross_v_i``
   of one window (batch 1, broadcast over the B sequences: beams share their window) ->
-  ``logits [B, V]`` (last position) and ``new_self_k, new_self_v [L, B, P+T, D]`` (the KV cache).
+  ``logits [B, V]`` (last position) and ``new_self_k, new_self_v [L, B, P+T, D]`` (the KV cache);
+- ``decoder-cpu.onnx``: the same decoder for ONNX Runtime on the CPU, its vocabulary projection
+  made cheaper where no decision depends on it (``EXACT_TOKENS`` below);
 
 plus ``tokenizer.json`` and ``whisper.json`` (dimensions and special tokens, so the runtime needs
 neither transformers nor the HF config). Each graph is checked against the PyTorch model.
@@ -23,17 +25,29 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from torch import nn
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
+from edge_asr.whisper import CPU_DECODER
 from edge_asr.whisper.features import log_mel_spectrogram
+from edge_asr.whisper.kv_cache import KvCacheLayout
 
 log = logging.getLogger("edge_asr.prepare")
 MAX_DIFF = 1e-3  # fp32 graphs: differences beyond this mean a wrong export, not rounding
 MULTILINGUAL_VOCAB = 51865  # the reference implementation's test: English-only vocabularies are smaller
+# The CPU decoder (ONNX Runtime on the CPU; TensorRT and the GPU providers take ``decoder.onnx``):
+# its text-token projection, ~half of a decoding step in fp32, is int8 (blocks of 64, ONNX
+# Runtime's MatMulNBits), then the likeliest EXACT_TOKENS text tokens of each row are recomputed
+# in fp32 and the timestamps are fp32 too: every token greedy, beam search (5 + 1 per beam) or a
+# timestamp rule can pick has its fp32 logit; the rest stay within INT8_MAX_DIFF and only weigh in
+# the softmax's normaliser and in sampling at a temperature.
+EXACT_TOKENS = 16
+INT8_MAX_DIFF = 0.5
 
 
 def split_heads(x, heads: int):
@@ -54,13 +68,19 @@ def attend(q, k_t, v, mask=None):
 
 def attend_window(q, k_t, v):
     """Attention of every sequence's ``q [B, T, D]`` over the one window they decode (``k_t
-    [1, H, Dh, S]``, ``v [1, H, S, Dh]``): the B x T queries go through each head as one matrix, so
-    the window's keys and values are read once per step, not once per beam."""
+    [1, H, Dh, S]``, already scaled, ``v [1, H, S, Dh]``): the B x T queries go through each head as
+    one matrix, so the window's keys and values are read once per step, not once per beam."""
     b, t, d = q.shape
     heads = k_t.shape[1]
     queries = q.reshape(1, b * t, heads, d // heads).transpose(1, 2)  # [1, H, B*T, Dh]
-    weights = (queries @ k_t) * (d // heads) ** -0.5
-    return (weights.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+    return ((queries @ k_t).softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+
+
+def cross_keys(k, heads: int):
+    """The cross-attention keys as the decoder multiplies with them: ``[B, H, Dh, S]``, scaled by
+    Dh^-0.5 once per window rather than every step (a power of two for Whisper's Dh of 64: exact)."""
+    k_t = split_heads(k, heads).transpose(-1, -2)
+    return k_t * k_t.shape[2] ** -0.5
 
 
 def attention(q, k, v, heads: int, mask=None):
@@ -88,42 +108,95 @@ class Encoder(nn.Module):
         x = e.layer_norm(x)
         outputs = []
         for k, v in zip(self.cross_k, self.cross_v, strict=True):
-            outputs += [split_heads(k(x), self.decoder_heads).transpose(-1, -2), split_heads(v(x), self.decoder_heads)]
+            outputs += [cross_keys(k(x), self.decoder_heads), split_heads(v(x), self.decoder_heads)]
         return tuple(outputs)
 
 
 class Decoder(nn.Module):
+    """The decoder graph TensorRT and the GPU providers run: the KV cache of all layers in one
+    tensor per side, ``[L, B, P, D]``."""
+
     def __init__(self, hf: WhisperForConditionalGeneration):
         super().__init__()
         self.decoder = hf.model.decoder
         self.heads = hf.config.decoder_attention_heads
-        # The vocabulary projection's own weight, already in [D, V] layout: a constant the graph
-        # multiplies with (not a transpose of the embedding at run time), which int8 quantisation
-        # can then reach. It is ~half of a decoding step.
+        # The projection's own weight, already in [D, V] layout: a constant the graph multiplies
+        # with (not a transpose of the embedding at run time), which int8 quantisation can reach.
         self.projection = nn.Parameter(self.decoder.embed_tokens.weight.detach().t().contiguous())
 
     def forward(self, tokens, self_k, self_v, *cross):
-        d = self.decoder
-        past, new = self_k.shape[2], tokens.shape[1]
-        positions = torch.arange(new, device=tokens.device) + past
-        x = d.embed_tokens(tokens) + F.embedding(positions, d.embed_positions.weight)
-        key_pos = torch.arange(past + new, device=tokens.device)
-        causal = torch.where(key_pos[None, :] > positions[:, None], float("-inf"), 0.0)
+        x, causal = self.embed(tokens, self_k.shape[2])
         keys, values = [], []
-        for i, layer in enumerate(d.layers):
+        for i, layer in enumerate(self.decoder.layers):
             h = layer.self_attn_layer_norm(x)
             k = torch.cat([self_k[i], layer.self_attn.k_proj(h)], 1)
             v = torch.cat([self_v[i], layer.self_attn.v_proj(h)], 1)
             keys.append(k)
             values.append(v)
             x = x + layer.self_attn.out_proj(attention(layer.self_attn.q_proj(h), k, v, self.heads, causal))
-            h = layer.encoder_attn_layer_norm(x)
-            x = x + layer.encoder_attn.out_proj(
-                attend_window(layer.encoder_attn.q_proj(h), cross[2 * i], cross[2 * i + 1])
-            )
-            x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        x = d.layer_norm(x[:, -1])
-        return x @ self.projection, torch.stack(keys), torch.stack(values)
+            x = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
+        return self.vocabulary(self.decoder.layer_norm(x[:, -1])), torch.stack(keys), torch.stack(values)
+
+    def embed(self, tokens, past: int):
+        """The new tokens' embeddings at their positions, and the causal mask over the cache."""
+        d = self.decoder
+        positions = torch.arange(tokens.shape[1], device=tokens.device) + past
+        x = d.embed_tokens(tokens) + F.embedding(positions, d.embed_positions.weight)
+        key_pos = torch.arange(past + tokens.shape[1], device=tokens.device)
+        return x, torch.where(key_pos[None, :] > positions[:, None], float("-inf"), 0.0)
+
+    @staticmethod
+    def attend_window_and_feed_forward(layer, x, cross_k, cross_v):
+        """A layer after its self-attention: cross-attention over the window, then the MLP."""
+        h = layer.encoder_attn_layer_norm(x)
+        x = x + layer.encoder_attn.out_proj(attend_window(layer.encoder_attn.q_proj(h), cross_k, cross_v))
+        return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+
+    def vocabulary(self, x):
+        """Logits ``[B, V]`` of the last positions ``x [B, D]``."""
+        return x @ self.projection
+
+
+class CpuDecoder(Decoder):
+    """The decoder graph ONNX Runtime runs on the CPU (``CPU_DECODER``), made for its costs:
+
+    - a KV cache tensor per layer and side, in the layout attention multiplies with (``self_k_i
+      [B, H, Dh, P]``, scaled like ``cross_keys``; ``self_v_i [B, H, P, Dh]``): a step appends to
+      each once, where splitting, transposing and stacking one cache of all layers copied it
+      four times (a sixth of a step at beam 5);
+    - the vocabulary projection: text tokens through a weight ``quantize_text_projection`` makes
+      int8, then the ``EXACT_TOKENS`` likeliest of them recomputed in fp32 from the embedding, and
+      the timestamps in fp32."""
+
+    def __init__(self, hf: WhisperForConditionalGeneration, timestamp_begin: int):
+        super().__init__(hf)
+        projection = self.projection.detach()
+        del self.projection
+        self.text_projection = nn.Parameter(projection[:, :timestamp_begin].contiguous())
+        self.timestamp_projection = nn.Parameter(projection[:, timestamp_begin:].contiguous())
+
+    def forward(self, tokens, *cache_and_cross):
+        layers = len(self.decoder.layers)
+        cache, cross = cache_and_cross[: 2 * layers], cache_and_cross[2 * layers :]
+        x, causal = self.embed(tokens, cache[1].shape[2])
+        b, t, d = x.shape
+        grown = []
+        for i, layer in enumerate(self.decoder.layers):
+            h = layer.self_attn_layer_norm(x)
+            k_t = torch.cat([cache[2 * i], cross_keys(layer.self_attn.k_proj(h), self.heads)], -1)
+            v = torch.cat([cache[2 * i + 1], split_heads(layer.self_attn.v_proj(h), self.heads)], 2)
+            grown += [k_t, v]
+            q = split_heads(layer.self_attn.q_proj(h), self.heads)
+            attended = ((q @ k_t + causal).softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+            x = x + layer.self_attn.out_proj(attended)
+            x = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
+        return self.vocabulary(self.decoder.layer_norm(x[:, -1])), *grown
+
+    def vocabulary(self, x):
+        text = x @ self.text_projection
+        top = text.topk(EXACT_TOKENS, dim=-1).indices
+        exact = (self.decoder.embed_tokens(top) @ x.unsqueeze(-1)).squeeze(-1)
+        return torch.cat([text.scatter(-1, top, exact), x @ self.timestamp_projection], -1)
 
 
 def token_table(tokenizer_json: Path, multilingual: bool) -> dict:
@@ -147,11 +220,41 @@ def token_table(tokenizer_json: Path, multilingual: bool) -> dict:
     return {"tokens": tokens, "languages": languages}
 
 
-def _check(name: str, expected, actual) -> None:
-    diff = float(np.abs(expected.numpy() - actual).max())
+def _check(name: str, expected: np.ndarray, actual: np.ndarray, limit: float = MAX_DIFF) -> None:
+    diff = float(np.abs(expected - actual).max())
     log.info("%s: max |onnx - torch| = %.2e", name, diff)
-    if not diff < MAX_DIFF:
-        raise RuntimeError(f"{name}: ONNX output differs from PyTorch by {diff:.3g} (limit {MAX_DIFF})")
+    if not diff < limit:
+        raise RuntimeError(f"{name}: ONNX output differs from PyTorch by {diff:.3g} (limit {limit})")
+
+
+def quantize_text_projection(path: Path) -> None:
+    """Make the CPU decoder's text projection int8, in place; every other MatMul stays fp32."""
+    model = onnx.load(path)
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    projection = next(n for n in matmuls if "text_projection" in n.input)
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=8,
+        block_size=64,
+        is_symmetric=True,
+        accuracy_level=4,  # int8 arithmetic (the activations quantised per block too)
+        nodes_to_exclude=[n.name for n in matmuls if n is not projection],
+    )
+    quantizer.process()
+    onnx.save(quantizer.model.model, path)
+
+
+def check_cpu_logits(expected: np.ndarray, actual: np.ndarray, timestamp_begin: int) -> None:
+    """The CPU decoder's logits: the likeliest text tokens (half of ``EXACT_TOKENS``: the graph
+    picks its exact ones by their int8 logits) and the timestamps as exact as the fp32 graph's, the
+    rest within int8 rounding."""
+    top = np.argpartition(-expected[:, :timestamp_begin], EXACT_TOKENS // 2, axis=-1)[:, : EXACT_TOKENS // 2]
+    exact = np.concatenate([np.take_along_axis(actual, top, -1), actual[:, timestamp_begin:]], -1)
+    reference = np.concatenate([np.take_along_axis(expected, top, -1), expected[:, timestamp_begin:]], -1)
+    _check(f"{CPU_DECODER} (top text tokens, timestamps)", reference, exact)
+    _check(f"{CPU_DECODER} (all tokens)", expected, actual, INT8_MAX_DIFF)
+    if not (expected.argmax(-1) == actual.argmax(-1)).all():
+        raise RuntimeError(f"{CPU_DECODER}: the likeliest token differs from PyTorch's")
 
 
 def check_features(n_mels: int) -> None:
@@ -170,12 +273,11 @@ def export(hf_dir: Path, out_dir: Path) -> None:
     c = hf.config
     multilingual = c.vocab_size >= MULTILINGUAL_VOCAB
     check_features(c.num_mel_bins)
-    encoder, decoder = Encoder(hf).eval(), Decoder(hf).eval()
+    encoder = Encoder(hf).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     mel = torch.randn(1, c.num_mel_bins, 2 * c.max_source_positions)
     table = token_table(hf_dir / "tokenizer.json", multilingual)
     prompt = torch.tensor([[table["tokens"]["sot"], table["tokens"]["no_timestamps"]]])
-    empty = torch.zeros(c.decoder_layers, 1, 0, c.d_model)
     batch = torch.export.Dim("batch", min=1, max=32)
     cross_names = [f"cross_{kv}_{i}" for i in range(c.decoder_layers) for kv in ("k", "v")]
     with torch.no_grad():
@@ -197,35 +299,57 @@ def export(hf_dir: Path, out_dir: Path) -> None:
         # batch of 1 and broadcast over however many sequences decode it, never copied per beam.
         # Two distinct cache tensors: the exporter merges inputs that are the same Python object.
         cache_k, cache_v = torch.zeros(2, c.decoder_layers, 2, 3, c.d_model)
-        torch.onnx.export(
-            decoder,
-            (prompt.repeat(2, 1), cache_k, cache_v, *cross),
-            out_dir / "decoder.onnx",
-            input_names=["tokens", "self_k", "self_v", *cross_names],
-            output_names=["logits", "new_self_k", "new_self_v"],
-            dynamic_shapes=[
-                {0: batch, 1: new},
-                {1: batch, 2: past},
-                {1: batch, 2: past},
-                tuple({} for _ in cross_names),  # the *cross arguments: one window, static
-            ],
-            dynamo=True,
-            external_data=False,
-            optimize=True,
-        )
-        # Check both graphs against the reference model, the decoder with a filled KV cache.
+        heads = c.decoder_attention_heads
+        head_width = c.d_model // heads
+        layer_shapes = ((2, heads, head_width, 3), (2, heads, 3, head_width))  # self_k_i, self_v_i
+        layer_cache = tuple(torch.zeros(shape) for _ in range(c.decoder_layers) for shape in layer_shapes)
+        layer_names = [f"self_{kv}_{i}" for i in range(c.decoder_layers) for kv in ("k", "v")]
+        cross_axes = tuple({} for _ in cross_names)  # one window, static
+        cpu_cache_axes = [{0: batch, 3: past}, {0: batch, 2: past}] * c.decoder_layers
+        graphs = {  # name: (module, cache arguments, their names, dynamic shapes as the signature nests them)
+            "decoder.onnx": (
+                Decoder(hf),
+                (cache_k, cache_v),
+                ["self_k", "self_v"],
+                [{0: batch, 1: new}, {1: batch, 2: past}, {1: batch, 2: past}, cross_axes],
+            ),
+            CPU_DECODER: (
+                CpuDecoder(hf, table["tokens"]["timestamp_begin"]),
+                layer_cache,
+                layer_names,
+                [{0: batch, 1: new}, (*cpu_cache_axes, *cross_axes)],  # forward(tokens, *cache_and_cross)
+            ),
+        }
+        for name, (decoder, cache, cache_names, axes) in graphs.items():
+            torch.onnx.export(
+                decoder.eval(),
+                (prompt.repeat(2, 1), *cache, *cross),
+                out_dir / name,
+                input_names=["tokens", *cache_names, *cross_names],
+                output_names=["logits", *(f"new_{n}" for n in cache_names)],
+                dynamic_shapes=axes,
+                dynamo=True,
+                external_data=False,
+                optimize=True,
+            )
+        quantize_text_projection(out_dir / CPU_DECODER)
+        # Check the graphs against the reference model, the decoders with a filled KV cache.
         ref_hidden = hf.model.encoder(mel).last_hidden_state
-        ref_logits = hf(encoder_outputs=(ref_hidden,), decoder_input_ids=prompt).logits[:, -1]
+        ref_logits = hf(encoder_outputs=(ref_hidden,), decoder_input_ids=prompt).logits[:, -1].numpy()
         enc = ort.InferenceSession(out_dir / "encoder.onnx", providers=["CPUExecutionProvider"])
-        dec = ort.InferenceSession(out_dir / "decoder.onnx", providers=["CPUExecutionProvider"])
         feeds = dict(zip(cross_names, enc.run(None, {"mel": mel.numpy()}), strict=True))
         ref_k0 = hf.model.decoder.layers[0].encoder_attn.k_proj(ref_hidden)
-        _check("encoder", split_heads(ref_k0, c.decoder_attention_heads).transpose(-1, -2), feeds["cross_k_0"])
-        _, sk, sv = dec.run(
-            None, {"tokens": prompt[:, :1].numpy(), "self_k": empty.numpy(), "self_v": empty.numpy(), **feeds}
-        )
-        logits, _, _ = dec.run(None, {"tokens": prompt[:, 1:].numpy(), "self_k": sk, "self_v": sv, **feeds})
-        _check("decoder", ref_logits, logits)
+        _check("encoder", cross_keys(ref_k0, heads).numpy(), feeds["cross_k_0"])
+        for name in graphs:
+            dec = ort.InferenceSession(out_dir / name, providers=["CPUExecutionProvider"])
+            layout = KvCacheLayout([(i.name, i.shape) for i in dec.get_inputs()])
+            cache = layout.empty(1)
+            for tokens in (prompt[:, :1], prompt[:, 1:]):
+                logits, *cache = dec.run(None, {"tokens": tokens.numpy(), **layout.feeds(cache), **feeds})
+            if name == CPU_DECODER:
+                check_cpu_logits(ref_logits, logits, table["tokens"]["timestamp_begin"])
+            else:
+                _check(name, ref_logits, logits)
 
     shutil.copy(hf_dir / "tokenizer.json", out_dir / "tokenizer.json")
     meta = {
