@@ -12,8 +12,12 @@ import pytest
 import soundfile
 
 from edge_asr.evaluation import normalize, word_error_rate
+from edge_asr.manifest import get_model
 from edge_asr.samples import FOREIGN, espeak
+from edge_asr.whisper import CPU_DECODER
+from edge_asr.whisper.graphs import OnnxWhisperGraphs
 from edge_asr.whisper.languages import LANGUAGE_NAMES
+from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.tokenizer import WhisperTokenizer
 from tests.service import Service
 
@@ -121,3 +125,25 @@ def test_english_only_model_refuses_other_languages_before_loading(service: Serv
     assert "translate" in refusals[1].json()["error"]["message"]
     assert service.model(TINY)["state"] == "unloaded"
     assert service.get(f"/api/models/{TINY}").json()["settings"]["language"] == "en"
+
+
+def test_base_detects_and_decodes_on_the_cpu_decoder_as_on_the_fp32_one(config):
+    """Whisper base's CPU decoder: the language tokens are fp32 there, so detection gives the fp32
+    graph's language and probability; German and Spanish decode to the same tokens."""
+    directory = get_model(config, BASE).directory
+    ours = WhisperModel(directory)
+    fp32 = WhisperModel(directory, OnnxWhisperGraphs(directory, decoder="decoder.onnx"))
+    try:
+        assert ours.graphs.decoder_file == CPU_DECODER
+        for code, (text, _) in FOREIGN.items():
+            audio = espeak(text, code)
+            encoded, reference = ours.encode(audio), fp32.encode(audio)
+            language, probability = ours.detect_language(encoded)
+            expected_language, expected_probability = fp32.detect_language(reference)
+            assert language == expected_language == code
+            assert probability == pytest.approx(expected_probability, rel=1e-4)
+            prompt = ours.tokenizer.prompt(code)
+            assert ours.decode(encoded, prompt).tokens == fp32.decode(reference, prompt).tokens
+    finally:
+        ours.release()
+        fp32.release()

@@ -173,7 +173,7 @@ def test_the_same_decoding_runs_on_tensorrt(gpu, models: Config, vad, speech):
     on_tensorrt = WhisperModel.open(spec, models)
     assert on_tensorrt.graphs.runtime == "tensorrt"
     assert on_tensorrt.graphs.reason.startswith("engines ") and "built for Orin" in on_tensorrt.graphs.reason
-    on_onnxruntime = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory))
+    on_onnxruntime = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory, decoder="decoder.onnx"))
     for clip in ("beckett", "two_cities"):
         expected = transcribe(on_onnxruntime, vad, speech[clip])
         got = transcribe(on_tensorrt, vad, speech[clip])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from edge_asr.manifest import ModelSpec
 from edge_asr.state import StateStore
+from edge_asr.whisper import CPU_DECODER
 
 FILES_TO_FOOTPRINT = 3  # before any measurement: 3x the model's files (see ``predict``)
 
@@ -24,12 +25,14 @@ class Footprints:
         return self._known.get(model_id)
 
     def predict(self, spec: ModelSpec) -> int:
-        """The footprint measured last or, before any load, 3x the model's files (weights, runtime
-        arenas and a request's working memory: at their peak on ONNX Runtime CPU, Whisper tiny
-        measured 2.6x (595 MB for 233 MB of files), SmolLM2-135M 2.8x)."""
+        """The footprint measured last or, before any load, 3x the files a load reads (weights,
+        runtime arenas and a request's working memory: at their peak on ONNX Runtime CPU, Whisper
+        tiny measured 2.6x (595 MB for 233 MB of files), SmolLM2-135M 2.8x). A Whisper folder holds
+        a decoder for each runtime and a load reads one: the fp32 one counts, the larger."""
         if spec.id in self._known:
             return self._known[spec.id]
-        return FILES_TO_FOOTPRINT * sum((spec.directory / f).stat().st_size for f in spec.files)
+        loaded = [f for f in spec.files if f != CPU_DECODER]
+        return FILES_TO_FOOTPRINT * sum((spec.directory / f).stat().st_size for f in loaded)
 
     def learn(self, model_id: str, measured: int) -> None:
         """Keep the peak: an idle worker holds on to what its largest request took (Whisper tiny

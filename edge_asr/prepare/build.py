@@ -24,16 +24,20 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "requirements.txt"
 CONVERT = HERE / "convert"
+PACKAGE = HERE.parent  # edge_asr/
 STAMP = "recipe.json"
 
 
 @dataclass(frozen=True)
 class Recipe:
-    modules: tuple[str, ...]  # the conversion modules it runs; their source is part of its hash
+    modules: tuple[str, ...]  # the conversion modules it runs; their source (and what they import of
+    # the runtime's: SHARED) is part of its hash
     steps: int  # the numbered steps it prints, the conversion environment's included
     from_package: bool  # its weights come in a pip package (else from a folder on disk)
 
 
+# The runtime's modules a conversion module imports (features, the cache layout it checks with).
+SHARED = {"whisper_to_onnx": ("whisper/__init__.py", "whisper/features.py", "whisper/kv_cache.py")}
 RECIPES = {
     "whisper-ct2": Recipe(("ct2", "whisper_from_ct2", "whisper_to_onnx"), 4, True),
     "whisper-hf": Recipe(("whisper_to_onnx",), 2, False),
@@ -86,6 +90,7 @@ def _sha256(*parts: bytes) -> str:
 def recipe_hash(recipe: dict) -> str:
     modules = RECIPES[recipe["recipe"]].modules
     sources = [(CONVERT / f"{m}.py").read_bytes() for m in modules]
+    sources += [(PACKAGE / f).read_bytes() for m in modules for f in SHARED.get(m, ())]
     return _sha256(json.dumps(recipe, sort_keys=True).encode(), REQUIREMENTS.read_bytes(), *sources)
 
 

@@ -1,8 +1,9 @@
 """Whisper speech recognition: numpy features, the KV-cached decoder loop, no torch.
 
 Submodules, one concept each: ``features`` (log-mel), ``tokenizer``, ``graphs`` (the encoder and
-decoder behind one interface: ONNX Runtime, or native TensorRT in ``trt_graphs``), ``model``
-(decoding one window), ``transcribe`` (audio of any length to text).
+decoder behind one interface: ONNX Runtime, or native TensorRT in ``trt_graphs``), ``kv_cache``
+(the decoder graph's cache layout), ``model`` (decoding one window), ``transcribe`` (audio of any
+length to text).
 """
 
 # The decoder graph ONNX Runtime runs on the CPU alone (``decoder.onnx`` is for the GPU): named

@@ -15,8 +15,15 @@ MAX_INITIAL_TIMESTAMP = 50  # the first timestamp is at most 1.0 s (50 x 20 ms)
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
     """Along the last axis; rows may hold -inf (masked tokens), never only -inf."""
+    return _softmax_terms(scores)[0]
+
+
+def _softmax_terms(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log-softmax, and the exponentials and row totals it was made of (unnormalised)."""
     shifted = scores - scores.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    probs = np.exp(shifted)
+    total = probs.sum(axis=-1, keepdims=True)
+    return shifted - np.log(total), probs, total
 
 
 def compression_ratio(text: str) -> float:
@@ -44,12 +51,9 @@ def apply_timestamp_rules(scores: np.ndarray, sampled: list[list[int]], eot: int
         if not tokens:  # start with a timestamp, and an early one
             row[:timestamp_begin] = NEG_INF
             row[timestamp_begin + MAX_INITIAL_TIMESTAMP + 1 :] = NEG_INF
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    probs = np.exp(shifted)  # unnormalised; the timestamps' total below reuses them
-    total = probs.sum(axis=-1)
-    logprobs = shifted - np.log(total)[:, None]
+    logprobs, probs, total = _softmax_terms(scores)
     with np.errstate(divide="ignore"):  # every timestamp masked: log(0) = -inf
-        timestamp_logprob = np.log(probs[:, timestamp_begin:].sum(axis=-1) / total)
+        timestamp_logprob = np.log(probs[:, timestamp_begin:].sum(axis=-1) / total[:, 0])
     text_logprob = logprobs[:, :timestamp_begin].max(axis=-1)
     only_timestamps = timestamp_logprob > text_logprob  # timestamps together beat any text
     scores[only_timestamps, :timestamp_begin] = NEG_INF

@@ -33,7 +33,7 @@ import numpy as np
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec
 from edge_asr.runtime import TimedSteps
-from edge_asr.runtime.onnx import CPU, open_session, provider_chain
+from edge_asr.runtime.onnx import CPU, open_session
 from edge_asr.whisper import CPU_DECODER
 from edge_asr.whisper.kv_cache import KvCacheLayout
 
@@ -56,10 +56,10 @@ class WhisperGraphs(Protocol):
 
 
 def decoder_file(directory: Path, providers: Sequence[str]) -> str:
-    """The CPU decoder (its vocabulary projection int8 where no token it can pick depends on it:
-    ``CPU_DECODER`` in the export) when the model runs on the CPU alone and has one; else the
-    fp32 decoder, which the GPU providers take."""
-    if provider_chain(providers) == [CPU] and (directory / CPU_DECODER).is_file():
+    """The CPU decoder (made for the CPU's costs: ``CpuDecoder`` in the export) when the model runs
+    on the CPU alone (``providers``: what the sessions got) and has one; else the fp32 decoder,
+    which the GPU providers take."""
+    if list(providers) == [CPU] and (directory / CPU_DECODER).is_file():
         return CPU_DECODER
     return "decoder.onnx"
 
@@ -76,13 +76,22 @@ class OnnxWhisperGraphs:
         reason: str = "the manifest prefers ONNX Runtime",
         decoder: str | None = None,
     ):
-        """``decoder``: the decoder graph's file, by default the one for ``providers`` (``decoder_file``)."""
+        """``decoder``: the decoder graph's file, by default the one for the providers the encoder's
+        session got (``decoder_file``). A CPU decoder this ONNX Runtime cannot run (8-bit
+        ``MatMulNBits`` needs 1.22, 1.23 on ARM64) gives way to the fp32 one, with a warning."""
         self.reason = reason
-        self.load_report: dict[str, Any] = {}
         self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
-        decoder = decoder or decoder_file(directory, providers)
-        self.decoder = open_session(directory / decoder, providers, threads, gpu_mem_limit)
         self.providers: list[str] = self.encoder.get_providers()
+        self.decoder_file = decoder or decoder_file(directory, self.providers)
+        try:
+            self.decoder = open_session(directory / self.decoder_file, providers, threads, gpu_mem_limit)
+        except Exception as e:  # any session failure of the CPU decoder: the fp32 one still runs here
+            if self.decoder_file != CPU_DECODER or decoder:
+                raise
+            log.warning("%s not usable (%s); decoding with decoder.onnx", CPU_DECODER, e)
+            self.decoder_file = "decoder.onnx"
+            self.decoder = open_session(directory / self.decoder_file, providers, threads, gpu_mem_limit)
+        self.load_report: dict[str, Any] = {}
         self._cross_names = [o.name for o in self.encoder.get_outputs()]
         self._cache = KvCacheLayout([(i.name, i.shape) for i in self.decoder.get_inputs()])
 
@@ -94,7 +103,9 @@ class OnnxWhisperGraphs:
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         if cache is None:
             cache = self._cache.empty(len(tokens))
-        logits, *grown = self.decoder.run(None, {"tokens": tokens, **self._cache.feeds(cache), **encoded})
+        logits, *grown = self.decoder.run(
+            self._cache.outputs, {"tokens": tokens, **self._cache.feeds(cache), **encoded}
+        )
         return logits, tuple(grown)
 
     def reorder(self, cache: tuple[np.ndarray, ...], rows: list[int]) -> tuple[np.ndarray, ...]:

@@ -1,9 +1,9 @@
 """The decoder's KV cache as an ONNX graph lays it out, read from the graph itself: the inputs
-named ``self_*`` (each grown one comes back as ``new_`` + its name, in the same order, after the
-logits), each with the sequences on its axis named ``batch`` and the tokens so far on the one named
-``past``. ``decoder.onnx`` keeps one tensor per side, ``[L, B, P, D]``; the CPU decoder one per
-layer and side, in the layouts its attention multiplies with. Numpy only: the export checks its
-graphs with it in the conversion environment."""
+named ``self_*`` (each comes back grown as the output ``new_`` + its name), each with the sequences
+on its axis named ``batch`` and the tokens so far on the one named ``past``. ``decoder.onnx`` keeps
+one tensor per side, ``[L, B, P, D]``; the CPU decoder one per layer and side, in the layouts its
+attention multiplies with. Numpy only: the export checks its graphs with it in the conversion
+environment."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class KvCacheLayout:
         """``inputs``: the graph's (name, declared shape), as ONNX Runtime lists them."""
         cache = [(name, list(shape)) for name, shape in inputs if name.startswith("self_")]
         self.names = [name for name, _ in cache]
+        self.outputs = ["logits", *(f"new_{name}" for name in self.names)]  # to ask a step for, in this order
         self._batch_axes = [shape.index("batch") for _, shape in cache]
         self._empty = [
             np.zeros([1 if d == "batch" else 0 if d == "past" else d for d in shape], np.float32) for _, shape in cache

@@ -7,8 +7,8 @@
 - ``decoder.onnx``: ``tokens [B, T]``, ``self_k, self_v [L, B, P, D]``, the ``cross_k_i``/``cross_v_i``
   of one window (batch 1, broadcast over the B sequences: beams share their window) ->
   ``logits [B, V]`` (last position) and ``new_self_k, new_self_v [L, B, P+T, D]`` (the KV cache);
-- ``decoder-cpu.onnx``: the same decoder for ONNX Runtime on the CPU, its vocabulary projection
-  made cheaper where no decision depends on it (``EXACT_TOKENS`` below);
+- ``decoder-cpu.onnx``: the decoder for ONNX Runtime on the CPU, its KV cache a tensor per layer
+  and its vocabulary projection cheaper where decisions do not read it (``CpuDecoder`` below);
 
 plus ``tokenizer.json`` and ``whisper.json`` (dimensions and special tokens, so the runtime needs
 neither transformers nor the HF config). Each graph is checked against the PyTorch model.
@@ -41,11 +41,13 @@ log = logging.getLogger("edge_asr.prepare")
 MAX_DIFF = 1e-3  # fp32 graphs: differences beyond this mean a wrong export, not rounding
 MULTILINGUAL_VOCAB = 51865  # the reference implementation's test: English-only vocabularies are smaller
 # The CPU decoder (ONNX Runtime on the CPU; TensorRT and the GPU providers take ``decoder.onnx``):
-# its text-token projection, ~half of a decoding step in fp32, is int8 (blocks of 64, ONNX
-# Runtime's MatMulNBits), then the likeliest EXACT_TOKENS text tokens of each row are recomputed
-# in fp32 and the timestamps are fp32 too: every token greedy, beam search (5 + 1 per beam) or a
-# timestamp rule can pick has its fp32 logit; the rest stay within INT8_MAX_DIFF and only weigh in
-# the softmax's normaliser and in sampling at a temperature.
+# the projection of the ordinary text tokens (those before <|endoftext|>), ~half of a decoding
+# step in fp32, is int8 (blocks of 64, ONNX Runtime's MatMulNBits); then the EXACT_TOKENS likeliest
+# of them are recomputed in fp32, and <|endoftext|>, the other specials (<|nospeech|>, the
+# languages) and the timestamps are fp32 too. Beam search takes 6 candidates a row (beam_size is at
+# most 5): the tokens any decision reads have their fp32 logits unless int8 rounding (at most
+# INT8_MAX_DIFF) is larger than the gap between the 6th and the 17th likeliest text tokens; the
+# rest only weigh in the softmax's normaliser and in sampling at a temperature.
 EXACT_TOKENS = 16
 INT8_MAX_DIFF = 0.5
 
@@ -76,9 +78,10 @@ def attend_window(q, k_t, v):
     return ((queries @ k_t).softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
 
 
-def cross_keys(k, heads: int):
-    """The cross-attention keys as the decoder multiplies with them: ``[B, H, Dh, S]``, scaled by
-    Dh^-0.5 once per window rather than every step (a power of two for Whisper's Dh of 64: exact)."""
+def prepared_keys(k, heads: int):
+    """Attention keys ``k [B, S, D]`` as the decoder multiplies with them: ``[B, H, Dh, S]``, scaled
+    by Dh^-0.5 once (per window for cross-attention) rather than every step (a power of two for
+    Whisper's Dh of 64: exact)."""
     k_t = split_heads(k, heads).transpose(-1, -2)
     return k_t * k_t.shape[2] ** -0.5
 
@@ -108,7 +111,7 @@ class Encoder(nn.Module):
         x = e.layer_norm(x)
         outputs = []
         for k, v in zip(self.cross_k, self.cross_v, strict=True):
-            outputs += [cross_keys(k(x), self.decoder_heads), split_heads(v(x), self.decoder_heads)]
+            outputs += [prepared_keys(k(x), self.decoder_heads), split_heads(v(x), self.decoder_heads)]
         return tuple(outputs)
 
 
@@ -160,20 +163,23 @@ class Decoder(nn.Module):
 class CpuDecoder(Decoder):
     """The decoder graph ONNX Runtime runs on the CPU (``CPU_DECODER``), made for its costs:
 
-    - a KV cache tensor per layer and side, in the layout attention multiplies with (``self_k_i
-      [B, H, Dh, P]``, scaled like ``cross_keys``; ``self_v_i [B, H, P, Dh]``): a step appends to
-      each once, where splitting, transposing and stacking one cache of all layers copied it
-      four times (a sixth of a step at beam 5);
-    - the vocabulary projection: text tokens through a weight ``quantize_text_projection`` makes
-      int8, then the ``EXACT_TOKENS`` likeliest of them recomputed in fp32 from the embedding, and
-      the timestamps in fp32."""
+    - a KV cache tensor per layer and side, in the layout attention multiplies with: inputs
+      ``self_k_i [B, H, Dh, P]`` (scaled like ``prepared_keys``) and ``self_v_i [B, H, P, Dh]``,
+      outputs ``new_self_k_i``, ``new_self_v_i`` with P+T positions; a step appends to each once,
+      where splitting, transposing and stacking one cache of all layers copied it four times (a
+      sixth of a step at beam 5);
+    - the vocabulary projection: ordinary text tokens through a weight ``quantize_text_projection``
+      makes int8, the ``EXACT_TOKENS`` likeliest of them recomputed in fp32 from the embedding,
+      the specials and timestamps in fp32 (see ``EXACT_TOKENS``).
 
-    def __init__(self, hf: WhisperForConditionalGeneration, timestamp_begin: int):
+    Its other inputs and outputs are ``decoder.onnx``'s."""
+
+    def __init__(self, hf: WhisperForConditionalGeneration, eot: int):
         super().__init__(hf)
         projection = self.projection.detach()
         del self.projection
-        self.text_projection = nn.Parameter(projection[:, :timestamp_begin].contiguous())
-        self.timestamp_projection = nn.Parameter(projection[:, timestamp_begin:].contiguous())
+        self.text_projection = nn.Parameter(projection[:, :eot].contiguous())
+        self.special_projection = nn.Parameter(projection[:, eot:].contiguous())
 
     def forward(self, tokens, *cache_and_cross):
         layers = len(self.decoder.layers)
@@ -183,7 +189,7 @@ class CpuDecoder(Decoder):
         grown = []
         for i, layer in enumerate(self.decoder.layers):
             h = layer.self_attn_layer_norm(x)
-            k_t = torch.cat([cache[2 * i], cross_keys(layer.self_attn.k_proj(h), self.heads)], -1)
+            k_t = torch.cat([cache[2 * i], prepared_keys(layer.self_attn.k_proj(h), self.heads)], -1)
             v = torch.cat([cache[2 * i + 1], split_heads(layer.self_attn.v_proj(h), self.heads)], 2)
             grown += [k_t, v]
             q = split_heads(layer.self_attn.q_proj(h), self.heads)
@@ -196,7 +202,7 @@ class CpuDecoder(Decoder):
         text = x @ self.text_projection
         top = text.topk(EXACT_TOKENS, dim=-1).indices
         exact = (self.decoder.embed_tokens(top) @ x.unsqueeze(-1)).squeeze(-1)
-        return torch.cat([text.scatter(-1, top, exact), x @ self.timestamp_projection], -1)
+        return torch.cat([text.scatter(-1, top, exact), x @ self.special_projection], -1)
 
 
 def token_table(tokenizer_json: Path, multilingual: bool) -> dict:
@@ -231,27 +237,32 @@ def quantize_text_projection(path: Path) -> None:
     """Make the CPU decoder's text projection int8, in place; every other MatMul stays fp32."""
     model = onnx.load(path)
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
-    projection = next(n for n in matmuls if "text_projection" in n.input)
+    projection = [n for n in matmuls if "text_projection" in n.input]
+    if len(projection) != 1:
+        raise RuntimeError(f"{path.name}: expected one MatMul of text_projection, found {len(projection)}")
     quantizer = MatMulNBitsQuantizer(
         model,
         bits=8,
         block_size=64,
         is_symmetric=True,
         accuracy_level=4,  # int8 arithmetic (the activations quantised per block too)
-        nodes_to_exclude=[n.name for n in matmuls if n is not projection],
+        nodes_to_exclude=[n.name for n in matmuls if n is not projection[0]],  # (an include list only adds)
     )
     quantizer.process()
+    quantized = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
+    if quantized != 1:
+        raise RuntimeError(f"{path.name}: {quantized} MatMuls made int8, expected the text projection alone")
     onnx.save(quantizer.model.model, path)
 
 
-def check_cpu_logits(expected: np.ndarray, actual: np.ndarray, timestamp_begin: int) -> None:
+def check_cpu_logits(expected: np.ndarray, actual: np.ndarray, eot: int) -> None:
     """The CPU decoder's logits: the likeliest text tokens (half of ``EXACT_TOKENS``: the graph
-    picks its exact ones by their int8 logits) and the timestamps as exact as the fp32 graph's, the
-    rest within int8 rounding."""
-    top = np.argpartition(-expected[:, :timestamp_begin], EXACT_TOKENS // 2, axis=-1)[:, : EXACT_TOKENS // 2]
-    exact = np.concatenate([np.take_along_axis(actual, top, -1), actual[:, timestamp_begin:]], -1)
-    reference = np.concatenate([np.take_along_axis(expected, top, -1), expected[:, timestamp_begin:]], -1)
-    _check(f"{CPU_DECODER} (top text tokens, timestamps)", reference, exact)
+    picks its exact ones by their int8 logits) and the specials and timestamps as exact as the fp32
+    graph's, the rest within int8 rounding."""
+    top = np.argpartition(-expected[:, :eot], EXACT_TOKENS // 2, axis=-1)[:, : EXACT_TOKENS // 2]
+    exact = np.concatenate([np.take_along_axis(actual, top, -1), actual[:, eot:]], -1)
+    reference = np.concatenate([np.take_along_axis(expected, top, -1), expected[:, eot:]], -1)
+    _check(f"{CPU_DECODER} (top text tokens, specials, timestamps)", reference, exact)
     _check(f"{CPU_DECODER} (all tokens)", expected, actual, INT8_MAX_DIFF)
     if not (expected.argmax(-1) == actual.argmax(-1)).all():
         raise RuntimeError(f"{CPU_DECODER}: the likeliest token differs from PyTorch's")
@@ -314,7 +325,7 @@ def export(hf_dir: Path, out_dir: Path) -> None:
                 [{0: batch, 1: new}, {1: batch, 2: past}, {1: batch, 2: past}, cross_axes],
             ),
             CPU_DECODER: (
-                CpuDecoder(hf, table["tokens"]["timestamp_begin"]),
+                CpuDecoder(hf, table["tokens"]["eot"]),
                 layer_cache,
                 layer_names,
                 [{0: batch, 1: new}, (*cpu_cache_axes, *cross_axes)],  # forward(tokens, *cache_and_cross)
@@ -339,15 +350,15 @@ def export(hf_dir: Path, out_dir: Path) -> None:
         enc = ort.InferenceSession(out_dir / "encoder.onnx", providers=["CPUExecutionProvider"])
         feeds = dict(zip(cross_names, enc.run(None, {"mel": mel.numpy()}), strict=True))
         ref_k0 = hf.model.decoder.layers[0].encoder_attn.k_proj(ref_hidden)
-        _check("encoder", cross_keys(ref_k0, heads).numpy(), feeds["cross_k_0"])
+        _check("encoder", prepared_keys(ref_k0, heads).numpy(), feeds["cross_k_0"])
         for name in graphs:
             dec = ort.InferenceSession(out_dir / name, providers=["CPUExecutionProvider"])
             layout = KvCacheLayout([(i.name, i.shape) for i in dec.get_inputs()])
             cache = layout.empty(1)
             for tokens in (prompt[:, :1], prompt[:, 1:]):
-                logits, *cache = dec.run(None, {"tokens": tokens.numpy(), **layout.feeds(cache), **feeds})
+                logits, *cache = dec.run(layout.outputs, {"tokens": tokens.numpy(), **layout.feeds(cache), **feeds})
             if name == CPU_DECODER:
-                check_cpu_logits(ref_logits, logits, table["tokens"]["timestamp_begin"])
+                check_cpu_logits(ref_logits, logits, table["tokens"]["eot"])
             else:
                 _check(name, ref_logits, logits)
 
