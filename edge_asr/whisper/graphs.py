@@ -78,7 +78,7 @@ class OnnxWhisperGraphs:
     ):
         """``decoder``: the decoder graph's file, by default the one for the providers the encoder's
         session got (``decoder_file``). A CPU decoder this ONNX Runtime cannot run (8-bit
-        ``MatMulNBits`` needs 1.22, 1.23 on ARM64) gives way to the fp32 one, with a warning."""
+        ``MatMulNBits`` on the CPU is recent) gives way to the fp32 one, with a warning."""
         self.reason = reason
         self.encoder = open_session(directory / "encoder.onnx", providers, threads, gpu_mem_limit)
         self.providers: list[str] = self.encoder.get_providers()
