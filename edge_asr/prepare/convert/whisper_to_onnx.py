@@ -59,10 +59,9 @@ def split_heads(x, heads: int):
 
 
 def attend(q, k_t, v, mask=None):
-    """Attention of ``q [B, T, D]`` over prepared ``k_t [B, H, Dh, S]`` and ``v [B, H, S, Dh]``."""
+    """Attention of ``q [B, T, D]`` over ``k_t [B, H, Dh, S]`` (``prepared_keys``) and ``v [B, H, S, Dh]``."""
     b, t, d = q.shape
-    heads = k_t.shape[1]
-    weights = (split_heads(q, heads) @ k_t) * (d // heads) ** -0.5
+    weights = split_heads(q, k_t.shape[1]) @ k_t
     if mask is not None:
         weights = weights + mask
     return (weights.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
@@ -87,7 +86,7 @@ def prepared_keys(k, heads: int):
 
 
 def attention(q, k, v, heads: int, mask=None):
-    return attend(q, split_heads(k, heads).transpose(-1, -2), split_heads(v, heads), mask)
+    return attend(q, prepared_keys(k, heads), split_heads(v, heads), mask)
 
 
 class Encoder(nn.Module):
@@ -185,16 +184,13 @@ class CpuDecoder(Decoder):
         layers = len(self.decoder.layers)
         cache, cross = cache_and_cross[: 2 * layers], cache_and_cross[2 * layers :]
         x, causal = self.embed(tokens, cache[1].shape[2])
-        b, t, d = x.shape
         grown = []
         for i, layer in enumerate(self.decoder.layers):
             h = layer.self_attn_layer_norm(x)
             k_t = torch.cat([cache[2 * i], prepared_keys(layer.self_attn.k_proj(h), self.heads)], -1)
             v = torch.cat([cache[2 * i + 1], split_heads(layer.self_attn.v_proj(h), self.heads)], 2)
             grown += [k_t, v]
-            q = split_heads(layer.self_attn.q_proj(h), self.heads)
-            attended = ((q @ k_t + causal).softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
-            x = x + layer.self_attn.out_proj(attended)
+            x = x + layer.self_attn.out_proj(attend(layer.self_attn.q_proj(h), k_t, v, causal))
             x = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
         return self.vocabulary(self.decoder.layer_norm(x[:, -1])), *grown
 
