@@ -44,8 +44,8 @@ class Span:
 
 
 class SileroVad:
-    def __init__(self, model_path: Path):
-        self.session = open_session(model_path)  # all cores: each call runs a batch of streams
+    def __init__(self, model_path: Path, threads: int = 0):
+        self.session = open_session(model_path, threads=threads)
 
     @classmethod
     def of(cls, spec: ModelSpec, config: Config) -> SileroVad:
@@ -55,7 +55,7 @@ class SileroVad:
         vad = get_model(config, spec.vad)
         if not vad.present:
             raise ValueError(f"model {vad.id!r} is not prepared; run `edge-asr models prepare`")
-        return cls(vad.directory / vad.files[0])
+        return cls(vad.directory / vad.files[0], config.ort_threads)
 
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability of each 32-ms frame.

@@ -3,6 +3,13 @@
 On a Jetson (onnxruntime-gpu from the Jetson wheel index) the chain is typically
 TensorRT EP (fp16, engine and timing caches kept beside the model) -> CUDA EP (arena grows only
 by what is asked, so an unload gives back what a load took; optional hard limit) -> CPU.
+
+The CPU's cores belong to one thread pool per process: every session shares ONNX Runtime's global
+intra-op pool, sized by the first session opened, and numpy's BLAS gets one thread (its only work
+here is small, like the mel filterbank). Idle pools spin on after their work, so with a pool per
+session, or BLAS threads of their own, whatever runs next shares its cores with spinning threads
+(measured on two cores, Whisper tiny.en, 10 minutes of speech: the encoder 5.1 -> 4.0 s, a decoder
+step 3.1 -> 2.7 ms).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 CPU = "CPUExecutionProvider"
@@ -44,12 +52,27 @@ def provider_options(provider: str, cache_dir: Path, gpu_mem_limit: int = 0) -> 
     return {}
 
 
+_pool_threads: int | None = None  # the size the process's thread pool was created with
+
+
+def _share_thread_pool(threads: int) -> None:
+    """Create the process's thread pool (``threads``, 0: one per physical core) unless it exists."""
+    global _pool_threads
+    if _pool_threads is None:
+        ort.set_global_thread_pool_sizes(threads, 1)
+        threadpool_limits(1, user_api="blas")
+        _pool_threads = threads
+    elif threads != _pool_threads:
+        log.info("ONNX Runtime's thread pool keeps its %d threads (asked for %d)", _pool_threads, threads)
+
+
 def open_session(
     path: Path, preferred: Sequence[str] = (CPU,), threads: int = 0, gpu_mem_limit: int = 0
 ) -> ort.InferenceSession:
+    """``threads``: the size of the process's shared pool if this is its first session."""
+    _share_thread_pool(threads)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options.use_per_session_threads = False
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise
     chain = provider_chain(preferred)
     cache = path.parent / "trt-cache"
