@@ -39,6 +39,7 @@ from edge_asr.config import load_config
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
 from edge_asr.prepare.build import ConversionEnv, recipe_hash
+from edge_asr.runtime.onnx import share_one_thread_pool
 from edge_asr.samples import FOREIGN, REFERENCES, espeak, espeak_recording, long_recording, sample_clips
 from edge_asr.vad import SileroVad
 from edge_asr.whisper.graphs import OnnxWhisperGraphs
@@ -132,7 +133,9 @@ def compare(args: argparse.Namespace, config: Any, theirs: FasterWhisper, thread
 
 
 def profile(config: Any, model_id: str, minutes: float, threads: int) -> None:
-    """Where edge-asr's time goes on the long recording, at each beam size, in process."""
+    """Where edge-asr's time goes on the long recording, at each beam size, in process (its CPU
+    threads as a worker's: one pool)."""
+    share_one_thread_pool(threads)
     spec, vad_spec = get_model(config, model_id), get_model(config, "silero-vad")
     model = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory, threads=threads))
     vad = SileroVad(vad_spec.directory / vad_spec.files[0])

@@ -1,23 +1,35 @@
-"""The process's CPU threads: every ONNX Runtime session shares one pool, numpy's BLAS has one
-thread (``edge_asr.runtime.onnx``), on real sessions of the prepared models."""
+"""A model worker's CPU threads (``edge_asr.runtime.onnx``): once the process shares one pool,
+every session it opens runs on that pool and numpy's BLAS has one thread; elsewhere each session
+keeps a pool of its own. Real sessions of the prepared models, in a spawned process as a worker is."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from pathlib import Path
 
 from threadpoolctl import threadpool_info
 
 from edge_asr.manifest import ModelSpec
-from edge_asr.runtime.onnx import open_session
+from edge_asr.runtime.onnx import open_session, share_one_thread_pool
 
 
-def thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
+def threads_a_session_adds(model: Path, shared: bool) -> tuple[int, set[int]]:
+    """Threads the process gains per further session (two threads each asked for), and BLAS's threads."""
+    if shared:
+        share_one_thread_pool(2)
+    kept = [open_session(model, threads=2)]
+    before = len(os.listdir("/proc/self/task"))
+    kept += [open_session(model, threads=2) for _ in range(3)]
+    added = (len(os.listdir("/proc/self/task")) - before) // 3
+    return added, {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
 
-def test_sessions_share_one_thread_pool_and_blas_keeps_one_thread(whisper_spec: ModelSpec) -> None:
-    kept = [open_session(whisper_spec.directory / "encoder.onnx", threads=2)]
-    before = thread_count()
-    kept += [open_session(whisper_spec.directory / name, threads=2) for name in ("decoder.onnx", "encoder.onnx")]
-    assert thread_count() == before  # a session with a pool of its own starts threads
-    assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == {1}
+def test_a_worker_s_sessions_share_one_pool_and_blas_keeps_one_thread(whisper_spec: ModelSpec) -> None:
+    model = whisper_spec.directory / "encoder.onnx"
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        shared = pool.apply(threads_a_session_adds, (model, True))
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        own = pool.apply(threads_a_session_adds, (model, False))
+    assert shared == (0, {1})
+    assert own[0] == 1  # a pool of two: the caller's thread and one more

@@ -30,6 +30,7 @@ from edge_asr.config import Config
 from edge_asr.engine.runners import create_runner
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import trim_heap
+from edge_asr.runtime.onnx import share_one_thread_pool
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def peak_rss_bytes() -> int:
 def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the front process's to handle
     logging.basicConfig(level=logging.INFO, format=f"[worker {spec.id} %(process)d] %(message)s")
+    share_one_thread_pool(config.ort_threads)  # the worker's cores are its model's
     rss_start = rss_bytes()
     try:
         runner = create_runner(spec, config)

@@ -4,12 +4,12 @@ On a Jetson (onnxruntime-gpu from the Jetson wheel index) the chain is typically
 TensorRT EP (fp16, engine and timing caches kept beside the model) -> CUDA EP (arena grows only
 by what is asked, so an unload gives back what a load took; optional hard limit) -> CPU.
 
-The CPU's cores belong to one thread pool per process: every session shares ONNX Runtime's global
-intra-op pool, sized by the first session opened, and numpy's BLAS gets one thread (its only work
-here is small, like the mel filterbank). Idle pools spin on after their work, so with a pool per
-session, or BLAS threads of their own, whatever runs next shares its cores with spinning threads
-(measured on two cores, Whisper tiny.en, 10 minutes of speech: the encoder 5.1 -> 4.0 s, a decoder
-step 3.1 -> 2.7 ms).
+A model worker's cores belong to one thread pool (``share_one_thread_pool``): its sessions share
+ONNX Runtime's global intra-op pool and numpy's BLAS gets one thread (its only work here is small,
+like the mel filterbank). Idle pools spin on after their work, so with a pool per session, or BLAS
+threads of their own, whatever runs next shares its cores with spinning threads (measured on two
+cores, Whisper tiny.en, 10 minutes of speech: the encoder 5.1 -> 4.0 s, a decoder step 3.1 -> 2.7
+ms). Elsewhere (the library in another program) each session keeps a pool of its own.
 """
 
 from __future__ import annotations
@@ -52,27 +52,31 @@ def provider_options(provider: str, cache_dir: Path, gpu_mem_limit: int = 0) -> 
     return {}
 
 
-_pool_threads: int | None = None  # the size the process's thread pool was created with
+_shared_pool = False  # whether this process's sessions share one pool
 
 
-def _share_thread_pool(threads: int) -> None:
-    """Create the process's thread pool (``threads``, 0: one per physical core) unless it exists."""
-    global _pool_threads
-    if _pool_threads is None:
+def share_one_thread_pool(threads: int) -> None:
+    """From now on, every session this process opens shares one intra-op pool of ``threads`` (0:
+    one per physical core), and numpy's BLAS has one thread. For a process that runs edge-asr's
+    models only: ONNX Runtime then refuses sessions that ask for pools of their own (other
+    libraries' default sessions)."""
+    global _shared_pool
+    if not _shared_pool:
         ort.set_global_thread_pool_sizes(threads, 1)
         threadpool_limits(1, user_api="blas")
-        _pool_threads = threads
-    elif threads != _pool_threads:
-        log.info("ONNX Runtime's thread pool keeps its %d threads (asked for %d)", _pool_threads, threads)
+        _shared_pool = True
 
 
 def open_session(
     path: Path, preferred: Sequence[str] = (CPU,), threads: int = 0, gpu_mem_limit: int = 0
 ) -> ort.InferenceSession:
-    """``threads``: the size of the process's shared pool if this is its first session."""
-    _share_thread_pool(threads)
+    """``threads``: the session's own pool, where the process shares none."""
     options = ort.SessionOptions()
-    options.use_per_session_threads = False
+    if not _shared_pool:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    else:
+        options.use_per_session_threads = False
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise
     chain = provider_chain(preferred)
     cache = path.parent / "trt-cache"
