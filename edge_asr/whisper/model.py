@@ -46,11 +46,12 @@ class WhisperModel:
         self.no_speech = special["no_speech"]
         vocab = meta["vocab_size"]
         # Never sampled: the listed tokens and the specials between <|endoftext|> and the timestamps.
-        self._suppress = np.zeros(vocab, bool)
-        self._suppress[meta["suppress_tokens"]] = True
-        self._suppress[self.eot + 1 : self.timestamp_begin] = True
-        self._suppress_begin = self._suppress.copy()
-        self._suppress_begin[meta["begin_suppress_tokens"]] = True
+        suppress = np.zeros(vocab, bool)
+        suppress[meta["suppress_tokens"]] = True
+        suppress[self.eot + 1 : self.timestamp_begin] = True
+        self._suppress = np.flatnonzero(suppress)
+        suppress[meta["begin_suppress_tokens"]] = True
+        self._suppress_begin = np.flatnonzero(suppress)
 
     @classmethod
     def open(cls, spec: ModelSpec, config: Config) -> WhisperModel:
@@ -113,7 +114,7 @@ class WhisperModel:
             logits = np.repeat(logits, search.width, axis=0)
         sampled: list[list[int]] = [[] for _ in range(search.width)]
         for i in range(min(self.max_new_tokens, self.n_text_ctx - len(prompt))):
-            scores = logits.astype(np.float32)
+            scores = np.asarray(logits, np.float32)  # each step's logits are a new array: masked in place
             scores[:, self._suppress_begin if i == 0 else self._suppress] = NEG_INF
             if timestamps:
                 logprobs = apply_timestamp_rules(scores, sampled, self.eot, self.timestamp_begin)
