@@ -14,22 +14,22 @@ from edge_asr.manifest import ModelSpec
 from edge_asr.runtime.onnx import open_session, share_one_thread_pool
 
 
-def threads_a_session_adds(model: Path, shared: bool) -> tuple[int, set[int]]:
-    """Threads the process gains per further session (two threads each asked for), and BLAS's threads."""
+def threads_three_sessions_add(model: Path, shared: bool) -> tuple[int, set[int]]:
+    """Threads the process gains by three more sessions (two threads each asked for), and BLAS's threads."""
     if shared:
         share_one_thread_pool(2)
     kept = [open_session(model, threads=2)]
     before = len(os.listdir("/proc/self/task"))
     kept += [open_session(model, threads=2) for _ in range(3)]
-    added = (len(os.listdir("/proc/self/task")) - before) // 3
+    added = len(os.listdir("/proc/self/task")) - before
     return added, {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
 
 def test_a_worker_s_sessions_share_one_pool_and_blas_keeps_one_thread(whisper_spec: ModelSpec) -> None:
     model = whisper_spec.directory / "encoder.onnx"
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        shared = pool.apply(threads_a_session_adds, (model, True))
+        shared = pool.apply(threads_three_sessions_add, (model, True))
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        own = pool.apply(threads_a_session_adds, (model, False))
+        own = pool.apply(threads_three_sessions_add, (model, False))
     assert shared == (0, {1})
-    assert own[0] == 1  # a pool of two: the caller's thread and one more
+    assert own[0] == 3  # a pool of two each: the caller's thread and one more

@@ -52,9 +52,9 @@ def peak_rss_bytes() -> int:
 def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the front process's to handle
     logging.basicConfig(level=logging.INFO, format=f"[worker {spec.id} %(process)d] %(message)s")
-    share_one_thread_pool(config.ort_threads)  # the worker's cores are its model's
     rss_start = rss_bytes()
     try:
+        share_one_thread_pool(config.ort_threads)  # the worker's cores are its model's (numpy is loaded)
         runner = create_runner(spec, config)
     except Exception as e:  # the front process reports it; the worker just ends
         conn.send(("load_failed", f"{type(e).__name__}: {e}"))

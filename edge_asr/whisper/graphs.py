@@ -11,9 +11,10 @@ every runtime:
   beams; a row may be taken several times, or dropped);
 - ``release()``: destroy what the constructor made, in order, and report each step.
 
-What ``encode`` and ``decode`` return may live in the runtime's buffers (TensorRT): an encoding
-is valid until the next ``encode``, a cache until the second ``decode`` after the one that made
-it. Decoding uses each once, in order; keeping one longer needs a copy.
+What ``encode`` returns and ``decode``'s cache may live in the runtime's buffers (TensorRT): an
+encoding is valid until the next ``encode``, a cache until the second ``decode`` after the one that
+made it. Decoding uses each once, in order; keeping one longer needs a copy. The logits are a new
+host array each step, the caller's to mask in place.
 
 The graphs' contract is in ``edge_asr/prepare/convert/whisper_to_onnx.py``. ``open_graphs`` picks
 the runtime the manifest prefers and falls back to ONNX Runtime, with the reason, when TensorRT

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pycuda.driver as cuda
+
+from edge_asr.runtime.onnx import open_session
 
 __version__ = os.environ.get("FAKE_TENSORRT_VERSION", "10.3.0")
 _MAJOR = int(__version__.split(".")[0])
@@ -116,7 +117,7 @@ class OnnxParser:
         if not self._network._explicit_batch:
             self._errors.append("the ONNX parser only supports networks with an explicit batch dimension")
             return False
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        session = open_session(Path(model))  # as a worker allows: its shared thread pool
         self._network._onnx = Path(model).resolve()
         self._network._inputs = [
             ITensor(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape), _io_type(i.type))
@@ -255,7 +256,7 @@ def _destroyed(what: str) -> None:
 class ICudaEngine:
     def __init__(self, plan: dict[str, Any]):
         self._weights = cuda.mem_alloc(Path(plan["onnx"]).stat().st_size)
-        self._session = ort.InferenceSession(plan["onnx"], providers=["CPUExecutionProvider"])
+        self._session = open_session(Path(plan["onnx"]))
         self._profile = {name: tuple(map(tuple, shapes)) for name, shapes in plan["profile"].items()}
         self._io = {t.name: (TensorIOMode.INPUT, t) for t in self._session.get_inputs()}
         self._io |= {t.name: (TensorIOMode.OUTPUT, t) for t in self._session.get_outputs()}
