@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import pycuda.driver as cuda
 
-from edge_asr.runtime.onnx import open_session
-
 __version__ = os.environ.get("FAKE_TENSORRT_VERSION", "10.3.0")
 _MAJOR = int(__version__.split(".")[0])
 _CONTEXT_BYTES = 8 << 20  # activation memory of an execution context
@@ -109,6 +107,14 @@ class INetworkDefinition:
         return self._inputs[index]
 
 
+def _onnx_session(path: Path) -> Any:
+    """A session as a worker allows (its shared thread pool). Imported here: the real-bindings
+    environments load this module to compare names, without edge-asr's dependencies."""
+    from edge_asr.runtime.onnx import open_session
+
+    return open_session(path)
+
+
 class OnnxParser:
     def __init__(self, network: INetworkDefinition, logger: Logger):
         self._network, self._errors = network, []
@@ -117,7 +123,7 @@ class OnnxParser:
         if not self._network._explicit_batch:
             self._errors.append("the ONNX parser only supports networks with an explicit batch dimension")
             return False
-        session = open_session(Path(model))  # as a worker allows: its shared thread pool
+        session = _onnx_session(Path(model))
         self._network._onnx = Path(model).resolve()
         self._network._inputs = [
             ITensor(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape), _io_type(i.type))
@@ -256,7 +262,7 @@ def _destroyed(what: str) -> None:
 class ICudaEngine:
     def __init__(self, plan: dict[str, Any]):
         self._weights = cuda.mem_alloc(Path(plan["onnx"]).stat().st_size)
-        self._session = open_session(Path(plan["onnx"]))
+        self._session = _onnx_session(Path(plan["onnx"]))
         self._profile = {name: tuple(map(tuple, shapes)) for name, shapes in plan["profile"].items()}
         self._io = {t.name: (TensorIOMode.INPUT, t) for t in self._session.get_inputs()}
         self._io |= {t.name: (TensorIOMode.OUTPUT, t) for t in self._session.get_outputs()}
