@@ -114,8 +114,8 @@ def compare(args: argparse.Namespace, config: Any, theirs: FasterWhisper, thread
                     "service/faster_whisper": round(service_s / theirs_s, 3),
                 }
                 if reference:
-                    row["service_wer"] = round(word_error_rate(reference, service_text), 4)
-                    row["faster_whisper_wer"] = round(word_error_rate(reference, theirs_text), 4)
+                    row["service_wer"] = round(word_error_rate(reference, service_text, language), 4)
+                    row["faster_whisper_wer"] = round(word_error_rate(reference, theirs_text, language), 4)
                 print(json.dumps(row), flush=True)
                 for key, value in (("audio", seconds), ("service", service_s), ("faster_whisper", theirs_s)):
                     totals[key] += value

@@ -1,24 +1,28 @@
-"""Word error rate, as speech benchmarks report it: on lower-cased words without punctuation
-(letters of any alphabet kept: "büro", "calefacción")."""
+"""Word error rate as Whisper's evaluations report it: on text put in one form by the Whisper
+paper's normalisers (OpenAI's code, packaged as ``whisper-normalizer``), so a difference of
+spelling is not counted as an error. English: numbers as digits ("forty two", "42"), contractions
+expanded ("that's", "that is"), British spellings made American, punctuation, fillers and
+bracketed asides dropped. Other languages: lower-cased, punctuation and symbols dropped, letters
+of any alphabet kept ("büro", "calefacción")."""
 
 from __future__ import annotations
 
-import re
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
 
-_DIGITS = dict(enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
-
-
-def normalize(text: str) -> list[str]:
-    text = text.lower().replace("\u2019", "'")
-    text = re.sub(r"\b(\d)\b", lambda m: _DIGITS[int(m.group(1))], text)
-    text = re.sub(r"[^\w' ]+|_", " ", text)
-    text = re.sub(r"'(?!\w)|(?<!\w)'", " ", text)
-    return text.split()
+_ENGLISH = EnglishTextNormalizer()
+_OTHER = BasicTextNormalizer()
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
+def normalize(text: str, language: str | None = "en") -> list[str]:
+    """The words of ``text`` in the normalised form of its ``language`` (a Whisper code; None:
+    not English)."""
+    return (_ENGLISH if language == "en" else _OTHER)(text).split()
+
+
+def word_error_rate(reference: str, hypothesis: str, language: str | None = "en") -> float:
     """(substitutions + deletions + insertions) / words in the reference."""
-    ref, hyp = normalize(reference), normalize(hypothesis)
+    ref, hyp = normalize(reference, language), normalize(hypothesis, language)
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         previous, row[0] = row[:], i

@@ -3,16 +3,29 @@ import pytest
 from edge_asr.evaluation import normalize, word_error_rate
 
 
-def test_normalize_drops_case_punctuation_and_spells_digits():
-    assert normalize("Ever tried. Ever failed, 2 times! Don't") == [
+def test_english_is_normalised_as_the_whisper_paper_does():
+    said = normalize("Ever tried. Ever failed, two times! Don't... The meter shows forty two degrees.")
+    assert said == [
         "ever",
         "tried",
         "ever",
         "failed",
-        "two",
+        "2",
         "times",
-        "don't",
+        "do",
+        "not",
+        "the",
+        "meter",
+        "shows",
+        "42",
+        "degrees",
     ]
+    assert normalize("That's the colour.") == normalize("that is the color")  # spelling is not an error
+    assert word_error_rate("the meter shows forty two", "The meter shows 42.") == 0.0
+
+
+def test_other_languages_keep_their_letters():
+    assert normalize("Das Büro, bitte! ¿Calefacción?", "de") == ["das", "büro", "bitte", "calefacción"]
 
 
 @pytest.mark.parametrize(
