@@ -188,6 +188,12 @@ class SpeechMap:
             pieces.append(audio[first:last])
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
+    def pause_between(self, start: int, end: int) -> int | None:
+        """The last pause (a boundary between two spans) in ``start`` < p <= ``end`` of the
+        collected speech, or None."""
+        i = bisect.bisect_right(self._starts, end, 1, len(self._starts) - 1) - 1
+        return self._starts[i] if i >= 1 and self._starts[i] > start else None
+
     def _recording(self, sample: int, find: Callable[[list[int], int], int]) -> int:
         i = min(max(find(self._starts, sample) - 1, 0), len(self.regions) - 1)
         return self.regions[i].start + sample - self._starts[i]

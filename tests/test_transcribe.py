@@ -168,6 +168,10 @@ def test_the_speech_map_collects_speech_cuts_silences_and_maps_back():
     assert speech.place(10.2, 14.0) == (12.0, 15.0)  # a start in the pause moves to the speech after it
     assert speech.place(20.0, 26.0) == (21.0, 27.0)  # a 0.5-s pause may be crossed
     assert speech.place(9.9, 14.0) == (12.0, 15.0)  # a start in the speech before's last moments moves too
+    # the pauses (collected: 10.5 s and 24.25 s) between two times
+    assert speech.pause_between(5 * second, 12 * second) == int(10.5 * second)
+    assert speech.pause_between(5 * second, 30 * second) == int(24.25 * second)  # the last of them
+    assert speech.pause_between(int(10.5 * second), 20 * second) is None  # after start, not at it
 
 
 def test_split_window_resumes_after_the_last_complete_segment():

@@ -9,3 +9,5 @@ length to text).
 # The decoder graph ONNX Runtime runs on the CPU alone (``decoder.onnx`` is for the GPU): named
 # here, where both the export (``edge_asr/prepare/convert/whisper_to_onnx.py``) and ``graphs`` see it.
 CPU_DECODER = "decoder-cpu.onnx"
+# Its output the alignment heads' cross-attention logits come out of (word alignment reads them).
+ALIGNMENT = "alignment_qk"

@@ -9,6 +9,9 @@ every runtime:
   the window's encoding is shared by all rows;
 - ``reorder(cache, rows)``: the cache of sequences continuing ``rows`` (beam search picks its
   beams; a row may be taken several times, or dropped);
+- ``align(tokens, encoded)``: the alignment heads' cross-attention logits ``[A, T, 1500]`` of one
+  sequence ``tokens [1, T]`` read from the start (word alignment: ``alignment.py``), or None
+  where the graphs have no such output (the fp32 decoder, TensorRT's engines);
 - ``release()``: destroy what the constructor made, in order, and report each step.
 
 What ``encode`` returns and ``decode``'s cache may live in the runtime's buffers (TensorRT): an
@@ -35,7 +38,7 @@ from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec
 from edge_asr.runtime import TimedSteps
 from edge_asr.runtime.onnx import CPU, open_session
-from edge_asr.whisper import CPU_DECODER
+from edge_asr.whisper import ALIGNMENT, CPU_DECODER
 from edge_asr.whisper.kv_cache import KvCacheLayout
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ class WhisperGraphs(Protocol):
     def decode(self, tokens: np.ndarray, cache: Any, encoded: Any) -> tuple[np.ndarray, Any]: ...
 
     def reorder(self, cache: Any, rows: list[int]) -> Any: ...
+
+    def align(self, tokens: np.ndarray, encoded: Any) -> np.ndarray | None: ...
 
     def release(self) -> dict[str, Any]: ...
 
@@ -95,6 +100,7 @@ class OnnxWhisperGraphs:
         self.load_report: dict[str, Any] = {}
         self._cross_names = [o.name for o in self.encoder.get_outputs()]
         self._cache = KvCacheLayout([(i.name, i.shape) for i in self.decoder.get_inputs()])
+        self._aligns = ALIGNMENT in {o.name for o in self.decoder.get_outputs()}
 
     def encode(self, mel: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self._cross_names, self.encoder.run(None, {"mel": mel}), strict=True))
@@ -111,6 +117,12 @@ class OnnxWhisperGraphs:
 
     def reorder(self, cache: tuple[np.ndarray, ...], rows: list[int]) -> tuple[np.ndarray, ...]:
         return self._cache.reorder(cache, rows)
+
+    def align(self, tokens: np.ndarray, encoded: dict[str, np.ndarray]) -> np.ndarray | None:
+        if not self._aligns:
+            return None
+        (qk,) = self.decoder.run([ALIGNMENT], {"tokens": tokens, **self._cache.feeds(self._cache.empty(1)), **encoded})
+        return qk
 
     def release(self) -> dict[str, Any]:
         """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""

@@ -131,6 +131,14 @@ class WhisperModel:
         tokens, total = search.best(sampled, length_penalty)
         return WindowResult(tokens, total / (len(tokens) + 1), no_speech_prob, temperature)
 
+    def cross_attention(self, encoded: Any, text_tokens: list[int], language: str, task: str) -> np.ndarray | None:
+        """The alignment heads' cross-attention logits ``[heads, rows, 1500]`` of the rows that
+        predict ``text_tokens`` and <|endoftext|> after them, the text read without timestamps as
+        the reference aligns it; None when the graphs give none (``graphs.align``)."""
+        prompt = self.tokenizer.prompt(language, None, timestamps=False, task=task)
+        qk = self.graphs.align(np.array([[*prompt, *text_tokens, self.eot]], np.int64), encoded)
+        return None if qk is None else qk[:, len(prompt) - 1 : -1]
+
     def release(self) -> dict[str, Any]:
         """Destroy the graphs, in their runtime's order; the steps, timed."""
         return self.graphs.release()

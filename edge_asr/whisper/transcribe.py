@@ -7,8 +7,12 @@ and decoded in 30-s windows with seek. After a window, decoding goes on from whe
 complete segment ended, so speech after an early end-of-text is decoded in the next window,
 never dropped; a segment the window cut off is decoded again, whole, in the next one. (The
 reference moves on to the next window after a complete segment and an end-of-text, losing what
-followed in that window: a sentence, in a test recording.) Segment times map back onto the
-recording's speech.
+followed in that window: a sentence, in a test recording.) Where Whisper put that end after a
+pause the segment's last word precedes (the word aligned on the audio: ``alignment.py``), the next
+window starts at the pause instead: such an end timestamp is a few hundred ms into the next
+sentence, whose first word the next window would lose (eight 10-minute recordings: at beam 5, 32
+words wrong against 57; greedy, 48 against 37: ``bench/RESULTS.md``).
+Segment times map back onto the recording's speech.
 
 Each window is decoded by beam search (``beam_size``; 1 = greedy); a decode that looks wrong (gzip
 compression ratio above 2.4: a loop; average log-probability below -1) is retried at higher
@@ -31,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from edge_asr.vad import SAMPLE_RATE, SileroVad, SpeechMap
+from edge_asr.whisper import alignment
+from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, token_starts
 from edge_asr.whisper.decoding import compression_ratio
 from edge_asr.whisper.model import SECONDS_PER_TIMESTAMP, WhisperModel, WindowResult
 
@@ -42,6 +48,7 @@ NO_SPEECH_THRESHOLD = 0.6
 PROMPT_RESET_TEMPERATURE = 0.5  # a window decoded this hot is not context for the next
 CONTEXT_SEGMENTS = 30  # previous segments kept as context (more than the prompt's 223 tokens hold)
 TAIL_SECONDS = 0.5  # what is left of a window after its last segment, at most, to move on anyway
+ALIGN_MARGIN = 1.0  # audio aligned before the last segment's start timestamp, seconds
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,24 @@ def split_window(tokens: list[int], timestamp_begin: int, length: float) -> tupl
     return found, resume
 
 
+def last_word_end(
+    model: WhisperModel, encoded: Any, found: list[Piece], samples: int, language: str, task: str
+) -> float | None:
+    """Where the last word of a window's complete segments (``found``) ends, in seconds into the
+    window of ``samples``; None when the graphs cannot align. The window's text is read whole (the
+    decoder's attention as in the reference); the last segment's tokens are aligned on the audio
+    from ``ALIGN_MARGIN`` before its start timestamp (the cost of a window's alignment, ~25x less)."""
+    text = [token for _, _, tokens in found for token in tokens]
+    qk = model.cross_attention(encoded, text, language, task)
+    if qk is None:
+        return None
+    start, _, last = found[-1]
+    first = max(round((start - ALIGN_MARGIN) * POSITIONS_PER_SECOND), 0)
+    positions = samples * POSITIONS_PER_SECOND // SAMPLE_RATE
+    starts = token_starts(qk[:, len(text) - len(last) :], positions, first)
+    return alignment.last_word_end(starts, [model.tokenizer.decode([token]) for token in last])
+
+
 def transcribe_windows(
     model: WhisperModel,
     vad: SileroVad,
@@ -210,15 +235,22 @@ def _windows(
         length = len(window) / SAMPLE_RATE
         previous = " ".join([prompt or "", *context]).strip() or None
         start_tokens = model.tokenizer.prompt(language, previous, True, max_previous, task)
-        encoded = model.encode(window) if encoded is None else encoded
-        decoded = _decode_with_fallback(model, encoded, start_tokens, temperature, search)
+        encoding = model.encode(window) if encoded is None else encoded
         encoded = None
+        decoded = _decode_with_fallback(model, encoding, start_tokens, temperature, search)
         if decoded is None:
             seek += len(window)
             yield []
             continue
         result, ratio = decoded
         found, resume = split_window(result.tokens, model.timestamp_begin, length)
+        if found and resume < length:  # goes on in this window: at the pause after the last word, if one is before
+            end = last_word_end(model, encoding, found, len(window), language, task)
+            if end is not None and end > found[-1][0]:
+                pause = speech.pause_between(seek + round(end * SAMPLE_RATE), seek + round(resume * SAMPLE_RATE))
+                if pause is not None:  # the segment ends there too: the next one starts after it
+                    resume = (pause - seek) / SAMPLE_RATE
+                    found[-1] = (found[-1][0], min(found[-1][1], resume), found[-1][2])
         offset = seek / SAMPLE_RATE
         segments = []
         for start, end, text_tokens in found:

@@ -92,6 +92,11 @@ class TensorRTWhisperGraphs:
             v = self.session.gather_rows(cache.v, rows, f"kv{pair}.v")
         return KvCache(k, v, pair)
 
+    def align(self, tokens: np.ndarray, encoded: dict[str, DeviceTensor]) -> None:
+        """None: the decoder engine has no alignment output (``decoder.onnx`` has none), so windows
+        resume at Whisper's timestamps."""
+        return None
+
     def _empty_cache(self, batch: int) -> KvCache:
         """A cache of length 0 for the first step, in pair 1 (so that step writes pair 0). Its
         buffer holds nothing, but TensorRT wants an address for every input."""

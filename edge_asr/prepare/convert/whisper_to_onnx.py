@@ -9,6 +9,8 @@
   ``logits [B, V]`` (last position) and ``new_self_k, new_self_v [L, B, P+T, D]`` (the KV cache);
 - ``decoder-cpu.onnx``: the decoder for ONNX Runtime on the CPU, its KV cache a tensor per layer
   and its vocabulary projection cheaper where decisions do not read it (``CpuDecoder`` below);
+  one more output, ``alignment_qk [A, B*T, 1500]``: the cross-attention logits (before softmax) of
+  the model's alignment heads, which word alignment reads (``edge_asr.whisper.alignment``);
 
 plus ``tokenizer.json`` and ``whisper.json`` (dimensions and special tokens, so the runtime needs
 neither transformers nor the HF config). Each graph is checked against the PyTorch model.
@@ -33,7 +35,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from torch import nn
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from edge_asr.whisper import CPU_DECODER
+from edge_asr.whisper import ALIGNMENT, CPU_DECODER
 from edge_asr.whisper.features import log_mel_spectrogram
 from edge_asr.whisper.kv_cache import KvCacheLayout
 
@@ -70,11 +72,13 @@ def attend(q, k_t, v, mask=None):
 def attend_window(q, k_t, v):
     """Attention of every sequence's ``q [B, T, D]`` over the one window they decode (``k_t
     [1, H, Dh, S]``, already scaled, ``v [1, H, S, Dh]``): the B x T queries go through each head as
-    one matrix, so the window's keys and values are read once per step, not once per beam."""
+    one matrix, so the window's keys and values are read once per step, not once per beam. Also the
+    attention logits, ``[1, H, B*T, S]``."""
     b, t, d = q.shape
     heads = k_t.shape[1]
     queries = q.reshape(1, b * t, heads, d // heads).transpose(1, 2)  # [1, H, B*T, Dh]
-    return ((queries @ k_t).softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+    logits = queries @ k_t
+    return (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d), logits
 
 
 def prepared_keys(k, heads: int):
@@ -136,7 +140,7 @@ class Decoder(nn.Module):
             keys.append(k)
             values.append(v)
             x = x + layer.self_attn.out_proj(attention(layer.self_attn.q_proj(h), k, v, self.heads, causal))
-            x = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
+            x, _ = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
         return self.vocabulary(self.decoder.layer_norm(x[:, -1])), torch.stack(keys), torch.stack(values)
 
     def embed(self, tokens, past: int):
@@ -149,10 +153,12 @@ class Decoder(nn.Module):
 
     @staticmethod
     def attend_window_and_feed_forward(layer, x, cross_k, cross_v):
-        """A layer after its self-attention: cross-attention over the window, then the MLP."""
+        """A layer after its self-attention: cross-attention over the window, then the MLP; and the
+        cross-attention logits."""
         h = layer.encoder_attn_layer_norm(x)
-        x = x + layer.encoder_attn.out_proj(attend_window(layer.encoder_attn.q_proj(h), cross_k, cross_v))
-        return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+        attended, logits = attend_window(layer.encoder_attn.q_proj(h), cross_k, cross_v)
+        x = x + layer.encoder_attn.out_proj(attended)
+        return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x)))), logits
 
     def vocabulary(self, x):
         """Logits ``[B, V]`` of the last positions ``x [B, D]``."""
@@ -169,12 +175,17 @@ class CpuDecoder(Decoder):
       sixth of a step at beam 5);
     - the vocabulary projection: ordinary text tokens through a weight ``quantize_text_projection``
       makes int8, the ``EXACT_TOKENS`` likeliest of them recomputed in fp32 from the embedding,
-      the specials and timestamps in fp32 (see ``EXACT_TOKENS``).
+      the specials and timestamps in fp32 (see ``EXACT_TOKENS``);
+    - ``alignment_qk``, the last output: the cross-attention logits of the ``alignment_heads``
+      ((layer, head) pairs, from the model's generation config), ``[A, B*T, S]``.
 
     Its other inputs and outputs are ``decoder.onnx``'s."""
 
-    def __init__(self, hf: WhisperForConditionalGeneration, eot: int):
+    def __init__(self, hf: WhisperForConditionalGeneration, eot: int, alignment_heads: list[list[int]]):
         super().__init__(hf)
+        self.alignment_heads = [
+            [h for layer, h in alignment_heads if layer == i] for i in range(len(hf.model.decoder.layers))
+        ]
         projection = self.projection.detach()
         del self.projection
         self.text_projection = nn.Parameter(projection[:, :eot].contiguous())
@@ -184,15 +195,16 @@ class CpuDecoder(Decoder):
         layers = len(self.decoder.layers)
         cache, cross = cache_and_cross[: 2 * layers], cache_and_cross[2 * layers :]
         x, causal = self.embed(tokens, cache[1].shape[2])
-        grown = []
+        grown, alignment = [], []
         for i, layer in enumerate(self.decoder.layers):
             h = layer.self_attn_layer_norm(x)
             k_t = torch.cat([cache[2 * i], prepared_keys(layer.self_attn.k_proj(h), self.heads)], -1)
             v = torch.cat([cache[2 * i + 1], split_heads(layer.self_attn.v_proj(h), self.heads)], 2)
             grown += [k_t, v]
             x = x + layer.self_attn.out_proj(attend(layer.self_attn.q_proj(h), k_t, v, causal))
-            x = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
-        return self.vocabulary(self.decoder.layer_norm(x[:, -1])), *grown
+            x, logits = self.attend_window_and_feed_forward(layer, x, cross[2 * i], cross[2 * i + 1])
+            alignment += [logits[0, self.alignment_heads[i]]] if self.alignment_heads[i] else []
+        return self.vocabulary(self.decoder.layer_norm(x[:, -1])), *grown, torch.cat(alignment)
 
     def vocabulary(self, x):
         text = x @ self.text_projection
@@ -279,6 +291,11 @@ def export(hf_dir: Path, out_dir: Path) -> None:
     generation = json.loads((hf_dir / "generation_config.json").read_text())
     c = hf.config
     multilingual = c.vocab_size >= MULTILINGUAL_VOCAB
+    # The heads whose cross-attention follows the speech; without a list, the reference's default:
+    # every head of the upper half of the decoder's layers.
+    alignment_heads = generation.get("alignment_heads") or [
+        [layer, h] for layer in range(c.decoder_layers // 2, c.decoder_layers) for h in range(c.decoder_attention_heads)
+    ]
     check_features(c.num_mel_bins)
     encoder = Encoder(hf).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,19 +338,20 @@ def export(hf_dir: Path, out_dir: Path) -> None:
                 [{0: batch, 1: new}, {1: batch, 2: past}, {1: batch, 2: past}, cross_axes],
             ),
             CPU_DECODER: (
-                CpuDecoder(hf, table["tokens"]["eot"]),
+                CpuDecoder(hf, table["tokens"]["eot"], alignment_heads),
                 layer_cache,
                 layer_names,
                 [{0: batch, 1: new}, (*cpu_cache_axes, *cross_axes)],  # forward(tokens, *cache_and_cross)
             ),
         }
         for name, (decoder, cache, cache_names, axes) in graphs.items():
+            alignment = [ALIGNMENT] if name == CPU_DECODER else []
             torch.onnx.export(
                 decoder.eval(),
                 (prompt.repeat(2, 1), *cache, *cross),
                 out_dir / name,
                 input_names=["tokens", *cache_names, *cross_names],
-                output_names=["logits", *(f"new_{n}" for n in cache_names)],
+                output_names=["logits", *(f"new_{n}" for n in cache_names), *alignment],
                 dynamic_shapes=axes,
                 dynamo=True,
                 external_data=False,
@@ -355,6 +373,10 @@ def export(hf_dir: Path, out_dir: Path) -> None:
                 logits, *cache = dec.run(layout.outputs, {"tokens": tokens.numpy(), **layout.feeds(cache), **feeds})
             if name == CPU_DECODER:
                 check_cpu_logits(ref_logits, logits, table["tokens"]["eot"])
+                (qk,) = dec.run([ALIGNMENT], {"tokens": prompt.numpy(), **layout.feeds(layout.empty(1)), **feeds})
+                attentions = hf.model.decoder(prompt, encoder_hidden_states=ref_hidden, output_attentions=True)
+                expected = torch.stack([attentions.cross_attentions[layer][0, h] for layer, h in alignment_heads])
+                _check(f"{name} ({ALIGNMENT}, softmax)", expected.numpy(), torch.from_numpy(qk).softmax(-1).numpy())
             else:
                 _check(name, ref_logits, logits)
 
