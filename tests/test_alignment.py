@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from edge_asr.vad import VadOptions
-from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, dtw, last_word_end, token_starts
+from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, dtw, end_of_last_word, token_starts
 from edge_asr.whisper.graphs import OnnxWhisperGraphs
 from edge_asr.whisper.model import WhisperModel
-from edge_asr.whisper.transcribe import last_word_end as window_last_word_end
-from edge_asr.whisper.transcribe import split_window
+from edge_asr.whisper.transcribe import last_word_end, split_window
 
 
 def reference_dtw(cost: np.ndarray) -> np.ndarray:
@@ -56,8 +55,8 @@ def test_tokens_start_where_their_attention_is():
     np.testing.assert_allclose(starts, [0.0, 0.8, 1.6, 2.4], atol=2 / POSITIONS_PER_SECOND)
     assert token_starts(qk, positions=200, first=20)[0] == 20 / POSITIONS_PER_SECOND  # nothing before first
     # the word ends where its last letters end: not after the full stop
-    assert last_word_end(starts, [" Fail", " better", "."]) == starts[2]
-    assert last_word_end(starts, [" Fail", " again", " better"]) == starts[3]
+    assert end_of_last_word(starts, [" Fail", " better", "."]) == starts[2]
+    assert end_of_last_word(starts, [" Fail", " again", " better"]) == starts[3]
 
 
 def test_a_readings_last_word_ends_where_its_speech_does(whisper: WhisperModel, vad, speech):
@@ -65,7 +64,7 @@ def test_a_readings_last_word_ends_where_its_speech_does(whisper: WhisperModel, 
     encoded = whisper.encode(audio)
     result = whisper.decode(encoded, whisper.tokenizer.prompt("en"), beam_size=5)
     found, _ = split_window(result.tokens, whisper.timestamp_begin, len(audio) / 16000)
-    end = window_last_word_end(whisper, encoded, found, len(audio), "en", "transcribe")
+    end = last_word_end(whisper, encoded, found, len(audio), "en", "transcribe")
     speech_end = vad.speech_spans(audio)[-1].end / 16000 - VadOptions().speech_pad_ms / 1000  # measured: 8.9 s
     assert end is not None and abs(end - speech_end) < 0.3, (end, speech_end)  # measured: 8.72 s
 

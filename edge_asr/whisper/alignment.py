@@ -67,7 +67,7 @@ def token_starts(qk: np.ndarray, positions: int, first: int = 0) -> np.ndarray:
     return (first + column[entered]) / POSITIONS_PER_SECOND
 
 
-def last_word_end(starts: np.ndarray, pieces: list[str]) -> float:
+def end_of_last_word(starts: np.ndarray, pieces: list[str]) -> float:
     """Where the last word ends: ``starts`` from ``token_starts`` for tokens whose texts are
     ``pieces`` (and <|endoftext|> after them); trailing punctuation is not part of a word."""
     last = len(pieces)

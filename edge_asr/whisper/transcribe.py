@@ -10,8 +10,8 @@ reference moves on to the next window after a complete segment and an end-of-tex
 followed in that window: a sentence, in a test recording.) Where Whisper put that end after a
 pause the segment's last word precedes (the word aligned on the audio: ``alignment.py``), the next
 window starts at the pause instead: such an end timestamp is a few hundred ms into the next
-sentence, whose first word the next window would lose (eight 10-minute recordings: at beam 5, 32
-words wrong against 57; greedy, 48 against 37: ``bench/RESULTS.md``).
+sentence, whose first word the next window would lose (``bench/RESULTS.md``: fewer words wrong
+over eight 10-minute recordings).
 Segment times map back onto the recording's speech.
 
 Each window is decoded by beam search (``beam_size``; 1 = greedy); a decode that looks wrong (gzip
@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 
 from edge_asr.vad import SAMPLE_RATE, SileroVad, SpeechMap
-from edge_asr.whisper import alignment
-from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, token_starts
+from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, end_of_last_word, token_starts
 from edge_asr.whisper.decoding import compression_ratio
 from edge_asr.whisper.model import SECONDS_PER_TIMESTAMP, WhisperModel, WindowResult
 
@@ -172,7 +171,7 @@ def last_word_end(
     """Where the last word of a window's complete segments (``found``) ends, in seconds into the
     window of ``samples``; None when the graphs cannot align. The window's text is read whole (the
     decoder's attention as in the reference); the last segment's tokens are aligned on the audio
-    from ``ALIGN_MARGIN`` before its start timestamp (the cost of a window's alignment, ~25x less)."""
+    from ``ALIGN_MARGIN`` before its start timestamp (a fraction of the whole window's cost)."""
     text = [token for _, _, tokens in found for token in tokens]
     qk = model.cross_attention(encoded, text, language, task)
     if qk is None:
@@ -181,7 +180,7 @@ def last_word_end(
     first = max(round((start - ALIGN_MARGIN) * POSITIONS_PER_SECOND), 0)
     positions = samples * POSITIONS_PER_SECOND // SAMPLE_RATE
     starts = token_starts(qk[:, len(text) - len(last) :], positions, first)
-    return alignment.last_word_end(starts, [model.tokenizer.decode([token]) for token in last])
+    return end_of_last_word(starts, [model.tokenizer.decode([token]) for token in last])
 
 
 def transcribe_windows(
