@@ -183,6 +183,31 @@ def last_word_end(
     return end_of_last_word(starts, [model.tokenizer.decode([token]) for token in last])
 
 
+def pause_after_last_word(
+    model: WhisperModel,
+    speech: SpeechMap,
+    encoded: Any,
+    found: list[Piece],
+    seek: int,
+    resume: float,
+    samples: int,
+    language: str,
+    task: str,
+) -> int | None:
+    """The pause (a sample of the collected speech) between the last word of the complete segments
+    ``found`` in the window of ``samples`` at ``seek`` and ``resume`` (seconds into it), where
+    Whisper's end timestamp ran past it; None if there is none. The word is aligned only when a
+    pause follows the last segment's start: the alignment can move the next window back to
+    nothing else."""
+    stop = seek + round(resume * SAMPLE_RATE)
+    if speech.pause_between(seek + round(found[-1][0] * SAMPLE_RATE), stop) is None:
+        return None
+    end = last_word_end(model, encoded, found, samples, language, task)
+    if end is None or end <= found[-1][0]:
+        return None
+    return speech.pause_between(seek + round(end * SAMPLE_RATE), stop)
+
+
 def transcribe_windows(
     model: WhisperModel,
     vad: SileroVad,
@@ -243,13 +268,11 @@ def _windows(
             continue
         result, ratio = decoded
         found, resume = split_window(result.tokens, model.timestamp_begin, length)
-        if found and resume < length:  # goes on in this window: at the pause after the last word, if one is before
-            end = last_word_end(model, encoding, found, len(window), language, task)
-            if end is not None and end > found[-1][0]:
-                pause = speech.pause_between(seek + round(end * SAMPLE_RATE), seek + round(resume * SAMPLE_RATE))
-                if pause is not None:  # the segment ends there too: the next one starts after it
-                    resume = (pause - seek) / SAMPLE_RATE
-                    found[-1] = (found[-1][0], min(found[-1][1], resume), found[-1][2])
+        if found and resume < length:  # goes on in this window: at a pause the last word precedes, if any
+            pause = pause_after_last_word(model, speech, encoding, found, seek, resume, len(window), language, task)
+            if pause is not None:  # the segment ends there too: the next one starts after it
+                resume = (pause - seek) / SAMPLE_RATE
+                found[-1] = (found[-1][0], min(found[-1][1], resume), found[-1][2])
         offset = seek / SAMPLE_RATE
         segments = []
         for start, end, text_tokens in found:
