@@ -6,9 +6,11 @@ Three sources behind one interface (``memory_source`` in the configuration):
   NvMap allocations; tegrastats runs as a child process and is restarted if it dies.
 - ``jtop`` (jetson-stats), when its service runs: the same figures over its socket.
 - ``meminfo``: ``/proc/meminfo`` (MemAvailable; NvMapMemUsed on Jetson kernels), everywhere.
-``auto`` takes the first available of these. ``read()`` is the source's latest reading, kept in a
-ring buffer for the API; ``measure()`` is the kernel's figure at this instant, which load and
-unload accounting need (a tegrastats line can be an interval old).
+``auto`` takes the first available of these. ``read()`` is the source's latest reading;
+``sample()`` reads and keeps the reading in the ring buffer the page charts (the supervisor samples
+once per interval, so a scrape of ``/metrics`` or a look at the API does not add points);
+``measure()`` is the kernel's figure at this instant, which load and unload accounting need (a
+tegrastats line can be an interval old).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class MemoryReading:
 
 
 class MemorySource:
-    """Base of the memory sources: ``read()`` gives the latest reading and remembers it."""
+    """Base of the memory sources: ``read()`` gives the latest reading, ``sample()`` also keeps it
+    in the history."""
 
     name = "abstract"
 
@@ -80,6 +83,10 @@ class MemorySource:
 
     def read(self) -> MemoryReading:
         raise NotImplementedError
+
+    def sample(self) -> MemoryReading:
+        """The latest reading, kept in the history."""
+        return self._remember(self.read())
 
     def measure(self) -> MemoryReading:
         """The system's figure at this instant (lifecycle accounting), not remembered."""
@@ -122,14 +129,15 @@ class MemInfoSource(MemorySource):
     name = "meminfo"
 
     def read(self) -> MemoryReading:
-        return self._remember(meminfo())
+        return meminfo()
 
 
 class TegrastatsSource(MemorySource):
     """``tegrastats --interval MS`` as a child process; each line it prints becomes the latest
-    reading. A line without RAM is skipped and counted; if tegrastats dies it is restarted (back-off
-    up to 30 s); while it has said nothing for three intervals, ``read()`` falls back to meminfo.
-    tegrastats prints RAM, SWAP and CPU without root; only some rails and clocks need it."""
+        reading. A line without RAM is skipped and counted; if tegrastats dies it is restarted (back-off
+        up to 30 s); while it has said nothing for three intervals, ``read()`` falls back to meminfo.
+    Its lines go into the history as they come; ``sample()`` adds only those fallback readings.
+        tegrastats prints RAM, SWAP and CPU without root; only some rails and clocks need it."""
 
     name = "tegrastats"
 
@@ -154,9 +162,16 @@ class TegrastatsSource(MemorySource):
         self._thread.join(5)
 
     def read(self) -> MemoryReading:
+        return self._fresh() or meminfo()
+
+    def sample(self) -> MemoryReading:
+        return self._fresh() or self._remember(meminfo())
+
+    def _fresh(self) -> MemoryReading | None:
+        """The latest line's reading, unless tegrastats has been silent for three intervals."""
         latest = self._latest
         if latest is None or time.time() - latest.time > 3 * self.interval_ms / 1000:
-            return self._remember(meminfo())
+            return None
         return latest
 
     def info(self) -> dict[str, Any]:
@@ -243,19 +258,17 @@ class JtopSource(MemorySource):
         try:
             ram, swap = self._jetson.memory["RAM"], self._jetson.memory.get("SWAP", {})
         except Exception:  # JtopException: the jtop service stopped or restarted
-            return self._remember(meminfo())
+            return meminfo()
         total, used = ram["tot"] * 1024, ram["used"] * 1024
-        return self._remember(
-            MemoryReading(
-                time=time.time(),
-                total_bytes=total,
-                available_bytes=total - used,
-                used_bytes=used,
-                swap_total_bytes=swap.get("tot", 0) * 1024,
-                swap_used_bytes=swap.get("used", 0) * 1024,
-                gpu_shared_bytes=ram["shared"] * 1024 if "shared" in ram else None,
-                source=self.name,
-            )
+        return MemoryReading(
+            time=time.time(),
+            total_bytes=total,
+            available_bytes=total - used,
+            used_bytes=used,
+            swap_total_bytes=swap.get("tot", 0) * 1024,
+            swap_used_bytes=swap.get("used", 0) * 1024,
+            gpu_shared_bytes=ram["shared"] * 1024 if "shared" in ram else None,
+            source=self.name,
         )
 
 

@@ -75,8 +75,8 @@ VALIDATORS = {
 }
 
 
-def check_speech(spec: ModelSpec, language: str | None, task: str = "transcribe") -> None:
-    """Refuse (400) a language or a task the speech model cannot do, before it loads: an
+def check_transcription(spec: ModelSpec, language: str | None, task: str = "transcribe") -> None:
+    """Refuse (400) a language or a task the speech recognition model cannot do, before it loads: an
     English-only model transcribes English only, a multilingual one the languages it knows."""
     known = model_languages(spec.directory)
     if known is None:  # not prepared: loading it says so
@@ -114,5 +114,5 @@ def merge(spec: ModelSpec, stored: dict[str, Any], patch: dict[str, Any]) -> dic
         except ValueError as e:
             raise InvalidRequest(f"setting {key!r}: {e}") from None
         if key == "language":
-            check_speech(spec, value)
+            check_transcription(spec, value)
     return updated

@@ -1,10 +1,10 @@
 """The supervisor: one thread that decides when models sleep.
 
 Every memory interval (and at once when a request gives its lease back: a keep-alive of 0 means
-"unload now") it takes the memory source's latest reading, asks the ModelManager to relieve
-memory pressure (below the low watermark: hibernate idle models until the high watermark) and to
-hibernate the idle models whose keep-alive has run out, and its monitor to kill workers that hang
-mid-request (``stall_timeout``), then pings systemd's watchdog. It never touches a worker itself:
+"unload now") it asks the ModelManager for a memory sample (the history the page charts), to
+relieve memory pressure (below the low watermark: hibernate idle models until the high watermark),
+to kill workers that hang mid-request (``stall_timeout``) and to hibernate the idle models whose
+keep-alive has run out, then pings systemd's watchdog. It never touches a worker itself:
 the manager owns every lifecycle change. A loop that hangs, or a load or unload that runs past its
 bound (``ModelManager.overrun``), stops the pings, and systemd restarts the service (an unload
 waits at most ``unload_timeout`` for its worker, so a frozen worker alone does not).
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class Supervisor:
     def __init__(self, manager: ModelManager, config: Config, watchdog: Watchdog | None = None):
         self.manager = manager
+        self.low_watermark = config.memory_low_watermark
         self.interval = config.memory_interval_ms / 1000
         self.watchdog = watchdog or Watchdog()
         self.ticks = 0
@@ -45,17 +46,17 @@ class Supervisor:
     def check(self) -> float | None:
         """One look at memory and the models; returns when the next keep-alive runs out, if one is
         counting down."""
-        reading = self.manager.memory.read()
+        reading = self.manager.sample_memory()
         hibernated = self.manager.relieve_pressure(reading.available_bytes)
         if hibernated:
             self.pressure_hibernations += len(hibernated)
             log.warning(
                 "memory pressure: %.0f MB available (low watermark %.0f MB); hibernated %s",
                 reading.available_bytes / 1e6,
-                self.manager.config.memory_low_watermark / 1e6,
+                self.low_watermark / 1e6,
                 ", ".join(hibernated),
             )
-        self.manager.monitor.kill_stalled()
+        self.manager.kill_stalled()
         return self.manager.hibernate_expired()
 
     def _run(self) -> None:

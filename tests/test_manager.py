@@ -8,17 +8,20 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_asr.config import Config
 from edge_asr.errors import ModelBusy, ModelLoadFailed, ModelUnavailable, QueueFull, StorageFull
 from edge_asr.events import EventLog
-from edge_asr.lifecycle import ModelManager
+from edge_asr.lifecycle import ModelManager, result
 from edge_asr.memory import MemoryReading, MemorySource
 from edge_asr.state import StateStore
+from edge_asr.workers.protocol import TranscriptionOptions
 from tests.fakes.worker import MB, FakeWorkerHandle
 
 GB = 1000 * MB
+AUDIO = np.zeros(16000, np.float32)
 
 
 class FakeMemory(MemorySource):
@@ -32,7 +35,7 @@ class FakeMemory(MemorySource):
         self.fail: BaseException | None = None
 
     def read(self) -> MemoryReading:
-        return self._remember(self.measure())
+        return self.measure()
 
     def measure(self) -> MemoryReading:
         if self.fail is not None:
@@ -78,7 +81,7 @@ def make(models: Config):
     yield make_manager
     for manager in made:
         manager.shutdown()
-    FakeWorkerHandle.fail_load = FakeWorkerHandle.fail_release = None
+    FakeWorkerHandle.fail_load = FakeWorkerHandle.fail_release = FakeWorkerHandle.detected = None
 
 
 def state(manager: ModelManager, model_id: str = "asr") -> str:
@@ -88,12 +91,22 @@ def state(manager: ModelManager, model_id: str = "asr") -> str:
 def test_a_lease_loads_calls_and_returns(make):
     manager, _, _ = make()
     with manager.lease("asr") as lease:
-        assert lease.call("transcribe", audio="x")["audio"] == "x"
+        assert result(lease.transcribe(AUDIO, TranscriptionOptions(beam_size=1)))["request"].audio is AUDIO
         assert manager.status("asr")["in_flight"] == 1
     status = manager.status("asr")
     assert status["state"] == "ready" and status["in_flight"] == 0 and status["footprint_bytes"] == 100 * MB
-    events = manager.events.recent()
+    events = manager.recent_events()
     assert [(e["from"], e["to"]) for e in events] == [("unloaded", "ready")]
+
+
+def test_a_transcription_notes_the_language_it_detected_and_only_that(make):
+    manager, _, _ = make()
+    with manager.lease("asr") as lease:
+        result(lease.transcribe(AUDIO, TranscriptionOptions(language="de")))  # given: nothing detected
+        FakeWorkerHandle.detected = 0.93
+        result(lease.transcribe(AUDIO, TranscriptionOptions()))
+    noted = [e for e in manager.recent_events() if e["from"] == e["to"]]
+    assert [(e["reason"], e["language"], e["probability"]) for e in noted] == [("language detected", "de", 0.93)]
 
 
 @pytest.mark.parametrize(
@@ -106,7 +119,7 @@ def test_any_exception_while_loading_leaves_the_model_failed_not_loading(make, f
         manager.load("asr")
     status = manager.status("asr")
     assert status["state"] == "failed" and type(failure).__name__ in status["reason"]
-    assert manager.events.recent()[-1]["to"] == "failed"
+    assert manager.recent_events()[-1]["to"] == "failed"
     FakeWorkerHandle.fail_load = None
     assert manager.load("asr")["state"] == "ready"  # the first failure is retried at once
 
@@ -152,7 +165,7 @@ def test_a_full_disk_loses_events_and_footprints_on_disk_but_nothing_in_memory(m
         manager.load("asr")
         manager.unload("asr")
     assert state(manager) == "unloaded" and manager.status("asr")["footprint_bytes"] == 150 * MB
-    assert len([e for e in manager.events.recent() if e["to"] == "unloaded"]) == 3
+    assert len([e for e in manager.recent_events() if e["to"] == "unloaded"]) == 3
     failures = [r for r in caplog.records if r.levelname == "ERROR" and "cannot write" in r.getMessage()]
     assert sorted(r.getMessage().split(" (")[0] for r in failures) == [
         f"cannot write events to {models.state_dir / 'events.jsonl'}",
@@ -255,5 +268,5 @@ def test_a_load_that_cannot_fit_goes_back_to_where_it_was(make):
     with pytest.raises(Exception) as refused:
         manager.load("asr")
     assert refused.value.status == 503 and state(manager) == "unloaded"
-    assert manager.events.recent() == []  # nothing happened to the model
+    assert manager.recent_events() == []  # nothing happened to the model
     assert not isinstance(refused.value, ModelLoadFailed)

@@ -176,12 +176,13 @@ def test_the_supervisor_never_waits_behind_a_long_load(tmp_path, config, whisper
     import threading
 
     from edge_asr.audio import decode_audio
-    from edge_asr.lifecycle import ModelManager
+    from edge_asr.lifecycle import ModelManager, result
+    from edge_asr.workers.protocol import TranscriptionOptions
 
     manager = ModelManager.create(dataclasses.replace(config, state_dir=tmp_path / "state", keep_alive=0.0))
     try:
         with manager.lease(ASR) as lease:
-            assert lease.call("transcribe", audio=decode_audio(clips["beckett"]))["text"]
+            assert result(lease.transcribe(decode_audio(clips["beckett"]), TranscriptionOptions()))["text"]
         held, release = threading.Event(), threading.Event()
 
         def long_load() -> None:

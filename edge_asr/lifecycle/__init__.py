@@ -6,10 +6,13 @@
 - ``footprints``: learn, predict, persist what each model takes;
 - ``manager``: the ModelManager (leases, load, unload) acting on them, one lock for the records
   and one for lifecycle operations;
+- ``lease``: a request's hold on a loaded model, with its worker's typed methods;
+- ``status``: a model as the API shows it;
 - ``monitor``: the crash watch and the stall killer.
 """
 
-from edge_asr.lifecycle.manager import Lease, ModelManager
+from edge_asr.lifecycle.lease import Lease, result
+from edge_asr.lifecycle.manager import ModelManager
 from edge_asr.lifecycle.records import ModelRecord, State
 
-__all__ = ["Lease", "ModelManager", "ModelRecord", "State"]
+__all__ = ["Lease", "ModelManager", "ModelRecord", "State", "result"]

@@ -1,4 +1,5 @@
-"""The ModelManager: the one owner of every model's lifecycle state.
+"""The ModelManager: the one owner of every model's lifecycle. It extends the ``ModelRegistry``
+(the records, their lock, every state change) with the operations.
 
 HTTP handlers and the supervisor ask it; they never touch workers. A request takes a *lease* on a
 model (loading it if needed) and gives it back when done. Loads and unloads happen one at a time
@@ -7,11 +8,10 @@ its footprint, persisted and used to decide whether the next load fits. Before a
 leave less than the reserve (or exceed the budget), idle models are evicted (``policy.admit``).
 Nothing is unloaded under a running request.
 
-Every state change goes through ``_transition`` (checked against ``records.MOVES``, waking the
-waiters, recording the event). Every load and unload path is exception-safe: whatever fails, the
-worker is killed and the model ends ``failed`` with the reason, never left ``loading`` or
-``unloading``. Disk writes (events, footprints) happen once the state is consistent and a failing
-one is logged, not raised. Every wait is bounded, every deadline on the monotonic ``clock``.
+Every load and unload path is exception-safe: whatever fails, the worker is killed and the model
+ends ``failed`` with the reason, never left ``loading`` or ``unloading``. Disk writes (events,
+footprints) happen once the state is consistent and a failing one is logged, not raised. Every
+wait is bounded, every deadline on the monotonic ``clock``.
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
-from edge_asr import settings as model_settings
 from edge_asr.config import Config
-from edge_asr.engine.handle import KILL_GRACE, WorkerDied, WorkerHandle
 from edge_asr.errors import (
     InsufficientMemory,
     ModelBusy,
     ModelLoadFailed,
-    ModelNotFound,
     ModelUnavailable,
     QueueFull,
     ServiceError,
@@ -38,13 +36,15 @@ from edge_asr.errors import (
 )
 from edge_asr.events import EventLog
 from edge_asr.lifecycle import policy
-from edge_asr.lifecycle.footprints import Footprints
+from edge_asr.lifecycle.lease import Lease
 from edge_asr.lifecycle.monitor import Monitor
-from edge_asr.lifecycle.records import SETTLED, ModelRecord, State
-from edge_asr.manifest import ModelSpec, get_model, load_manifest
+from edge_asr.lifecycle.records import ModelRecord, State
+from edge_asr.lifecycle.registry import ModelRegistry
+from edge_asr.lifecycle.status import runtime_of
+from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
-from edge_asr.units import parse_duration
+from edge_asr.workers.handle import KILL_GRACE, WorkerHandle
 
 log = logging.getLogger(__name__)
 MB = 10**6
@@ -52,7 +52,7 @@ LIFECYCLE_BUSY_RETRY = 0.25  # seconds before the supervisor tries again behind 
 Spawn = Callable[[ModelSpec, Config], WorkerHandle]
 
 
-class ModelManager:
+class ModelManager(ModelRegistry):
     def __init__(
         self,
         config: Config,
@@ -62,105 +62,21 @@ class ModelManager:
         spawn: Spawn = WorkerHandle,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.config, self.memory, self.store, self.events = config, memory, store, events
-        self._spawn, self._clock = spawn, clock
-        served = [spec for spec in load_manifest(config).values() if spec.task != "vad"]
-        self._records = {spec.id: ModelRecord(spec) for spec in served}
-        self.footprints = Footprints(store)
-        self._cond = threading.Condition()  # guards every record; reentrant, so transitions nest
+        super().__init__(config, memory, store, events, clock)
+        self._spawn = spawn
         self._lifecycle = threading.Lock()  # one load or unload at a time
         self._operation: tuple[str, float] | None = None  # the one under way, and since when
-        self._stopping = False
         self.lease_returned = threading.Event()  # wakes the supervisor: an idle timer may have started
-        self.monitor = Monitor(self)
+        self._monitor = Monitor(self.workers, self.crashed, config.stall_timeout)
 
     @classmethod
     def create(cls, config: Config) -> ModelManager:
         events = EventLog(config.state_dir / "events.jsonl")
         return cls(config, create_memory_source(config), StateStore(config.state_dir), events)
 
-    # -- queries ---------------------------------------------------------------------------
-
-    def _record(self, model_id: str) -> ModelRecord:
-        try:
-            return self._records[model_id]
-        except KeyError:
-            get_model(self.config, model_id)  # the manifest's "does not exist"...
-            raise ModelNotFound(f"the model {model_id!r} is not served (a VAD runs inside speech models)") from None
-
-    def spec(self, model_id: str) -> ModelSpec:
-        return self._record(model_id).spec
-
-    def specs(self) -> list[ModelSpec]:
-        return [r.spec for r in self._records.values()]
-
-    def settings(self, model_id: str) -> dict[str, Any]:
-        spec = self.spec(model_id)
-        return model_settings.defaults(spec, self.config.keep_alive) | self.store.settings(model_id)
-
-    def _all_settings(self) -> dict[str, dict[str, Any]]:
-        return {model_id: self.settings(model_id) for model_id in self._records}
-
-    def update_settings(self, model_id: str, patch: dict[str, Any]) -> dict[str, Any]:
-        spec = self.spec(model_id)
-        with self._cond:
-            self.store.save_settings(model_id, model_settings.merge(spec, self.store.settings(model_id), patch))
-        return self.settings(model_id)
-
-    def _expires_at(self, rec: ModelRecord) -> float | None:
-        settings = self.settings(rec.spec.id)
-        return policy.expires_at(rec, parse_duration(settings["keep_alive"]), settings["pinned"])
-
-    def status(self, model_id: str) -> dict[str, Any]:
-        rec = self._record(model_id)
-        current = self.settings(model_id)
-        offset = time.time() - self._clock()
-
-        def wall(t: float | None) -> float | None:
-            """A time on the manager's clock as a wall-clock time, for people and the API."""
-            return None if t is None else t + offset
-
-        with self._cond:
-            return {
-                "id": rec.spec.id,
-                "task": rec.spec.task,
-                "family": rec.spec.family,
-                "state": rec.state.value,
-                "reason": rec.reason,
-                "in_flight": rec.in_flight,
-                "waiting": rec.waiting,
-                "footprint_bytes": self.footprints.get(rec.spec.id),
-                "loaded_at": wall(rec.loaded_at),
-                "last_used": wall(rec.last_used),
-                "expires_at": wall(self._expires_at(rec)),
-                "last_unload_reason": rec.last_unload_reason,
-                "failures": rec.failures,
-                "thrashes": rec.thrashes,
-                **self._runtime(rec),
-                "worker_pid": rec.worker.pid if rec.worker else None,
-                "prepared": rec.spec.present,
-                "settings": current,
-            }
-
-    @staticmethod
-    def _runtime(rec: ModelRecord) -> dict[str, Any]:
-        """What runs the loaded model and why (TensorRT engines, or ONNX Runtime and why not
-        TensorRT), as its worker reported; the preference alone when not loaded."""
-        report = rec.worker.load_report if rec.worker else {}
-        return {
-            "runtime_preferred": rec.spec.runtime,
-            "runtime": report.get("runtime"),
-            "runtime_reason": report.get("runtime_reason"),
-            "providers": report.get("providers", []),
-        }
-
-    def statuses(self) -> list[dict[str, Any]]:
-        return [self.status(model_id) for model_id in self._records]
-
-    def workers(self) -> list[tuple[ModelRecord, WorkerHandle]]:
-        """Each ready model with its worker, read together under the lock (for the monitor)."""
-        with self._cond:
-            return [(r, r.worker) for r in self._records.values() if r.state is State.READY and r.worker]
+    def kill_stalled(self) -> list[str]:
+        """Kill the workers silent for ``stall_timeout`` mid-request; the ids of their models."""
+        return self._monitor.kill_stalled()
 
     def overrun(self) -> str | None:
         """The lifecycle operation under way if it has run past any bound it should keep (its
@@ -174,34 +90,6 @@ class ModelManager:
         bound += len(self._records) * (self.config.unload_timeout + KILL_GRACE)
         took = self._clock() - since
         return f"{what} under way for {took:.0f} s (bound {bound:.0f} s)" if took > bound else None
-
-    # -- state changes ---------------------------------------------------------------------
-
-    def _transition(self, rec: ModelRecord, to: State, reason: str, event: bool = True, **details: Any) -> None:
-        """The one place a state changes: the move checked, the waiters woken and, for a settled
-        state, the event recorded (from the settled state the operation started in)."""
-        with self._cond:
-            origin = rec.move(to, reason)
-            self._cond.notify_all()
-            if event and to in SETTLED:
-                self.events.record(rec.spec.id, origin.value, to.value, reason, **details)
-
-    def _fail(self, rec: ModelRecord, reason: str, **details: Any) -> None:
-        """The model's worker is gone or never came: ``failed``, counted for the back-off."""
-        with self._cond:
-            if rec.worker is not None:
-                rec.drop_worker("crashed", self._clock())
-            rec.failures += 1
-            rec.retry_at = policy.backoff_until(rec.failures, self.config.failure_backoff, self._clock())
-            self._transition(rec, State.FAILED, reason, **details)
-
-    def crashed(self, rec: ModelRecord, worker: WorkerHandle, reason: str) -> None:
-        """``worker`` died or was killed (a request or the monitor noticed)."""
-        with self._cond:
-            if rec.worker is not worker or rec.state is not State.READY:
-                return  # already handled, or the exit of an unload
-            self._fail(rec, f"crashed: {reason}")
-        worker.kill()
 
     @contextmanager
     def _exclusive(self, what: str, timeout: float) -> Iterator[bool]:
@@ -247,7 +135,7 @@ class ModelManager:
             raise
         ok = False
         try:
-            yield Lease(self, rec, worker)
+            yield Lease(model_id, worker, partial(self._note, rec), partial(self.crashed, rec))
             ok = True
         finally:
             with self._cond:
@@ -270,33 +158,6 @@ class ModelManager:
                     rec.in_flight += 1
                     return worker
             self._load(rec, deadline, "request")
-
-    def _check_open(self) -> None:
-        if self._stopping:
-            raise ModelUnavailable("the service is stopping", retry_after=10)
-
-    def _wait_ready(self, rec: ModelRecord, deadline: float) -> WorkerHandle | None:
-        """(Under the lock.) The worker once ``rec`` is ready, or None if the caller must load it."""
-        while True:
-            self._check_open()
-            if rec.state is State.READY and not rec.draining:
-                return rec.worker
-            if rec.state in (State.UNLOADED, State.FAILED):
-                self._check_backoff(rec)
-                return None
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise ModelUnavailable(f"the model {rec.spec.id!r} is {rec.state.value}; try again", retry_after=1)
-            self._cond.wait(remaining)
-
-    def _check_backoff(self, rec: ModelRecord) -> None:
-        wait = rec.retry_at - self._clock()
-        if rec.failures >= 2 and wait > 0:
-            raise ModelUnavailable(
-                f"the model {rec.spec.id!r} failed {rec.failures} times in a row ({rec.reason}); "
-                f"next attempt in {wait:.0f} s",
-                retry_after=wait,
-            )
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -341,15 +202,15 @@ class ModelManager:
             raise
         worker = None
         try:
-            before = self.memory.measure()
+            before = self._memory.measure()
             worker = self._spawn(rec.spec, self.config)
-            after = self.memory.measure()
+            after = self._memory.measure()
             # What the system lost, or the worker's own size where that says more (GPU memory only
             # shows in the former; a VM that hands pages back lazily hides memory from it).
             footprint = max(before.available_bytes - after.available_bytes, worker.load_report["rss_loaded"])
             with self._cond:
                 rec.worker, rec.loaded_at, rec.last_used = worker, self._clock(), self._clock()
-                runtime = self._runtime(rec)
+                runtime = {k: v for k, v in runtime_of(rec).items() if k != "runtime_preferred"}
                 self._transition(
                     rec,
                     State.READY,
@@ -358,9 +219,7 @@ class ModelManager:
                     footprint_bytes=footprint,
                     worker_rss_bytes=worker.load_report["rss_loaded"],
                     worker_pid=worker.pid,
-                    runtime=runtime["runtime"],
-                    runtime_reason=runtime["runtime_reason"],
-                    providers=runtime["providers"],
+                    **runtime,
                     gpu=worker.load_report.get("gpu"),
                     thrash=thrash,
                 )
@@ -387,7 +246,7 @@ class ModelManager:
         """(Holding the lifecycle lock.) Evict idle models until ``rec`` fits, or raise."""
         need = self.footprints.predict(rec.spec)
         while True:
-            available = self.memory.measure().available_bytes
+            available = self._memory.measure().available_bytes
             with self._cond:
                 resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
                 plan = policy.admit(
@@ -475,10 +334,10 @@ class ModelManager:
         assert worker is not None
         start = self._clock()
         try:
-            before = self.memory.measure()
+            before = self._memory.measure()
             report = worker.release(self.config.unload_timeout)
             trim_heap()
-            after = self.memory.measure()
+            after = self._memory.measure()
         except BaseException as e:
             worker.kill()
             self._fail(rec, f"unload failed: {type(e).__name__}: {e}")
@@ -522,10 +381,6 @@ class ModelManager:
             if self._unload_if(due[0], "idle", self._expired, wait=0) is None:
                 return now + LIFECYCLE_BUSY_RETRY
 
-    def _expired(self, rec: ModelRecord) -> bool:
-        at = self._expires_at(rec)
-        return at is not None and at <= self._clock()
-
     def relieve_pressure(self, available: int) -> list[str]:
         """Below the low watermark, hibernate idle models (reason ``pressure``) as
         ``policy.pressure_victims`` orders; behind a load or unload, wait for the next reading."""
@@ -549,9 +404,6 @@ class ModelManager:
             hibernated.append(rec.spec.id)
         return hibernated
 
-    def _evictable(self, rec: ModelRecord) -> bool:
-        return policy.evictable(rec, {rec.spec.id: self.settings(rec.spec.id)})
-
     def free(self) -> dict[str, Any]:
         """Unload every idle model that is not pinned."""
         wait = self.config.wait_timeout
@@ -564,36 +416,10 @@ class ModelManager:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self.monitor.stop()
+        self._monitor.stop()
         for rec in self._records.values():
             try:
                 self._unload_if(rec, "shutdown", lambda r: r.state is State.READY, self.config.unload_timeout)
             except ModelUnavailable:
                 log.warning("model %s: a load still runs at shutdown; its worker ends with the service", rec.spec.id)
-        self.memory.stop()
-
-
-class Lease:
-    """A request's hold on a loaded model."""
-
-    def __init__(self, manager: ModelManager, record: ModelRecord, worker: WorkerHandle):
-        self._manager, self._record, self._worker = manager, record, worker
-
-    def note(self, reason: str, **details: Any) -> None:
-        """Record in the model's events what it found while serving (a detected language)."""
-        ready = State.READY.value
-        self._manager.events.record(self._record.spec.id, ready, ready, reason, **details)
-
-    def call(self, method: str, **kwargs: Any) -> Any:
-        try:
-            return self._worker.call(method, **kwargs)
-        except WorkerDied as e:
-            self._manager.crashed(self._record, self._worker, e.message)
-            raise
-
-    def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
-        try:
-            return (yield from self._worker.stream(method, **kwargs))
-        except WorkerDied as e:
-            self._manager.crashed(self._record, self._worker, e.message)
-            raise
+        self._memory.stop()

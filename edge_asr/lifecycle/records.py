@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from edge_asr.engine.handle import WorkerHandle
 from edge_asr.manifest import ModelSpec
+
+if TYPE_CHECKING:  # a record holds its worker; it never calls it
+    from edge_asr.workers.handle import WorkerHandle
 
 
 class State(str, enum.Enum):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec, load_manifest, register_user_model
-from edge_asr.progress import Steps
+from edge_asr.steps import Steps
 from edge_asr.wheels import DownloadError, extract_wheel
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
-"""The HTTP service: a Flask app factory with blueprints ``openai_api`` (models, transcription),
-``chat`` and ``speech`` under ``/v1``, so any OpenAI SDK works; ``management`` (``/api``, ``/healthz``) and ``pipeline``
-(``/api/pipeline``), ``metrics`` (``/metrics``) and ``web`` (the page at ``/`` and its event stream),
-in front of one ModelManager and its Supervisor.
-``auth`` checks the API key on every request; ``admission`` bounds what the front process takes on."""
+"""The HTTP service: a Flask app factory with blueprints ``catalog`` (the models),
+``transcription``, ``chat`` and ``tts`` under ``/v1``, so any OpenAI SDK works; ``management``
+(``/api``, ``/healthz``), ``pipeline`` (``/api/pipeline``), ``metrics`` (``/metrics``) and ``web``
+(the page at ``/`` and its event stream), in front of one ModelManager and its Supervisor.
+``auth`` checks the API key on every request; ``admission`` bounds what the front process takes
+on; ``checks`` holds the request checks several blueprints make."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from flask import Flask
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
-from edge_asr.metrics import Metrics
-from edge_asr.server import auth, chat, errors, management, metrics, openai_api, pipeline, speech, web
+from edge_asr.server import auth, catalog, chat, errors, management, metrics, pipeline, transcription, tts, web
 from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.supervisor import Supervisor
+from edge_asr.telemetry import Metrics
 
 
 def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
@@ -30,9 +31,10 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.wsgi_app = RequestSlots(app.wsgi_app, config.threads)  # type: ignore[method-assign]
     errors.register(app)
     auth.register(app)
-    app.register_blueprint(openai_api.bp)
+    app.register_blueprint(catalog.bp)
+    app.register_blueprint(transcription.bp)
     app.register_blueprint(chat.bp)
-    app.register_blueprint(speech.bp)
+    app.register_blueprint(tts.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(pipeline.bp)
     app.register_blueprint(metrics.bp)

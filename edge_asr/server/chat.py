@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from edge_asr.errors import InvalidRequest, ServiceError
-from edge_asr.lifecycle import Lease
+from edge_asr.lifecycle import result
 from edge_asr.server.bodies import json_body
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import request_keep_alive
+from edge_asr.workers.protocol import ChatDelta, ChatOptions, ChatResult
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 ROLES = ("system", "user", "assistant")
@@ -50,7 +51,7 @@ def _messages(body: dict) -> list[dict[str, str]]:
     return plain
 
 
-def _options(body: dict) -> dict[str, Any]:
+def _options(body: dict) -> ChatOptions:
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens!r}")
@@ -63,14 +64,13 @@ def _options(body: dict) -> dict[str, Any]:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequest("seed must be an integer")
-    return {
-        "messages": _messages(body),
-        "max_tokens": max_tokens,
-        "temperature": _number(body, "temperature", 0, 2, 1.0),
-        "top_p": _number(body, "top_p", 0.0001, 1, 1.0),
-        "seed": seed,
-        "stop": stop,
-    }
+    return ChatOptions(
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 0, 2, 1.0),
+        top_p=_number(body, "top_p", 0.0001, 1, 1.0),
+        seed=seed,
+        stop=stop,
+    )
 
 
 @bp.post("/chat/completions")
@@ -83,7 +83,7 @@ def chat_completions() -> Response:
         raise InvalidRequest("model is required")
     if manager().spec(model_id).task != "llm":
         raise InvalidRequest(f"the model {model_id!r} is a {manager().spec(model_id).task} model; it cannot chat")
-    options = _options(body)
+    messages, options = _messages(body), _options(body)
     keep_alive = request_keep_alive(body.get("keep_alive"))
     stream = body.get("stream") is True
     include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
@@ -91,9 +91,10 @@ def chat_completions() -> Response:
 
     with ExitStack() as holds:
         lease = holds.enter_context(manager().lease(model_id, keep_alive))
+        answering = lease.chat(messages, options)
         if stream:
-            return stream_response(_chunks(lease, options, reply, include_usage), holds.pop_all())
-        answer = lease.call("chat", **options)
+            return stream_response(_chunks(answering, reply, include_usage), holds.pop_all())
+        answer = result(answering)
     return jsonify(
         {
             **reply,
@@ -110,12 +111,14 @@ def chat_completions() -> Response:
     )
 
 
-def _usage(answer: dict[str, Any]) -> dict[str, int]:
+def _usage(answer: ChatResult) -> dict[str, int]:
     prompt, completion = answer["prompt_tokens"], answer["completion_tokens"]
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _chunks(lease: Lease, options: dict[str, Any], reply: dict[str, Any], include_usage: bool) -> Iterator[str]:
+def _chunks(
+    answering: Generator[ChatDelta, None, ChatResult], reply: dict[str, Any], include_usage: bool
+) -> Iterator[str]:
     """``chat.completion.chunk`` events as text is generated: the role first, then content deltas, a
     last chunk with the finish reason, the usage if asked for, and ``[DONE]``."""
 
@@ -125,7 +128,7 @@ def _chunks(lease: Lease, options: dict[str, Any], reply: dict[str, Any], includ
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        answer = yield from relay(lease.stream("chat", **options), lambda part: [chunk({"content": part["delta"]})])
+        answer = yield from relay(answering, lambda part: [chunk({"content": part["delta"]})])
         yield chunk({}, answer["finish_reason"])
         if include_usage:
             yield chunk(None, usage=_usage(answer))

@@ -6,8 +6,8 @@ from flask import current_app
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
-from edge_asr.metrics import Metrics
 from edge_asr.server.admission import AudioBudget
+from edge_asr.telemetry import Metrics
 
 
 def manager() -> ModelManager:

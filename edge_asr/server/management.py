@@ -51,19 +51,18 @@ def free() -> Response:
 
 @bp.get("/api/system/memory")
 def memory() -> Response:
-    source = manager().memory
-    since = seconds_arg("since") or 0.0
-    current = source.read()
+    models = manager()
+    info = models.memory_source()
     return jsonify(
         {
-            "source": source.name,
-            "info": source.info(),
-            "current": current.as_dict(),
-            "history": [r.as_dict() for r in source.history(since)],
+            "source": info["source"],
+            "info": info,
+            "current": models.memory_now().as_dict(),
+            "history": [r.as_dict() for r in models.memory_history(seconds_arg("since") or 0.0)],
         }
     )
 
 
 @bp.get("/api/events")
 def events() -> Response:
-    return jsonify({"events": manager().events.recent(seconds_arg("since") or 0.0, request.args.get("model"))})
+    return jsonify({"events": manager().recent_events(seconds_arg("since") or 0.0, request.args.get("model"))})

@@ -31,12 +31,12 @@ from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.lifecycle import ModelManager
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
+from edge_asr.server.checks import flag, requested_voice, transcription_options, transcription_request
 from edge_asr.server.current import manager
-from edge_asr.server.openai_api import TRUE, detected, speech_options, speech_request, text_deltas
-from edge_asr.server.speech import requested_voice
-from edge_asr.server.sse import error_event, event, relay, stream_response
+from edge_asr.server.sse import error_event, event, relay, stream_response, text_deltas
 from edge_asr.settings import request_keep_alive
-from edge_asr.speech import MAX_INPUT_CHARS, Voice, encode
+from edge_asr.tts import MAX_INPUT_CHARS, Voice, encode
+from edge_asr.workers.protocol import AudioPart, ChatOptions, TranscriptionOptions
 
 bp = Blueprint("pipeline", __name__)
 DEFAULTS = {
@@ -58,17 +58,17 @@ def pipeline() -> Response:
         raise InvalidRequest("max_tokens must be an integer") from None
     if max_tokens < 1:
         raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens}")
-    speak = request.form.get("speak", "false").lower() in TRUE
+    speak = flag(request.form, "speak")
     options = {
         **form,
         "max_tokens": max_tokens,
-        "speech": speech_options(manager().spec(form["asr_model"]), speech_request(request.form)),
+        "transcription": transcription_options(manager().spec(form["asr_model"]), transcription_request(request.form)),
         "voice": requested_voice(request.form.get("tts_model"), request.form.get("voice")) if speak else None,
         "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for every model
     }
     with ExitStack() as holds:
         steps = _steps(manager(), uploaded_audio(holds), **options)
-        if request.form.get("stream", "false").lower() in TRUE:
+        if flag(request.form, "stream"):
             return stream_response(_sse(steps), holds.pop_all())
         *_, done = steps
     return jsonify({k: v for k, v in done.items() if k != "type"})
@@ -91,7 +91,7 @@ def _steps(
     llm_model: str,
     instruction: str,
     max_tokens: int,
-    speech: dict[str, Any],
+    transcription: TranscriptionOptions,
     voice: Voice | None,
     keep_alive: float | None,
 ) -> Generator[dict[str, Any], None, None]:
@@ -100,8 +100,7 @@ def _steps(
     since, start = time.time(), time.monotonic()
     yield {"type": "pipeline.stage", "stage": "transcribing", "model": asr_model}
     with manager.lease(asr_model, keep_alive) as lease:
-        transcript = yield from relay(lease.stream("transcribe", audio=audio, **speech), text_deltas())
-        detected(lease, transcript)
+        transcript = yield from relay(lease.transcribe(audio, transcription), text_deltas())
     transcribed = time.monotonic()
     if manager.status(llm_model)["state"] != "ready":
         yield {"type": "pipeline.stage", "stage": "swapping", "model": llm_model}
@@ -109,7 +108,7 @@ def _steps(
     with manager.lease(llm_model, keep_alive) as lease:
         loaded = time.monotonic()
         yield {"type": "pipeline.stage", "stage": "generating", "model": llm_model}
-        chat = lease.stream("chat", messages=messages, max_tokens=max_tokens, temperature=0.0)
+        chat = lease.chat(messages, ChatOptions(max_tokens=max_tokens, temperature=0.0))
         answer = yield from relay(chat, lambda part: [{"type": "output.text.delta", "delta": part["delta"]}])
     done = time.monotonic()
     timings = {
@@ -127,7 +126,7 @@ def _steps(
         "finish_reason": answer["finish_reason"],
         **({"audio": spoken} if spoken is not None else {}),
         "timings": timings,
-        "events": manager.events.recent(since),
+        "events": manager.recent_events(since),
     }
 
 
@@ -141,14 +140,14 @@ def _speak(
         yield {"type": "pipeline.stage", "stage": "swapping", "model": voice.model}
     parts: list[bytes] = []
 
-    def delta(part: dict[str, bytes]) -> list[dict[str, str]]:
+    def delta(part: AudioPart) -> list[dict[str, str]]:
         parts.append(part["audio"])
         return [{"type": "output.audio.delta", "delta": base64.b64encode(part["audio"]).decode()}]
 
     with manager.lease(voice.model, keep_alive) as lease:
         loaded = time.monotonic()
         yield {"type": "pipeline.stage", "stage": "speaking", "model": voice.model}
-        spoken = yield from relay(lease.stream("speak", text=text[:MAX_INPUT_CHARS] or " "), delta)
+        spoken = yield from relay(lease.synthesize(text[:MAX_INPUT_CHARS] or " "), delta)
     timings |= {"speech_swap_s": round(loaded - start, 3), "speak_s": round(time.monotonic() - loaded, 3)}
     wav = encode(np.frombuffer(b"".join(parts), "<i2"), spoken["sample_rate"], "wav")
     return {"format": "wav", "sample_rate": spoken["sample_rate"], "data": base64.b64encode(wav).decode()}

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from flask import Response
 
 from edge_asr.errors import ServiceError
+from edge_asr.workers.protocol import TranscriptPart
 
 Part, Item, Result = TypeVar("Part"), TypeVar("Item"), TypeVar("Result")
 
@@ -47,3 +48,17 @@ def stream_response(events: Iterator[str], holds: ExitStack) -> Response:
     response = Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
     response.call_on_close(holds.close)
     return response
+
+
+def text_deltas() -> Callable[[TranscriptPart], Iterator[dict[str, str]]]:
+    """Turns a transcription's partial results into ``transcript.text.delta`` events, the segments
+    separated by a space as in the whole text."""
+    first = True
+
+    def deltas(part: TranscriptPart) -> Iterator[dict[str, str]]:
+        nonlocal first
+        for segment in part["segments"]:
+            yield {"type": "transcript.text.delta", "delta": ("" if first else " ") + segment["text"]}
+            first = False
+
+    return deltas

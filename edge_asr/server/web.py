@@ -73,10 +73,10 @@ def _follow(models: ModelManager, interval: float, since: float) -> Iterator[str
     ends = time.monotonic() + STREAM_SECONDS
     while time.monotonic() < ends:
         sent = False
-        for reading in models.memory.history(readings_since):
+        for reading in models.memory_history(readings_since):
             readings_since, sent = reading.time, True
             yield event({"type": "memory", **reading.as_dict()})
-        for change in models.events.recent(events_since):
+        for change in models.recent_events(events_since):
             events_since, sent = change["time"], True
             yield event({"type": "event", **change})
         if not sent:

@@ -27,8 +27,8 @@ from typing import Any
 from edge_asr.config import Config
 from edge_asr.fsutil import atomic_write_bytes
 from edge_asr.manifest import ModelSpec, load_manifest
-from edge_asr.progress import Steps
 from edge_asr.settings import MAX_BEAM
+from edge_asr.steps import Steps
 from edge_asr.trt import TensorRTUnavailable, major_version, tensorrt
 from edge_asr.trt.engine_set import ENGINE_JSON, ENGINES_DIR, DeviceInfo, EngineSet, file_digest, fingerprint
 from edge_asr.units import parse_size

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_asr.runtime import TimedSteps
+from edge_asr.steps import Steps
 from edge_asr.trt import tensorrt
 from edge_asr.trt.cuda import Buffers, CudaDevice
 
@@ -171,7 +171,7 @@ class TensorRTSession:
     def release(self) -> dict[str, Any]:
         """Destroy everything, in order; each step timed. The report also has the GPU's free
         memory before the load, after it and after the release."""
-        step = TimedSteps()
+        step = Steps()
         self.device.push()
         if self.stream is not None:
             step("synchronize stream", self.stream.synchronize)

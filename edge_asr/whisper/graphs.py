@@ -36,8 +36,8 @@ import numpy as np
 
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec
-from edge_asr.runtime import TimedSteps
 from edge_asr.runtime.onnx import CPU, open_session
+from edge_asr.steps import Steps
 from edge_asr.whisper import ALIGNMENT, CPU_DECODER
 from edge_asr.whisper.kv_cache import KvCacheLayout
 
@@ -126,7 +126,7 @@ class OnnxWhisperGraphs:
 
     def release(self) -> dict[str, Any]:
         """Destroy the sessions, decoder then encoder (the runtime's memory goes with them)."""
-        step = TimedSteps()
+        step = Steps()
         step("destroy decoder session", partial(delattr, self, "decoder"))
         step("destroy encoder session", partial(delattr, self, "encoder"))
         return {"steps": step.steps}

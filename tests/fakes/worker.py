@@ -1,4 +1,4 @@
-"""A fake of ``edge_asr.engine.handle.WorkerHandle`` for driving the ModelManager without
+"""A fake of ``edge_asr.workers.handle.WorkerHandle`` for driving the ModelManager without
 processes (``spawn=``): the same names, a real file descriptor as its sentinel (the monitor waits
 on it), and switches to make each step fail. The real worker runs in the service tests."""
 
@@ -8,7 +8,8 @@ import os
 from collections.abc import Generator
 from typing import Any, ClassVar
 
-from edge_asr.engine.handle import WorkerDied
+from edge_asr.workers.handle import WorkerDied
+from edge_asr.workers.protocol import Request
 
 MB = 10**6
 
@@ -20,6 +21,7 @@ class FakeWorkerHandle:
     spawned: ClassVar[list[FakeWorkerHandle]] = []
     fail_load: ClassVar[BaseException | None] = None
     fail_release: ClassVar[BaseException | None] = None
+    detected: ClassVar[float | None] = None
 
     def __init__(self, spec: Any, config: Any):
         if FakeWorkerHandle.fail_load is not None:
@@ -45,14 +47,13 @@ class FakeWorkerHandle:
     def silent_for(self) -> float:
         return 0.0
 
-    def call(self, method: str, **kwargs: Any) -> Any:
+    def run(self, request: Request) -> Generator[Any, None, Any]:
+        """One partial result, then the request itself as the result (``language_probability``
+        set to ``FakeWorkerHandle.detected``: what a transcription detected)."""
         if self.killed:
             raise WorkerDied(f"the worker of model {self.model_id!r} died (killed by SIGKILL)")
-        return {"method": method, **kwargs}
-
-    def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
         yield {"partial": True}
-        return self.call(method, **kwargs)
+        return {"request": request, "language": "de", "language_probability": FakeWorkerHandle.detected}
 
     def release(self, timeout: float) -> dict[str, Any]:
         if FakeWorkerHandle.fail_release is not None:

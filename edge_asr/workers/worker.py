@@ -1,15 +1,6 @@
-"""The main loop of an engine worker process.
-
-Protocol over a duplex pipe (the front process sends, the worker answers each message once, a
-generator method first with its partial results):
-    front -> ("call", method, kwargs, arrays) + raw bytes of each array
-                                         worker -> ("partial", item)* ("ok", result) | ("error", kind, message)
-    front -> ("cancel",)                 (while partials flow) the generator is closed; the answer
-                                         is ("ok", None). A cancel that arrives after the answer is ignored.
-    front -> ("release",)                worker -> ("released", report), then exits
-On start the worker answers ("ready", report) or ("load_failed", message). If the front process
-goes away, the pipe closes and the worker releases its model and exits.
-"""
+"""The main loop of a model's worker process: load the model, serve the requests of the worker
+protocol (``protocol``) one at a time, and on release or when the front process goes away destroy
+the model and report what the process held before and after."""
 
 from __future__ import annotations
 
@@ -23,14 +14,13 @@ from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
-
 from edge_asr.audio import AudioError
 from edge_asr.config import Config
-from edge_asr.engine.runners import create_runner
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import trim_heap
 from edge_asr.runtime.onnx import share_one_thread_pool
+from edge_asr.workers import protocol
+from edge_asr.workers.runners import Runner, create_runner
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +47,22 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
         share_one_thread_pool(config.ort_threads)  # the worker's cores are its model's (numpy is loaded)
         runner = create_runner(spec, config)
     except Exception as e:  # the front process reports it; the worker just ends
-        conn.send(("load_failed", f"{type(e).__name__}: {e}"))
+        conn.send(protocol.LoadFailed(f"{type(e).__name__}: {e}"))
         return
     rss_loaded = rss_bytes()
-    conn.send(("ready", {"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded, **runner.describe()}))
+    conn.send(
+        protocol.Ready({"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded, **runner.describe()})
+    )
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):  # the front process is gone
             break
-        if message[0] == "release":
+        if isinstance(message, protocol.Release):
             break
-        if message[0] == "cancel":  # the call it meant had already ended
+        if isinstance(message, protocol.Cancel):  # the request it meant had already ended
             continue
-        _, method, kwargs, arrays = message
-        for name, (shape, dtype) in arrays.items():  # the audio, sent as raw bytes after the call
-            kwargs[name] = np.frombuffer(conn.recv_bytes(), dtype).reshape(shape)
-        _call(conn, runner, method, kwargs)
+        _serve(conn, runner, protocol.receive_arrays(conn, message))
     rss_before = rss_bytes()
     released = runner.release()
     del runner
@@ -87,23 +76,23 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
         "rss_after_release": rss_bytes(),
     }
     with contextlib.suppress(BrokenPipeError, OSError):
-        conn.send(("released", report))
+        conn.send(protocol.Released(report))
 
 
-def _call(conn: Connection, runner: Any, method: str, kwargs: dict[str, Any]) -> None:
-    if method not in runner.methods:
-        conn.send(("error", "invalid", f"this model does not support {method!r}"))
+def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> None:
+    if type(request) not in runner.requests:
+        conn.send(protocol.Failed("invalid", f"this model does not support {request.method!r}"))
         return
     try:
-        result = getattr(runner, method)(**kwargs)
+        result = getattr(runner, request.method)(request)
         if inspect.isgenerator(result):
             result = _stream(conn, result)
-        conn.send(("ok", result))
+        conn.send(protocol.Done(result))
     except (AudioError, ValueError, TypeError) as e:
-        conn.send(("error", "invalid", str(e)))
+        conn.send(protocol.Failed("invalid", str(e)))
     except Exception as e:
-        log.exception("%s failed", method)
-        conn.send(("error", "internal", f"{type(e).__name__}: {e}"))
+        log.exception("%s failed", request.method)
+        conn.send(protocol.Failed("internal", f"{type(e).__name__}: {e}"))
 
 
 def _stream(conn: Connection, generator: Generator[Any, None, Any]) -> Any:
@@ -111,9 +100,9 @@ def _stream(conn: Connection, generator: Generator[Any, None, Any]) -> Any:
     client went away), so the model does not go on working for nobody."""
     while True:
         try:
-            conn.send(("partial", next(generator)))
+            conn.send(protocol.Partial(next(generator)))
         except StopIteration as done:
             return done.value
-        if conn.poll() and conn.recv()[0] == "cancel":
+        if conn.poll() and isinstance(conn.recv(), protocol.Cancel):
             generator.close()
             return None

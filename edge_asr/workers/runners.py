@@ -1,29 +1,41 @@
 """Runners: a loaded model inside a worker process, one per model family.
 
 The contract every runtime keeps (ONNX Runtime, onnxruntime-genai, native TensorRT):
-construction loads, ``describe()`` says what runs it and why (and what loading measured), the
-methods in ``methods`` run whole requests (a method may be a generator: what it yields streams to
-the client as it comes, what it returns is the result), ``release()`` destroys what construction
+construction loads, ``describe()`` says what runs it and why (and what loading measured), a
+method serves each request type in ``requests`` (``protocol``: the request names its method; a
+method may be a generator: what it yields streams to the client as it comes, what it returns is
+the result), ``release()`` destroys what construction
 created, in order (buffers -> execution contexts -> sessions/engines -> runtime -> stream ->
 CUDA context), and reports the steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from functools import partial
 from typing import Any, ClassVar
 
-import numpy as np
-
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec
-from edge_asr.runtime import TimedSteps
+from edge_asr.steps import Steps
+from edge_asr.workers.protocol import (
+    AudioPart,
+    Chat,
+    ChatDelta,
+    ChatResult,
+    Request,
+    SynthesisResult,
+    Synthesize,
+    Transcribe,
+    TranscriptPart,
+    TranscriptResult,
+)
 
 
 class Runner:
-    methods: ClassVar[frozenset[str]] = frozenset()
+    requests: ClassVar[frozenset[type[Request]]] = frozenset()
 
     def describe(self) -> dict[str, Any]:
         """``runtime``, ``runtime_reason``, ``providers``, and what the runtime measured loading."""
@@ -34,7 +46,7 @@ class Runner:
 
 
 class WhisperRunner(Runner):
-    methods = frozenset({"transcribe"})
+    requests = frozenset({Transcribe})
 
     def __init__(self, spec: ModelSpec, config: Config):
         from edge_asr.vad import SileroVad
@@ -52,16 +64,17 @@ class WhisperRunner(Runner):
             **graphs.load_report,
         }
 
-    def transcribe(self, audio: np.ndarray, **options: Any) -> Iterator[dict[str, Any]]:
+    def transcribe(self, request: Transcribe) -> Generator[TranscriptPart, None, TranscriptResult]:
         """Yields each window's segments as it is decoded; returns the whole transcript."""
         from edge_asr.whisper.transcribe import Transcript, transcribe_windows
 
-        language, windows = transcribe_windows(self.model, self.vad, audio, **options)
+        options = dataclasses.asdict(request.options)
+        language, windows = transcribe_windows(self.model, self.vad, request.audio, **options)
         segments = []
         for window in windows:
             segments += window
             yield {"segments": [s.as_dict() for s in window]}
-        return Transcript.of(segments, audio, language).as_dict()
+        return Transcript.of(segments, request.audio, language).as_dict()
 
     def release(self) -> dict[str, Any]:
         report = self.model.release()
@@ -74,7 +87,7 @@ class GenaiRunner(Runner):
     """A decoder-only chat model run by onnxruntime-genai (KV cache, sampling and search are its
     job). ``chat`` streams text deltas as tokens are generated."""
 
-    methods = frozenset({"chat"})
+    requests = frozenset({Chat})
 
     def __init__(self, spec: ModelSpec, config: Config):
         import onnxruntime_genai as og
@@ -96,18 +109,11 @@ class GenaiRunner(Runner):
         reason = "LLMs run on onnxruntime-genai (TensorRT-LLM does not support Jetson; see the README)"
         return {"runtime": "onnxruntime-genai", "runtime_reason": reason, "providers": self._providers}
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    def chat(self, request: Chat) -> Generator[ChatDelta, None, ChatResult]:
         """Yields ``{"delta": text}`` as text is generated; returns the answer with its usage."""
+        max_tokens, temperature, stop = request.options.max_tokens, request.options.temperature, request.options.stop
         prompt = self.tokenizer.encode(
-            self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+            self.tokenizer.apply_chat_template(json.dumps(request.messages), add_generation_prompt=True)
         )
         room = self.context_length - len(prompt)
         if room < 1:
@@ -116,9 +122,9 @@ class GenaiRunner(Runner):
         params = self._og.GeneratorParams(self.model)
         options: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": temperature > 0}
         if temperature > 0:
-            options |= {"temperature": temperature, "top_p": top_p}
-        if seed is not None:
-            options["random_seed"] = seed
+            options |= {"temperature": temperature, "top_p": request.options.top_p}
+        if request.options.seed is not None:
+            options["random_seed"] = request.options.seed
         params.set_search_options(**options)
         generator = self._og.Generator(self.model, params)
         generator.append_tokens(prompt)
@@ -147,19 +153,19 @@ class GenaiRunner(Runner):
         return {"text": text, "finish_reason": finish, "prompt_tokens": len(prompt), "completion_tokens": produced}
 
     def release(self) -> dict[str, Any]:
-        step = TimedSteps()
+        step = Steps()
         step("destroy tokenizer", partial(delattr, self, "tokenizer"))
         step("destroy model", partial(delattr, self, "model"))
         return {"steps": step.steps}
 
 
 class PiperRunner(Runner):
-    """A Piper voice. ``speak`` streams each sentence's samples as it is synthesised."""
+    """A Piper voice. ``synthesize`` streams each sentence's samples as it is made."""
 
-    methods = frozenset({"speak"})
+    requests = frozenset({Synthesize})
 
     def __init__(self, spec: ModelSpec, config: Config):
-        from edge_asr.speech import PiperSpeaker
+        from edge_asr.tts import PiperSpeaker
 
         self.speaker = PiperSpeaker(spec, config.ort_threads, config.gpu_mem_limit)
 
@@ -167,16 +173,16 @@ class PiperRunner(Runner):
         reason = "Piper voices run on ONNX Runtime (the voice's own ONNX graph)"
         return {"runtime": "onnxruntime", "runtime_reason": reason, "providers": self.speaker.providers}
 
-    def speak(self, text: str, speed: float = 1.0) -> Iterator[dict[str, Any]]:
+    def synthesize(self, request: Synthesize) -> Generator[AudioPart, None, SynthesisResult]:
         """Yields ``{"audio": int16 bytes}`` per sentence; returns the sample rate and the totals."""
         samples = sentences = 0
-        for audio in self.speaker.speak(text, speed):
+        for audio in self.speaker.speak(request.text, request.speed):
             yield {"audio": audio.astype("<i2").tobytes()}
             samples, sentences = samples + len(audio), sentences + 1
         return {"sample_rate": self.speaker.sample_rate, "samples": samples, "sentences": sentences}
 
     def release(self) -> dict[str, Any]:
-        step = TimedSteps()
+        step = Steps()
         step("destroy voice session", self.speaker.release)
         step("destroy speaker", partial(delattr, self, "speaker"))
         return {"steps": step.steps}

@@ -60,7 +60,7 @@ class Metrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
-        manager.events.listeners.append(self.observe_event)
+        manager.on_event(self.observe_event)
 
     def observe_event(self, event: dict[str, Any]) -> None:
         model, reason = event["model"], event["reason"]
@@ -87,7 +87,7 @@ class _StateCollector(Collector):
         self.manager, self.supervisor = manager, supervisor
 
     def collect(self) -> Iterator[Metric]:
-        reading = self.manager.memory.read()
+        reading = self.manager.memory_now()
         source = reading.source
         for name, value, text in (
             ("memory_total_bytes", reading.total_bytes, "Memory in all"),
@@ -129,7 +129,7 @@ class _StateCollector(Collector):
             "Models hibernated under memory pressure",
             value=self.supervisor.pressure_hibernations,
         )
-        info = self.manager.memory.info()
+        info = self.manager.memory_source()
         for key in ("skipped_lines", "restarts"):
             if key in info:
                 yield CounterMetricFamily(

@@ -1,4 +1,5 @@
-"""The front process's side of one engine worker: start it, call it, release it, notice its death."""
+"""The front process's side of one model's worker: start it, send it requests, release it, notice
+its death."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
-import numpy as np
-
 from edge_asr.config import Config
-from edge_asr.engine.worker import worker_main
 from edge_asr.errors import InvalidRequest, ModelLoadFailed, ServiceError, WorkerCrashed
 from edge_asr.manifest import ModelSpec
+from edge_asr.workers import protocol
+from edge_asr.workers.protocol import P, R, Request
+from edge_asr.workers.worker import worker_main
 
 # CUDA does not survive fork: workers are always spawned.
 _SPAWN = multiprocessing.get_context("spawn")
@@ -26,17 +27,6 @@ TURN_POLL = 1.0  # seconds between looks at whether the worker a call queues for
 
 class WorkerDied(WorkerCrashed):
     pass
-
-
-def send_call(conn: Connection, method: str, kwargs: dict[str, Any]) -> None:
-    """Send a call; numpy arrays (audio) follow as raw bytes straight from their memory, so a long
-    recording is not copied again into a pickle on either side."""
-    arrays = {k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)}
-    plain = {k: v for k, v in kwargs.items() if k not in arrays}
-    layout = {k: (a.shape, a.dtype.str) for k, a in arrays.items()}
-    conn.send(("call", method, plain, layout))
-    for array in arrays.values():
-        conn.send_bytes(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def describe_exit(code: int | None) -> str:
@@ -51,7 +41,7 @@ def describe_exit(code: int | None) -> str:
 
 
 class WorkerHandle:
-    """One worker process. ``call`` is serialised: a worker serves one request at a time, the
+    """One worker process. Requests are serialised: a worker serves one at a time, the
     others queue on its lock (how many may queue is the manager's ``max_queue``). A queued call
     never outlives the worker: the lock is awaited in short steps, giving up when the process is
     gone; a hung worker is killed by the monitor's stall check, which frees the lock."""
@@ -69,14 +59,14 @@ class WorkerHandle:
         self.process.start()
         child.close()
         try:
-            kind, *rest = self._receive(config.load_timeout)
+            answer = self._receive(config.load_timeout)
         except ServiceError as e:  # died or hung while loading: worth a retry (503), unlike a model that fails
             self.kill()
             raise WorkerDied(f"model {spec.id!r} did not load: {e.message}") from None
-        if kind != "ready":
+        if not isinstance(answer, protocol.Ready):
             self.kill()
-            raise ModelLoadFailed(f"model {spec.id!r} failed to load: {rest[0]}")
-        self.load_report: dict[str, Any] = rest[0]
+            raise ModelLoadFailed(f"model {spec.id!r} failed to load: {answer.message}")
+        self.load_report: dict[str, Any] = answer.report
 
     @property
     def pid(self) -> int | None:
@@ -110,17 +100,8 @@ class WorkerHandle:
         since = self._waiting_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def call(self, method: str, **kwargs: Any) -> Any:
-        """Run ``method`` in the worker and return its result (partial results are dropped)."""
-        stream = self.stream(method, **kwargs)
-        while True:
-            try:
-                next(stream)
-            except StopIteration as done:
-                return done.value
-
-    def stream(self, method: str, **kwargs: Any) -> Generator[Any, None, Any]:
-        """Yield the partial results of ``method`` as the worker sends them; return the result.
+    def run(self, request: Request[P, R]) -> Generator[P, None, R]:
+        """Yield the partial results of ``request`` as the worker sends them; return the result.
 
         Closed early (a client went away), it asks the worker to cancel and reads its remaining
         answers, so the next request starts in step.
@@ -128,13 +109,10 @@ class WorkerHandle:
         with self._turn():
             self._waiting_since = time.monotonic()
             try:
-                send_call(self._conn, method, kwargs)
-                while True:
-                    kind, *rest = self._receive(None)
-                    if kind != "partial":
-                        break
+                protocol.send_request(self._conn, request)
+                while isinstance(answer := self._receive(None), protocol.Partial):
                     self._waiting_since = None  # the client's turn: time it takes is not the worker's
-                    yield rest[0]
+                    yield answer.item
                     self._waiting_since = time.monotonic()
             except (BrokenPipeError, OSError):
                 raise self._died() from None
@@ -143,12 +121,11 @@ class WorkerHandle:
                 raise
             finally:
                 self._waiting_since = None
-        if kind == "ok":
-            return rest[0]
-        error_kind, message = rest
-        if error_kind == "invalid":
-            raise InvalidRequest(message)
-        raise ServiceError(f"model {self.model_id!r} failed: {message}")
+        if isinstance(answer, protocol.Done):
+            return answer.result
+        if answer.kind == "invalid":
+            raise InvalidRequest(answer.message)
+        raise ServiceError(f"model {self.model_id!r} failed: {answer.message}")
 
     def _cancel(self) -> None:
         """(Holding the lock, mid-stream.) Stop the call and read up to its end. The stall check
@@ -156,8 +133,8 @@ class WorkerHandle:
         mid-request, and the client's handler thread is freed."""
         try:
             self._waiting_since = time.monotonic()
-            self._conn.send(("cancel",))
-            while self._receive(None)[0] == "partial":
+            self._conn.send(protocol.Cancel())
+            while isinstance(self._receive(None), protocol.Partial):
                 self._waiting_since = time.monotonic()
         except (ServiceError, BrokenPipeError, OSError):
             pass  # the worker died meanwhile; the watcher reports it
@@ -183,10 +160,10 @@ class WorkerHandle:
             return {"error": f"busy for {timeout:.0f} s; killed", "exit": describe_exit(self._join(KILL_GRACE))}
         try:
             try:
-                self._conn.send(("release",))
-                kind, *rest = self._receive(timeout)
-                if kind == "released":
-                    report = rest[0]
+                self._conn.send(protocol.Release())
+                answer = self._receive(timeout)
+                if isinstance(answer, protocol.Released):
+                    report = answer.report
             except (ServiceError, BrokenPipeError, OSError) as e:
                 report["error"] = str(e)
             report["exit"] = describe_exit(self._join(timeout))
@@ -222,7 +199,8 @@ class WorkerHandle:
         why = self._kill_reason or describe_exit(self._join(1))
         return WorkerDied(f"the worker of model {self.model_id!r} died ({why})")
 
-    def _receive(self, timeout: float | None) -> tuple:
+    def _receive(self, timeout: float | None) -> Any:
+        """The worker's next message (``protocol``), or the reason there is none as an error."""
         ready = wait([self._conn, self.process.sentinel], timeout)
         if self._conn in ready:
             try:

@@ -1,0 +1,204 @@
+"""The worker protocol: every message between the front process and a model's worker, in the one
+module both sides import.
+
+A *request* is a call of a runner method, one dataclass each (``Transcribe``, ``Chat``,
+``Synthesize``): its fields are what the method takes, ``method`` names the runner method that
+serves it, and its type parameters say what the method yields as it works (partial results, which
+stream to the client) and what it returns. The messages over the worker's duplex pipe:
+
+    front -> request (numpy arrays in it follow as raw bytes)
+                              worker -> Partial* then Done | Failed
+    front -> Cancel()         (while partials flow) the method's generator is closed; the answer
+                              is Done(None). A cancel that arrives after the answer is ignored.
+    front -> Release()        worker -> Released(report), then it exits
+On start the worker sends Ready(report) or LoadFailed(message). If the front process goes away,
+the pipe closes and the worker releases its model and exits.
+
+A new runner method (live audio, say) is one request class here, its method on a runner, and the
+lease's method that sends it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar
+
+import numpy as np
+
+P = TypeVar("P")  # what a method yields as it works
+R = TypeVar("R")  # what it returns
+
+
+# -- the results ---------------------------------------------------------------------------
+
+
+class SegmentDict(TypedDict):
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class TranscriptPart(TypedDict):
+    """The segments of one decoded window."""
+
+    segments: list[SegmentDict]
+
+
+class TranscriptResult(TypedDict):
+    text: str
+    duration: float  # seconds of audio
+    segments: list[SegmentDict]
+    language: str
+    language_probability: float | None  # None when the language was given, not detected
+
+
+class ChatDelta(TypedDict):
+    delta: str
+
+
+class ChatResult(TypedDict):
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AudioPart(TypedDict):
+    """One sentence's samples, 16-bit little-endian mono."""
+
+    audio: bytes
+
+
+class SynthesisResult(TypedDict):
+    sample_rate: int
+    samples: int
+    sentences: int
+
+
+# -- the requests --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request(Generic[P, R]):
+    method: ClassVar[str]
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    """How to transcribe, checked by the front before any model loads."""
+
+    language: str | None = None  # None: detected on the first window of speech
+    task: Literal["transcribe", "translate"] = "transcribe"
+    prompt: str | None = None
+    temperature: float = 0.0
+    beam_size: int = 5
+    condition_on_previous_text: bool = False
+
+
+@dataclass(frozen=True)
+class Transcribe(Request[TranscriptPart, TranscriptResult]):
+    method: ClassVar[str] = "transcribe"
+    audio: np.ndarray  # 16 kHz mono float32
+    options: TranscriptionOptions = field(default_factory=TranscriptionOptions)
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    max_tokens: int | None = None  # None: as many as the context holds
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Chat(Request[ChatDelta, ChatResult]):
+    method: ClassVar[str] = "chat"
+    messages: list[dict[str, str]]  # {role, content}
+    options: ChatOptions = field(default_factory=ChatOptions)
+
+
+@dataclass(frozen=True)
+class Synthesize(Request[AudioPart, SynthesisResult]):
+    method: ClassVar[str] = "synthesize"
+    text: str
+    speed: float = 1.0
+
+
+# -- the envelope --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """Stands in a request for a numpy array that follows as raw bytes."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class Release:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    report: dict[str, Any]  # pid, rss_start, rss_loaded and the runner's ``describe()``
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    message: str
+
+
+@dataclass(frozen=True)
+class Partial:
+    item: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    kind: Literal["invalid", "internal"]  # the client's request, or the model's own failure
+    message: str
+
+
+@dataclass(frozen=True)
+class Released:
+    report: dict[str, Any]  # the release's steps and the worker's memory before and after
+
+
+def send_request(conn: Connection, request: Request) -> None:
+    """Send ``request``; its numpy arrays (audio) follow as raw bytes straight from their memory,
+    so a long recording is not copied again into a pickle on either side."""
+    arrays = {f.name: v for f in dataclasses.fields(request) if isinstance(v := getattr(request, f.name), np.ndarray)}
+    layouts = {name: ArrayLayout(a.shape, a.dtype.str) for name, a in arrays.items()}
+    conn.send(dataclasses.replace(request, **layouts))
+    for array in arrays.values():
+        conn.send_bytes(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def receive_arrays(conn: Connection, request: Request) -> Request:
+    """(The worker.) ``request`` with its arrays read from the bytes that followed it."""
+    layouts = {f.name: v for f in dataclasses.fields(request) if isinstance(v := getattr(request, f.name), ArrayLayout)}
+    arrays = {
+        name: np.frombuffer(conn.recv_bytes(), layout.dtype).reshape(layout.shape) for name, layout in layouts.items()
+    }
+    return dataclasses.replace(request, **arrays)
