@@ -19,7 +19,6 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,6 +30,7 @@ from edge_asr.settings import MAX_BEAM
 from edge_asr.steps import Steps
 from edge_asr.trt import TensorRTUnavailable, major_version, tensorrt
 from edge_asr.trt.engine_set import ENGINE_JSON, ENGINES_DIR, DeviceInfo, EngineSet, file_digest, fingerprint
+from edge_asr.trt.recipe import EngineRecipe, Range
 from edge_asr.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -39,21 +39,9 @@ PRECISIONS = ("fp16", "fp32")
 DEFAULT_WORKSPACE = "1GiB"
 DEFAULT_MAX_BATCH = MAX_BEAM  # the beams (or best-of samples) of a window decode as one batch
 
-Range = tuple[int, int, int]  # min, opt, max of one dimension
-
 
 class BuildError(RuntimeError):
     """An engine could not be built; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class EngineRecipe:
-    """One engine to build: its file, the ONNX file it comes from, and the (min, opt, max) range
-    of every dynamic axis, by input name and axis."""
-
-    engine: str
-    onnx: str
-    axes: dict[str, dict[int, Range]]
 
 
 def network_flags(trt: ModuleType) -> int:

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edge_asr.trt.build import EngineRecipe
 from edge_asr.trt.engine import DeviceTensor, TensorRTSession
 from edge_asr.trt.engine_set import DeviceInfo, EngineSet, select_engine_set
+from edge_asr.trt.recipe import EngineRecipe
 
 ENGINES = ("encoder.engine", "decoder.engine")
 

@@ -27,8 +27,9 @@ import pytest
 import tensorrt as trt
 
 from edge_asr.config import load_config
-from edge_asr.trt.build import EngineBuilder, EngineRecipe, build_engines
+from edge_asr.trt.build import EngineBuilder, build_engines
 from edge_asr.trt.engine_set import ENGINE_JSON, EngineSet
+from edge_asr.trt.recipe import EngineRecipe
 from edge_asr.whisper.trt_graphs import TensorRTWhisperGraphs, engine_recipes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
