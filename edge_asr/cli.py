@@ -16,7 +16,7 @@ from edge_asr.formats import RESPONSE_FORMATS, render
 from edge_asr.manifest import DEFAULT_MODELS, get_model, load_manifest
 from edge_asr.settings import DEFAULT_BEAM_SIZE, MAX_BEAM
 from edge_asr.trt.build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE, PRECISIONS
-from edge_asr.units import parse_size
+from edge_asr.units import format_size, parse_size
 
 
 @click.group()
@@ -237,7 +237,7 @@ def ps(config: Config, url: str | None) -> None:
     """Models of a running service: state, memory, and until when an idle one stays loaded."""
     click.echo(f"{'MODEL':28} {'TASK':4} {'STATE':9} {'IN USE':6} {'FOOTPRINT':>10}  {'UNTIL':9}  REASON")
     for m in _api(config, "GET", "/api/models", url)["models"]:
-        footprint = f"{m['footprint_bytes'] / 1e6:.0f} MB" if m["footprint_bytes"] is not None else "-"
+        footprint = format_size(m["footprint_bytes"]) if m["footprint_bytes"] is not None else "-"
         row = f"{m['id']:28} {m['task']:4} {m['state']:9} {m['in_flight']:6} {footprint:>10}  {_until(m):9}"
         click.echo(f"{row}  {m['reason']}")
 
@@ -259,7 +259,7 @@ def _until(model: dict) -> str:
 def load(config: Config, model_id: str, url: str | None) -> None:
     """Load a model in a running service."""
     status = _api(config, "POST", f"/api/models/{model_id}/load", url)
-    click.echo(f"{model_id}: {status['state']} ({status['footprint_bytes'] / 1e6:.0f} MB)")
+    click.echo(f"{model_id}: {status['state']} ({format_size(status['footprint_bytes'])})")
 
 
 @cli.command()
@@ -272,7 +272,7 @@ def unload(config: Config, model_id: str, wait: float | None, url: str | None) -
     query = f"?wait={wait}" if wait is not None else ""
     result = _api(config, "POST", f"/api/models/{model_id}/unload{query}", url)
     if result["unloaded"]:
-        click.echo(f"{model_id}: unloaded, {result['reclaimed_bytes'] / 1e6:.0f} MB came back")
+        click.echo(f"{model_id}: unloaded, {format_size(result['reclaimed_bytes'])} came back")
     else:
         click.echo(f"{model_id}: was not loaded ({result['state']})")
 

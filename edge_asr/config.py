@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,48 +35,94 @@ def _default_state_dir() -> Path:
     return Path(base) / "edge-asr"
 
 
+def _bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (value.split(",") if isinstance(value, str) else value) if k.strip())
+
+
+def key(
+    default: Any,
+    convert: Callable[[Any], Any],
+    doc: str,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+    **kw: Any,
+) -> Any:
+    """A configuration key: its default (or a ``factory`` of it), how a value from the file or the
+    environment becomes one, and what it means. ``docs/configuration.md`` is made from these
+    (``reference``); ``shown`` is the default as the reference writes it, where the value itself
+    depends on the machine."""
+    metadata = {"convert": convert, "doc": doc, "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
+
+
 @dataclass(frozen=True)
 class Config:
     """Where things live, how the service listens, and the limits it keeps."""
 
     # paths
-    cache_dir: Path = field(default_factory=_default_cache_dir)
-    models_dir: Path | None = None  # default: <cache_dir>/models
-    manifest: Path = BUILTIN_MANIFEST
-    state_dir: Path = field(default_factory=_default_state_dir)  # settings, footprints, events
+    cache_dir: Path = key(
+        None, Path, "Prepared models, the conversion environment.", _default_cache_dir, "`$XDG_CACHE_HOME/edge-asr`"
+    )
+    models_dir: Path | None = key(None, Path, "Prepared models.", shown="`<cache_dir>/models`")
+    manifest: Path = key(BUILTIN_MANIFEST, Path, "The model manifest.", shown="the built-in `engines/models.toml`")
+    state_dir: Path = key(
+        None, Path, "Settings, footprints and the event log.", _default_state_dir, "`$XDG_STATE_HOME/edge-asr`"
+    )
     # service
-    host: str = "127.0.0.1"
-    port: int = 8000
-    threads: int = 16  # HTTP worker threads (one process: CUDA does not survive fork); 2 kept for reads
-    # When set, every endpoint but /healthz needs "Authorization: Bearer <key>"; several keys
-    # (one per client device) are separated by commas. Never shown in a repr or a log.
-    api_key: tuple[str, ...] = field(default=(), repr=False)
-    metrics_public: bool = False  # /metrics without a key (a Prometheus on the LAN without one)
-    max_upload_bytes: int = 200 * 10**6
-    max_json_bytes: int = 10**6  # a JSON body (chat, settings) larger than this is a 413
-    max_queue: int = 8  # requests that may wait per model behind the one it serves; more: 503 at once
-    request_memory_budget: int = 256 * 10**6  # decoded audio the front process holds at once, all requests
+    host: str = key("127.0.0.1", str, "Address to listen on (`0.0.0.0`: the LAN).")
+    port: int = key(8000, int, "HTTP port.")
+    threads: int = key(16, int, "HTTP handler threads (one process: CUDA does not survive fork); 2 kept for reads.")
+    api_key: tuple[str, ...] = key(
+        (),
+        _keys,
+        "When set, every endpoint but `/healthz` needs `Authorization: Bearer <key>`; several keys (one per"
+        " device) separated by commas. Never shown in a log.",
+        repr=False,
+    )
+    metrics_public: bool = key(False, _bool, "`/metrics` without a key (a Prometheus on the LAN without one).")
+    max_upload_bytes: int = key(200 * 10**6, parse_size, "Largest upload; larger: 413.")
+    max_json_bytes: int = key(10**6, parse_size, "Largest JSON body (chat, settings); larger: 413.")
+    max_queue: int = key(8, int, "Requests that may wait per model behind the one it serves; more: 503 at once.")
+    request_memory_budget: int = key(
+        256 * 10**6, parse_size, "Decoded audio the front process holds at once, all requests together."
+    )
     # runtimes
-    ort_threads: int = 0  # 0 = let ONNX Runtime decide (one per physical core)
-    gpu_mem_limit: int = 0  # CUDA execution provider arena limit in bytes; 0 = no limit
+    ort_threads: int = key(0, int, "CPU threads of a model worker's ONNX Runtime pool; 0: one per physical core.")
+    gpu_mem_limit: int = key(0, parse_size, "CUDA execution provider arena limit; 0: no limit.")
     # lifecycle
-    memory_reserve: int = 256 * 10**6  # loads never leave less available than this
-    memory_budget: int = 0  # bytes all loaded models may take together; 0 = what is available
-    load_timeout: float = 120.0  # seconds a worker may take to load its model
-    unload_timeout: float = 20.0  # seconds a worker may take to release its model before it is killed
-    stall_timeout: float = 120.0  # seconds a worker may stay silent mid-request before it is killed
-    wait_timeout: float = 30.0  # seconds a request waits for a loading/unloading model before 503
-    drain_timeout: float = 30.0  # longest ?wait= an unload may ask for
-    failure_backoff: float = 2.0  # seconds before reloading after a second crash in a row, doubling
-    keep_alive: float = 300.0  # idle seconds before a model hibernates, unless its manifest/settings say
+    memory_reserve: int = key(256 * 10**6, parse_size, "Loads never leave less memory available than this.")
+    memory_budget: int = key(0, parse_size, "Memory all loaded models may take together; 0: what is available.")
+    load_timeout: float = key(120.0, parse_duration, "Time a worker may take to load its model.")
+    unload_timeout: float = key(
+        20.0, parse_duration, "Time a worker may take to release its model before it is killed."
+    )
+    stall_timeout: float = key(120.0, parse_duration, "Time a worker may stay silent mid-request before it is killed.")
+    wait_timeout: float = key(
+        30.0, parse_duration, "Time a request waits for a loading or unloading model before a 503."
+    )
+    drain_timeout: float = key(30.0, parse_duration, "Longest `?wait=` an unload may ask for.")
+    failure_backoff: float = key(
+        2.0, parse_duration, "Wait before reloading after a second failure in a row, doubling with each."
+    )
+    keep_alive: float = key(
+        300.0, parse_duration, "Idle time before a model hibernates, unless its manifest entry or settings say."
+    )
     # supervisor
-    memory_source: str = "auto"  # auto | tegrastats | jtop | meminfo (see edge_asr.memory)
-    tegrastats: str = "tegrastats"  # the executable (a name on PATH or a path)
-    memory_interval_ms: int = 1000  # how often memory is read and the supervisor looks at the models
-    memory_low_watermark: int = 512 * 10**6  # below this much available, idle models hibernate...
-    memory_high_watermark: int = 1024 * 10**6  # ...until this much is available again
-    min_residency: float = 30.0  # seconds a freshly loaded model is safe from pressure hibernation
-    thrash_window: float = 120.0  # a reload this soon after a pressure hibernation counts as thrash
+    memory_source: str = key("auto", str, "`auto`, `tegrastats`, `jtop` or `meminfo` (see `edge_asr/memory.py`).")
+    tegrastats: str = key("tegrastats", str, "The tegrastats executable (a name on `PATH` or a path).")
+    memory_interval_ms: int = key(1000, int, "How often memory is read and the supervisor looks at the models (ms).")
+    memory_low_watermark: int = key(512 * 10**6, parse_size, "Below this much available, idle models hibernate...")
+    memory_high_watermark: int = key(1024 * 10**6, parse_size, "...until this much is available again.")
+    min_residency: float = key(30.0, parse_duration, "Time a freshly loaded model is safe from pressure hibernation.")
+    thrash_window: float = key(
+        120.0, parse_duration, "A reload this soon after a pressure hibernation counts as thrash (logged)."
+    )
 
     @property
     def models_path(self) -> Path:
@@ -88,41 +134,9 @@ class Config:
         return self.models_path / "manifest.toml"
 
 
-_CONVERT: dict[str, Callable[[Any], Any]] = {
-    "cache_dir": Path,
-    "models_dir": Path,
-    "manifest": Path,
-    "state_dir": Path,
-    "host": str,
-    "port": int,
-    "threads": int,
-    "api_key": lambda v: tuple(k.strip() for k in (v.split(",") if isinstance(v, str) else v) if k.strip()),
-    "metrics_public": lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes"),
-    "max_upload_bytes": parse_size,
-    "max_json_bytes": parse_size,
-    "max_queue": int,
-    "request_memory_budget": parse_size,
-    "ort_threads": int,
-    "gpu_mem_limit": parse_size,
-    "memory_reserve": parse_size,
-    "memory_budget": parse_size,
-    "load_timeout": parse_duration,
-    "unload_timeout": parse_duration,
-    "stall_timeout": parse_duration,
-    "wait_timeout": parse_duration,
-    "drain_timeout": parse_duration,
-    "failure_backoff": parse_duration,
-    "keep_alive": parse_duration,
-    "memory_source": str,
-    "tegrastats": str,
-    "memory_interval_ms": int,
-    "memory_low_watermark": parse_size,
-    "memory_high_watermark": parse_size,
-    "min_residency": parse_duration,
-    "thrash_window": parse_duration,
-}
+_CONVERT: dict[str, Callable[[Any], Any]] = {f.name: f.metadata["convert"] for f in fields(Config)}
 # Every key can be set from the environment as EDGE_ASR_<KEY>.
-_ENV = {f"EDGE_ASR_{key.upper()}": key for key in _CONVERT}
+_ENV = {f"EDGE_ASR_{name.upper()}": name for name in _CONVERT}
 
 
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -133,7 +147,6 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     sizes may be written ``"600MB"`` and durations ``"5m"``.
     """
     environ = os.environ if environ is None else environ
-    assert {f.name for f in fields(Config)} == set(_CONVERT), "every Config field needs a converter"
     values: dict[str, Any] = {}
     path = path or environ.get("EDGE_ASR_CONFIG")
     if path:
@@ -153,6 +166,48 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     return config
 
 
+def reference(config_class: type = Config) -> str:
+    """``docs/configuration.md``: every key with its environment variable, default and meaning.
+    A key declared without ``key`` (so without a doc) is an error, not a blank row."""
+    undocumented = [f.name for f in fields(config_class) if not f.metadata.get("doc")]
+    if undocumented:
+        raise ValueError(f"configuration keys without a doc: {', '.join(undocumented)} (declare them with key())")
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from edge_asr/config.py by `python -m edge_asr.config > docs/configuration.md`;",
+        "     tests/test_config.py fails when the two differ. -->",
+        "",
+        "Every key has a default; a TOML file (`edge-asr --config FILE serve`, or the path in",
+        "`EDGE_ASR_CONFIG`) overrides it, and an environment variable `EDGE_ASR_<KEY>` overrides both.",
+        "In the file a key stands at the top level or in a table named by its first word:",
+        '`[memory] budget = "600MB"` is `memory_budget`, as is `EDGE_ASR_MEMORY_BUDGET=600MB`.',
+        "Sizes are bytes or `600MB`, `1.5GiB`; durations are seconds or `30s`, `5m`, `1h`",
+        "(`-1`: never, where a key says so). An unknown key in the file is an error.",
+        "",
+        "| key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for f in fields(config_class):
+        lines.append(f"| `{f.name}` | `EDGE_ASR_{f.name.upper()}` | {_shown(f)} | {f.metadata['doc']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(f: Field) -> str:
+    if f.metadata["shown"]:
+        return f.metadata["shown"]
+    value, convert = f.default, f.metadata["convert"]
+    if value in (None, ()):
+        return "none"
+    if convert is parse_size:  # exact, in the largest unit that divides it
+        units = ((10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
+        factor, unit = next(((n, u) for n, u in units if value >= n and value % n == 0), (1, ""))
+        return f"`{value // factor}{unit}`"
+    if convert is parse_duration:
+        return f"`{value:g}s`"
+    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:
     flat = {}
     for key, value in table.items():
@@ -161,3 +216,7 @@ def _flatten(table: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
+
+
+if __name__ == "__main__":
+    sys.stdout.write(reference())

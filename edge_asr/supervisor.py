@@ -19,6 +19,7 @@ import time
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
 from edge_asr.systemd import Watchdog
+from edge_asr.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class Supervisor:
         if hibernated:
             self.pressure_hibernations += len(hibernated)
             log.warning(
-                "memory pressure: %.0f MB available (low watermark %.0f MB); hibernated %s",
-                reading.available_bytes / 1e6,
-                self.low_watermark / 1e6,
+                "memory pressure: %s available (low watermark %s); hibernated %s",
+                format_size(reading.available_bytes),
+                format_size(self.low_watermark),
                 ", ".join(hibernated),
             )
         self.manager.kill_stalled()

@@ -48,3 +48,12 @@ def parse_duration(value: str | int | float) -> float:
     if not body or "".join(n + u for n, u in parts) != body:
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h, 0 or -1)")
     return sign * sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+def format_size(size: float) -> str:
+    """Bytes as people read them, in the decimal units ``parse_size`` takes: ``100 kB``,
+    ``200 MB``, ``1.5 GB`` (three significant figures at most; a negative size keeps its sign)."""
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if abs(size) >= factor:
+            return f"{size / factor:.3g} {unit}"
+    return f"{size:.0f} B"

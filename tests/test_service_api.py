@@ -229,7 +229,7 @@ def test_bad_wait_argument(service: Service):
 def test_upload_over_the_limit_is_413(tmp_path, whisper_spec, clips):
     svc = Service(tmp_path / "state", EDGE_ASR_MAX_UPLOAD_BYTES="100kB").start()
     try:
-        assert_openai_error(svc.transcribe(clips["beckett"]), 413, "payload_too_large", "limit of 0 MB")
+        assert_openai_error(svc.transcribe(clips["beckett"]), 413, "payload_too_large", "limit of 100 kB")
         assert svc.model()["state"] == "unloaded"
     finally:
         svc.stop()

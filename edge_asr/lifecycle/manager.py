@@ -44,10 +44,10 @@ from edge_asr.lifecycle.status import runtime_of
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
+from edge_asr.units import format_size
 from edge_asr.workers.handle import KILL_GRACE, WorkerHandle
 
 log = logging.getLogger(__name__)
-MB = 10**6
 LIFECYCLE_BUSY_RETRY = 0.25  # seconds before the supervisor tries again behind a load or unload
 Spawn = Callable[[ModelSpec, Config], WorkerHandle]
 
@@ -267,9 +267,9 @@ class ModelManager(ModelRegistry):
                     continue
                 else:
                     raise InsufficientMemory(
-                        f"the model {rec.spec.id!r} needs about {need / MB:.0f} MB but only "
-                        f"{max(plan.room, 0) / MB:.0f} MB can be made available (missing "
-                        f"{(need - plan.room) / MB:.0f} MB; reserve {self.config.memory_reserve / MB:.0f} MB)",
+                        f"the model {rec.spec.id!r} needs about {format_size(need)} but only "
+                        f"{format_size(max(plan.room, 0))} can be made available (missing "
+                        f"{format_size(need - plan.room)}; reserve {format_size(self.config.memory_reserve)})",
                         retry_after=10,
                     )
             self._unload(plan.victim, f"evicted-for:{rec.spec.id}")

@@ -22,6 +22,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from edge_asr.errors import QueueFull
 from edge_asr.server.errors import error_json
+from edge_asr.units import format_size
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2  # handler threads only reads may use
@@ -74,8 +75,8 @@ class AudioBudget:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise QueueFull(
-                        f"the service holds {self.held / 1e6:.0f} MB of other requests' audio and this one "
-                        f"needs {size / 1e6:.0f} MB (request_memory_budget {self.budget / 1e6:.0f} MB); try again",
+                        f"the service holds {format_size(self.held)} of other requests' audio and this one "
+                        f"needs {format_size(size)} (request_memory_budget {format_size(self.budget)}); try again",
                         retry_after=5,
                     )
                 self._cond.wait(remaining)

@@ -12,6 +12,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge_asr.errors import PayloadTooLarge, QueueFull, ServiceError
+from edge_asr.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(e: RequestEntityTooLarge) -> Response:
         limit = app.config["MAX_CONTENT_LENGTH"]
-        err = PayloadTooLarge(f"the upload is larger than the limit of {limit / 1e6:.0f} MB")
+        err = PayloadTooLarge(f"the upload is larger than the limit of {format_size(limit)}")
         return error_response(err.status, err.message, err.type, err.code)
 
     @app.errorhandler(HTTPException)
