@@ -1,6 +1,7 @@
 """A unit the LAN cannot break, on the real service with real workers: the API key on every
-endpoint, a crowd of large uploads in bounded memory, a client leaving a stream from a frozen
-worker, a full state directory, fuzzed ids and settings."""
+endpoint (the list checked against the app's own routes), a crowd of large uploads in bounded
+memory, a client leaving a stream from a frozen worker, a full state directory, fuzzed ids and
+settings."""
 
 from __future__ import annotations
 
@@ -31,34 +32,60 @@ def status_of(response: requests.Response) -> tuple[int, str | None]:
     return response.status_code, code
 
 
-def test_the_api_key_guards_every_endpoint_but_healthz(tmp_path, whisper_spec, clips):
-    svc = Service(tmp_path / "state", EDGE_ASR_API_KEY=",".join(KEYS)).start()
-    wav = clips["beckett"].read_bytes()
+def guarded_calls(wav: bytes) -> list[tuple[str, str, dict, int]]:
+    """A request to every route the API key guards (the rule, as Flask names it, and what a request
+    with a valid key gets: a translation on the English-only model is refused past the key)."""
+    audio = {"files": {"file": ("a.wav", wav)}, "data": {"model": ASR}}
     chat = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    calls = [
-        ("GET", "/v1/models", {}),
-        ("POST", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", wav)}, "data": {"model": ASR}}),
-        ("POST", "/v1/chat/completions", {"json": chat}),
-        ("POST", "/api/pipeline", {"files": {"file": ("a.wav", wav)}, "data": {"max_tokens": "2"}}),
-        ("GET", "/api/models", {}),
-        ("GET", f"/api/models/{ASR}", {}),
-        ("POST", f"/api/models/{ASR}/load", {}),
-        ("PATCH", f"/api/models/{ASR}/settings", {"json": {"priority": 1}}),
-        ("POST", f"/api/models/{ASR}/unload", {}),
-        ("POST", "/api/system/free", {}),
-        ("GET", "/api/system/memory", {}),
-        ("GET", "/api/events", {}),
-        ("GET", "/metrics", {}),
+    return [
+        ("GET", "/v1/models", {}, 200),
+        ("POST", "/v1/audio/transcriptions", audio, 200),
+        ("POST", "/v1/audio/translations", audio, 400),
+        ("POST", "/v1/chat/completions", {"json": chat}, 200),
+        ("POST", "/v1/audio/speech", {"json": {"model": "piper-joe-en", "input": "Hi."}}, 200),
+        ("GET", "/v1/audio/voices", {}, 200),
+        ("POST", "/api/pipeline", {"files": {"file": ("a.wav", wav)}, "data": {"max_tokens": "2"}}, 200),
+        ("GET", "/api/models", {}, 200),
+        ("GET", "/api/models/<model_id>", {}, 200),
+        ("POST", "/api/models/<model_id>/load", {}, 200),
+        ("PATCH", "/api/models/<model_id>/settings", {"json": {"priority": 1}}, 200),
+        ("POST", "/api/models/<model_id>/unload", {}, 200),
+        ("POST", "/api/system/free", {}, 200),
+        ("GET", "/api/system/memory", {}, 200),
+        ("GET", "/api/events", {}, 200),
+        ("GET", "/api/stream", {"stream": True}, 200),
+        ("GET", "/metrics", {}, 200),
     ]
+
+
+PUBLIC = {("GET", "/healthz"), ("GET", "/"), ("GET", "/web/<path:filename>")}  # probes, the page's own files
+
+
+def test_the_key_test_calls_every_route_the_app_has(config, tmp_path):
+    from dataclasses import replace
+
+    from edge_asr.server import create_app
+
+    app = create_app(replace(config, state_dir=tmp_path / "state"))
+    app.extensions["edge_asr.manager"].shutdown()
+    routes = {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}}
+    assert routes == {(method, rule) for method, rule, _, _ in guarded_calls(b"")} | PUBLIC
+
+
+def test_the_api_key_guards_every_endpoint_but_healthz_and_the_page(tmp_path, whisper_spec, clips):
+    svc = Service(tmp_path / "state", EDGE_ASR_API_KEY=",".join(KEYS)).start()
     try:
-        for method, path, kw in calls:
+        for method, rule, kw, status in guarded_calls(clips["beckett"].read_bytes()):
+            path = rule.replace("<model_id>", ASR)
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEYS[0]}"}):
-                refused = requests.request(method, svc.url + path, headers=headers, timeout=60, **kw)
-                assert status_of(refused) == (401, "invalid_api_key"), (method, path, headers)
+                with requests.request(method, svc.url + path, headers=headers, timeout=60, **kw) as refused:
+                    assert status_of(refused) == (401, "invalid_api_key"), (method, path, headers)
             for key in KEYS:
-                answer = requests.request(method, svc.url + path, headers={"Authorization": f"Bearer {key}"}, **kw)
-                assert answer.status_code == 200, (method, path, answer.text)
-        assert svc.get("/healthz").status_code == 200
+                headers = {"Authorization": f"Bearer {key}"}
+                with requests.request(method, svc.url + path, headers=headers, timeout=120, **kw) as answer:
+                    assert answer.status_code == status, (method, path, answer.text[:200] if status != 200 else "")
+        for path in ("/healthz", "/", "/web/app.js"):
+            assert svc.get(path).status_code == 200, path
         client = svc.openai()
         client.api_key = KEYS[1]
         with clips["beckett"].open("rb") as f:

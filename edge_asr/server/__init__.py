@@ -19,7 +19,7 @@ from edge_asr.telemetry import Metrics
 
 def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     """The app, its manager and its supervisor (started by whoever serves the app)."""
-    app = Flask("edge_asr")
+    app = Flask("edge_asr", static_folder=None)  # the page's files are the web blueprint's
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
     manager = manager or ModelManager.create(config)
     supervisor = Supervisor(manager, config)
