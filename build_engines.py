@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Build TensorRT engines for this GPU from the prepared models' ONNX files.
 
-The same as `edge-asr engines build` (`python build_engines.py --help`; the README's "Installing
-on a Jetson" says where it fits). Run it on the unit, in the service's environment.
+The same as `edge-asr engines build` (`python build_engines.py --help`; docs/jetson.md says
+where it fits). Run it on the unit, in the service's environment.
 """
 
 import logging

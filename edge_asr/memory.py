@@ -44,7 +44,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def trim_heap() -> None:
-    """Give glibc's freed heap back to the system. It keeps it otherwise (see DESIGN.md): after a
+    """Give glibc's freed heap back to the system. It keeps it otherwise (docs/lifecycle.md): after a
     model is destroyed, and in the threaded front process after each unload."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)

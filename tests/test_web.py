@@ -1,6 +1,6 @@
 """The web page in a real browser: Debian's chromium driven by Selenium through Debian's
 chromedriver (``scripts/test.sh`` installs both), against the real service on loopback. The
-elements are found by the page's ``data-testid`` contract (README)."""
+elements are found by the page's ``data-testid`` contract (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ class Footprints:
 
     def predict(self, spec: ModelSpec) -> int:
         """The footprint measured last or, before any load, 3x the files a load reads (weights,
-        runtime arenas and a request's working memory: at their peak on ONNX Runtime CPU, Whisper
-        tiny measured 2.6x (595 MB for 233 MB of files), SmolLM2-135M 2.8x). A Whisper folder holds
+        runtime arenas and a request's working memory: the measured peaks on ONNX Runtime CPU are
+        a little under 3x their files, ``bench/RESULTS.md``). A Whisper folder holds
         a decoder for each runtime and a load reads one: the fp32 one counts, the larger."""
         if spec.id in self._known:
             return self._known[spec.id]
@@ -35,8 +35,8 @@ class Footprints:
         return FILES_TO_FOOTPRINT * sum((spec.directory / f).stat().st_size for f in loaded)
 
     def learn(self, model_id: str, measured: int) -> None:
-        """Keep the peak: an idle worker holds on to what its largest request took (Whisper tiny
-        loads at 332 MB and idles at 564 MB after a 44-s clip), and admission must count that.
+        """Keep the peak: an idle worker holds on to what its largest request took (it idles well
+        above what it loaded at after a long clip), and admission must count that.
         Persisting may fail (a full disk): the store logs it and the figure stays in memory."""
         self._known[model_id] = max(measured, self._known.get(model_id, 0))
         self._store.save_footprints(dict(self._known))

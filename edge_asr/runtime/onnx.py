@@ -7,9 +7,8 @@ by what is asked, so an unload gives back what a load took; optional hard limit)
 A model worker's cores belong to one thread pool (``share_one_thread_pool``): its sessions share
 ONNX Runtime's global intra-op pool and numpy's BLAS gets one thread (its only work here is small,
 like the mel filterbank). Idle pools spin on after their work, so with a pool per session, or BLAS
-threads of their own, whatever runs next shares its cores with spinning threads (measured on two
-cores, Whisper tiny.en, 10 minutes of speech: the encoder 5.1 -> 4.0 s, a decoder step 3.1 -> 2.7
-ms). Elsewhere (the library in another program) each session keeps a pool of its own.
+threads of their own, whatever runs next shares its cores with spinning threads (what that cost:
+``bench/RESULTS.md``). Elsewhere (the library in another program) each session keeps a pool of its own.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ bp = Blueprint("transcription", __name__, url_prefix="/v1")
 @bp.post("/audio/transcriptions")
 def transcriptions() -> Response:
     """OpenAI's transcription endpoint. Requests for one model are served one at a time by its
-    worker, in arrival order (each waits for the previous: queued, not batched)."""
+    worker (the others wait their turn: queued, not batched)."""
     return _speech_to_text("transcribe")
 
 

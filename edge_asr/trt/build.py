@@ -110,7 +110,7 @@ class EngineBuilder:
 
 def engine_recipes(spec: ModelSpec, max_batch: int) -> list[EngineRecipe]:
     """What to build for ``spec``'s family; only Whisper has a TensorRT path (the LLM stays on
-    onnxruntime-genai: see the README)."""
+    onnxruntime-genai: see docs/jetson.md)."""
     if spec.family == "whisper":
         from edge_asr.whisper.trt_graphs import engine_recipes as whisper_recipes
 

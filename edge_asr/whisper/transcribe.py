@@ -10,8 +10,8 @@ reference moves on to the next window after a complete segment and an end-of-tex
 followed in that window: a sentence, in a test recording.) Where Whisper put that end after a
 pause the segment's last word precedes (the word aligned on the audio: ``alignment.py``), the next
 window starts at the pause instead: such an end timestamp is a few hundred ms into the next
-sentence, whose first word the next window would lose (``bench/RESULTS.md``: seven 10-minute
-recordings at beam 5, 32 words wrong against 55; greedy 39 against 34, errors moved around).
+sentence, whose first word the next window would lose (what it changes on the benchmark's
+recordings: ``bench/RESULTS.md``).
 Segment times map back onto the recording's speech.
 
 Each window is decoded by beam search (``beam_size``; 1 = greedy); a decode that looks wrong (gzip

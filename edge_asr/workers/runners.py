@@ -106,7 +106,7 @@ class GenaiRunner(Runner):
         self.context_length: int = meta["model"]["context_length"]
 
     def describe(self) -> dict[str, Any]:
-        reason = "LLMs run on onnxruntime-genai (TensorRT-LLM does not support Jetson; see the README)"
+        reason = "LLMs run on onnxruntime-genai (TensorRT-LLM does not support Jetson; see docs/jetson.md)"
         return {"runtime": "onnxruntime-genai", "runtime_reason": reason, "providers": self._providers}
 
     def chat(self, request: Chat) -> Generator[ChatDelta, None, ChatResult]:
