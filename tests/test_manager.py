@@ -15,6 +15,8 @@ from edge_asr.config import Config
 from edge_asr.errors import ModelBusy, ModelLoadFailed, ModelUnavailable, QueueFull, StorageFull
 from edge_asr.events import EventLog
 from edge_asr.lifecycle import ModelManager, result
+from edge_asr.lifecycle.footprints import Footprints
+from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource
 from edge_asr.state import StateStore
 from edge_asr.workers.protocol import TranscriptionOptions
@@ -270,3 +272,14 @@ def test_a_load_that_cannot_fit_goes_back_to_where_it_was(make):
     assert refused.value.status == 503 and state(manager) == "unloaded"
     assert manager.recent_events() == []  # nothing happened to the model
     assert not isinstance(refused.value, ModelLoadFailed)
+
+
+def test_a_footprint_is_predicted_from_the_files_a_load_reads_until_one_is_measured(tmp_path):
+    """A Whisper folder holds a decoder per runtime; its runner says a load reads one (the fp32)."""
+    spec = ModelSpec("w", "asr", "whisper", tmp_path, ("encoder.onnx", "decoder.onnx", "decoder-cpu.onnx"))
+    for name, size in (("encoder.onnx", 2000), ("decoder.onnx", 3000), ("decoder-cpu.onnx", 1000)):
+        (tmp_path / name).write_bytes(bytes(size))
+    footprints = Footprints(StateStore(tmp_path / "state"))
+    assert footprints.predict(spec) == 3 * (2000 + 3000)
+    footprints.learn("w", 1234)
+    assert footprints.predict(spec) == 1234

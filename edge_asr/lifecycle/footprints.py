@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from edge_asr.manifest import ModelSpec
 from edge_asr.state import StateStore
-from edge_asr.whisper import CPU_DECODER
+from edge_asr.workers.runners import files_loaded
 
 FILES_TO_FOOTPRINT = 3  # before any measurement: 3x the model's files (see ``predict``)
 
@@ -27,12 +27,11 @@ class Footprints:
     def predict(self, spec: ModelSpec) -> int:
         """The footprint measured last or, before any load, 3x the files a load reads (weights,
         runtime arenas and a request's working memory: the measured peaks on ONNX Runtime CPU are
-        a little under 3x their files, ``bench/RESULTS.md``). A Whisper folder holds
-        a decoder for each runtime and a load reads one: the fp32 one counts, the larger."""
+        a little under 3x their files, ``bench/RESULTS.md``); which files a load reads is the
+        runner's to say."""
         if spec.id in self._known:
             return self._known[spec.id]
-        loaded = [f for f in spec.files if f != CPU_DECODER]
-        return FILES_TO_FOOTPRINT * sum((spec.directory / f).stat().st_size for f in loaded)
+        return FILES_TO_FOOTPRINT * sum((spec.directory / f).stat().st_size for f in files_loaded(spec))
 
     def learn(self, model_id: str, measured: int) -> None:
         """Keep the peak: an idle worker holds on to what its largest request took (it idles well

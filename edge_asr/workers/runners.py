@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec
 from edge_asr.steps import Steps
+from edge_asr.whisper import CPU_DECODER
 from edge_asr.workers.protocol import (
     AudioPart,
     Chat,
@@ -37,6 +38,11 @@ from edge_asr.workers.protocol import (
 class Runner:
     requests: ClassVar[frozenset[type[Request]]] = frozenset()
 
+    @classmethod
+    def files_loaded(cls, spec: ModelSpec) -> list[str]:
+        """The model's files a load reads (a footprint is predicted from them before a first load)."""
+        return list(spec.files)
+
     def describe(self) -> dict[str, Any]:
         """``runtime``, ``runtime_reason``, ``providers``, and what the runtime measured loading."""
         raise NotImplementedError
@@ -47,6 +53,12 @@ class Runner:
 
 class WhisperRunner(Runner):
     requests = frozenset({Transcribe})
+
+    @classmethod
+    def files_loaded(cls, spec: ModelSpec) -> list[str]:
+        """A Whisper folder holds a decoder for each runtime and a load reads one: the fp32 one
+        counts, the larger."""
+        return [f for f in spec.files if f != CPU_DECODER]
 
     def __init__(self, spec: ModelSpec, config: Config):
         from edge_asr.vad import SileroVad
@@ -197,3 +209,8 @@ def create_runner(spec: ModelSpec, config: Config) -> Runner:
     except KeyError:
         raise ValueError(f"no runner for model family {spec.family!r} (known: {sorted(RUNNERS)})") from None
     return runner(spec, config)
+
+
+def files_loaded(spec: ModelSpec) -> list[str]:
+    """The files a load of ``spec`` reads, as its family's runner says."""
+    return RUNNERS.get(spec.family, Runner).files_loaded(spec)
