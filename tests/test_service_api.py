@@ -11,7 +11,7 @@ import soundfile
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import Service
+from tests.service import Service, wait_for
 
 MODEL_FIELDS = {
     "id",
@@ -80,13 +80,23 @@ def test_models_listing_and_lifecycle_contract(service: Service, clips):
     assert len(lines) == 2
 
 
-def test_memory_endpoint(service: Service):
-    body = service.get("/api/system/memory").json()
-    assert body["source"] == "meminfo"
-    current = body["current"]
-    assert 0 < current["available_bytes"] <= current["total_bytes"]
-    assert current["used_bytes"] == current["total_bytes"] - current["available_bytes"]
-    assert body["history"][-1] == current
+def test_memory_readings_and_scrapes_leave_the_history_to_the_supervisor(tmp_path, whisper_spec):
+    """The history the page charts is the supervisor's samples (one an interval: here one, at its
+    start); a look at the API or a scrape of /metrics reads memory without adding to it."""
+    svc = Service(tmp_path / "state", EDGE_ASR_MEMORY_INTERVAL_MS="3600000").start()
+    try:
+        body = wait_for(lambda: (b := svc.get("/api/system/memory").json())["history"] and b, 10)
+        assert body["source"] == "meminfo"
+        current, history = body["current"], body["history"]
+        assert 0 < current["available_bytes"] <= current["total_bytes"]
+        assert current["used_bytes"] == current["total_bytes"] - current["available_bytes"]
+        assert len(history) == 1 and history[0]["time"] < current["time"]
+        for _ in range(5):
+            assert "edge_asr_memory_available_bytes" in svc.get("/metrics").text
+            assert svc.get("/api/system/memory").json()["current"]["time"] > history[0]["time"]
+        assert svc.get("/api/system/memory").json()["history"] == history
+    finally:
+        svc.stop()
 
 
 def test_load_free_and_cli(service: Service):

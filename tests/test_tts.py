@@ -97,7 +97,7 @@ def test_the_openai_sdk_speaks_and_lists_voices(service: Service):
         ({"input": "Hi", "model": ASR}, "cannot speak"),
     ],
 )
-def test_bad_speech_requests_are_400(service: Service, body, words):
+def test_bad_synthesis_requests_are_400(service: Service, body, words):
     r = service.post("/v1/audio/speech", json={"model": TTS, **body})
     assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
     assert service.model(TTS)["state"] == "unloaded"  # refused before anything loaded
