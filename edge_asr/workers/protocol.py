@@ -34,28 +34,16 @@ R = TypeVar("R")  # what it returns
 # -- the results ---------------------------------------------------------------------------
 
 
-class SegmentDict(TypedDict):
-    id: int
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    temperature: float
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-
-
 class TranscriptPart(TypedDict):
     """The segments of one decoded window."""
 
-    segments: list[SegmentDict]
+    segments: list[dict[str, Any]]  # ``whisper.transcribe.Segment.as_dict()``
 
 
 class TranscriptResult(TypedDict):
     text: str
     duration: float  # seconds of audio
-    segments: list[SegmentDict]
+    segments: list[dict[str, Any]]
     language: str
     language_probability: float | None  # None when the language was given, not detected
 
