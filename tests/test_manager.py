@@ -239,7 +239,7 @@ def test_shutdown_refuses_new_work_and_releases_every_worker(make):
 
 def test_a_load_waits_for_the_lifecycle_lock_only_wait_timeout(make):
     manager, _, clock = make(wait_timeout=0.3)
-    with manager._exclusive("a long load", 1):
+    with manager._operations.hold("a long load", 1):
         with pytest.raises(ModelUnavailable, match="another model is loading"):
             manager.load("asr")
         clock.now += 10_000

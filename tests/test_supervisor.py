@@ -186,7 +186,7 @@ def test_the_supervisor_never_waits_behind_a_long_load(tmp_path, config, whisper
         held, release = threading.Event(), threading.Event()
 
         def long_load() -> None:
-            with manager._lifecycle:
+            with manager._operations.hold("a long load", 10):
                 held.set()
                 release.wait(10)
 

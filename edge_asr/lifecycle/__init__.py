@@ -4,8 +4,10 @@
 - ``policy``: the decisions as plain functions (fits, eviction order, keep-alive expiry, pressure
   victims, back-off, queue), no locks, processes or clock;
 - ``footprints``: learn, predict, persist what each model takes;
-- ``manager``: the ModelManager (leases, load, unload) acting on them, one lock for the records
-  and one for lifecycle operations;
+- ``registry``: the records and the one condition that guards them, every state change, and the
+  queries the API, the page and the supervisor make;
+- ``manager``: the ModelManager, a registry that acts (leases, load, unload, hibernation);
+- ``operation``: the lifecycle lock (one load or unload at a time) and what holds it;
 - ``lease``: a request's hold on a loaded model, with its worker's typed methods;
 - ``status``: a model as the API shows it;
 - ``monitor``: the crash watch and the stall killer.

@@ -38,6 +38,7 @@ from edge_asr.events import EventLog
 from edge_asr.lifecycle import policy
 from edge_asr.lifecycle.lease import Lease
 from edge_asr.lifecycle.monitor import Monitor
+from edge_asr.lifecycle.operation import OperationLock
 from edge_asr.lifecycle.records import ModelRecord, State
 from edge_asr.lifecycle.registry import ModelRegistry
 from edge_asr.lifecycle.status import runtime_of
@@ -64,8 +65,7 @@ class ModelManager(ModelRegistry):
     ):
         super().__init__(config, memory, store, events, clock)
         self._spawn = spawn
-        self._lifecycle = threading.Lock()  # one load or unload at a time
-        self._operation: tuple[str, float] | None = None  # the one under way, and since when
+        self._operations = OperationLock(clock)  # one load or unload at a time
         self.lease_returned = threading.Event()  # wakes the supervisor: an idle timer may have started
         self._monitor = Monitor(self.workers, self.crashed, config.stall_timeout)
 
@@ -82,29 +82,9 @@ class ModelManager(ModelRegistry):
         """The lifecycle operation under way if it has run past any bound it should keep (its
         admission's evictions, then the worker's load): the supervisor then stops the watchdog's
         pings and systemd restarts the service."""
-        operation = self._operation
-        if operation is None:
-            return None
-        what, since = operation
-        bound = self.config.wait_timeout + self.config.load_timeout
-        bound += len(self._records) * (self.config.unload_timeout + KILL_GRACE)
-        took = self._clock() - since
-        return f"{what} under way for {took:.0f} s (bound {bound:.0f} s)" if took > bound else None
-
-    @contextmanager
-    def _exclusive(self, what: str, timeout: float) -> Iterator[bool]:
-        """Hold the lifecycle lock for ``what``; yields False when it was not free within ``timeout``
-        seconds (0: do not wait)."""
-        held = self._lifecycle.acquire(timeout=timeout) if timeout > 0 else self._lifecycle.acquire(blocking=False)
-        if not held:
-            yield False
-            return
-        self._operation = (what, self._clock())
-        try:
-            yield True
-        finally:
-            self._operation = None
-            self._lifecycle.release()
+        config = self.config
+        evictions = len(self._records) * (config.unload_timeout + KILL_GRACE)
+        return self._operations.overrun(config.wait_timeout + config.load_timeout + evictions)
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -176,7 +156,7 @@ class ModelManager(ModelRegistry):
                 f"the model {rec.spec.id!r} is not prepared (missing {', '.join(rec.spec.missing_files)}); "
                 "run `edge-asr models prepare`"
             )
-        with self._exclusive(f"load of {rec.spec.id}", deadline - self._clock()) as held:
+        with self._operations.hold(f"load of {rec.spec.id}", deadline - self._clock()) as held:
             if not held:
                 raise ModelUnavailable("another model is loading or unloading; try again", retry_after=2)
             with self._cond:
@@ -317,7 +297,7 @@ class ModelManager(ModelRegistry):
         is half gone. The unload's report, or None if ``still`` no longer holds (a request took the
         model meanwhile). The lock is awaited ``wait`` seconds: the supervisor passes 0 and never
         waits behind a load (it may take minutes); a user's unload past it gets a 503."""
-        with self._exclusive(f"unload of {rec.spec.id}", wait) as held:
+        with self._operations.hold(f"unload of {rec.spec.id}", wait) as held:
             if not held:
                 if wait > 0:
                     raise ModelUnavailable("another model is loading or unloading; try again", retry_after=2)
