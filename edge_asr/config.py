@@ -47,6 +47,7 @@ def key(
     default: Any,
     convert: Callable[[Any], Any],
     doc: str,
+    *,
     factory: Callable[[], Any] | None = None,
     shown: str | None = None,
     **kw: Any,
@@ -67,12 +68,20 @@ class Config:
 
     # paths
     cache_dir: Path = key(
-        None, Path, "Prepared models, the conversion environment.", _default_cache_dir, "`$XDG_CACHE_HOME/edge-asr`"
+        None,
+        Path,
+        "Prepared models, the conversion environment.",
+        factory=_default_cache_dir,
+        shown="`$XDG_CACHE_HOME/edge-asr`",
     )
     models_dir: Path | None = key(None, Path, "Prepared models.", shown="`<cache_dir>/models`")
     manifest: Path = key(BUILTIN_MANIFEST, Path, "The model manifest.", shown="the built-in `engines/models.toml`")
     state_dir: Path = key(
-        None, Path, "Settings, footprints and the event log.", _default_state_dir, "`$XDG_STATE_HOME/edge-asr`"
+        None,
+        Path,
+        "Settings, footprints and the event log.",
+        factory=_default_state_dir,
+        shown="`$XDG_STATE_HOME/edge-asr`",
     )
     # service
     host: str = key("127.0.0.1", str, "Address to listen on (`0.0.0.0`: the LAN).")

@@ -134,10 +134,10 @@ class MemInfoSource(MemorySource):
 
 class TegrastatsSource(MemorySource):
     """``tegrastats --interval MS`` as a child process; each line it prints becomes the latest
-        reading. A line without RAM is skipped and counted; if tegrastats dies it is restarted (back-off
-        up to 30 s); while it has said nothing for three intervals, ``read()`` falls back to meminfo.
-    Its lines go into the history as they come; ``sample()`` adds only those fallback readings.
-        tegrastats prints RAM, SWAP and CPU without root; only some rails and clocks need it."""
+    reading and goes into the history. A line without RAM is skipped and counted; if tegrastats
+    dies it is restarted (back-off up to 30 s); while it has said nothing for three intervals,
+    ``read()`` falls back to meminfo (and ``sample()`` keeps that reading). tegrastats prints RAM,
+    SWAP and CPU without root; only some rails and clocks need it."""
 
     name = "tegrastats"
 

@@ -11,39 +11,49 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("edge_asr")
 
 
-class Steps:
-    """``Steps(model_id, total, error)`` for a job: a failing step raises ``error`` naming it.
-    ``Steps()`` for a release: a failing step is recorded and logged, and ``steps`` is the report."""
+@dataclass(frozen=True)
+class Job:
+    """What a job's steps say and raise: ``[model_id] n/total title``, and ``error`` naming the step."""
 
-    def __init__(self, model_id: str | None = None, total: int = 0, error: type[Exception] | None = None):
-        self.model_id, self.total, self.error = model_id, total, error
+    model_id: str
+    total: int
+    error: type[Exception]
+
+
+class Steps:
+    """``Steps(Job(...))`` runs a job's steps; ``Steps()`` a release's, whose report is ``steps``."""
+
+    def __init__(self, job: Job | None = None):
+        self.job = job
         self.steps: list[dict[str, Any]] = []
 
     def __call__(self, title: str, action: Callable[[], T]) -> T | None:
         """Run ``action`` as the next step; its result (None for a release step that failed)."""
-        number = len(self.steps) + 1
-        if self.model_id is not None:
-            log.info("[%s] %d/%d %s ...", self.model_id, number, self.total, title)
+        job, number = self.job, len(self.steps) + 1
+        if job is not None:
+            log.info("[%s] %d/%d %s ...", job.model_id, number, job.total, title)
         step: dict[str, Any] = {"step": title}
         self.steps.append(step)
         start = time.perf_counter()
         try:
             result = action()
         except Exception as e:
-            if self.error is not None and isinstance(e, self.error):
-                raise self.error(f"[{self.model_id}] step {number}/{self.total} ({title}) failed: {e}") from None
-            if self.error is not None:
+            if job is None:
+                step["error"] = f"{type(e).__name__}: {e}"
+                log.error("release step %r failed: %s", title, step["error"])
+                result = None
+            elif isinstance(e, job.error):
+                raise job.error(f"[{job.model_id}] step {number}/{job.total} ({title}) failed: {e}") from None
+            else:
                 raise
-            step["error"] = f"{type(e).__name__}: {e}"
-            log.error("release step %r failed: %s", title, step["error"])
-            result = None
         step["seconds"] = round(time.perf_counter() - start, 6)
-        if self.model_id is not None:
-            log.info("[%s] %d/%d %s done in %.1f s", self.model_id, number, self.total, title, step["seconds"])
+        if job is not None:
+            log.info("[%s] %d/%d %s done in %.1f s", job.model_id, number, job.total, title, step["seconds"])
         return result

@@ -129,7 +129,7 @@ class _StateCollector(Collector):
             "Models hibernated under memory pressure",
             value=self.supervisor.pressure_hibernations,
         )
-        info = self.manager.memory_source()
+        info = self.manager.memory_source_info()
         for key in ("skipped_lines", "restarts"):
             if key in info:
                 yield CounterMetricFamily(

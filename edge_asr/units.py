@@ -53,7 +53,8 @@ def parse_duration(value: str | int | float) -> float:
 def format_size(size: float) -> str:
     """Bytes as people read them, in the decimal units ``parse_size`` takes: ``100 kB``,
     ``200 MB``, ``1.5 GB`` (three significant figures at most; a negative size keeps its sign)."""
-    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if abs(size) >= factor:
-            return f"{size / factor:.3g} {unit}"
-    return f"{size:.0f} B"
+    for unit, factor in (("B", 1), ("kB", 10**3), ("MB", 10**6), ("GB", 10**9)):
+        shown = f"{size / factor:.3g}"
+        if abs(float(shown)) < 1000:  # 999.6 MB rounds to "1e+03": it is 1 GB
+            return f"{shown} {unit}"
+    return f"{size / 10**12:.3g} TB"

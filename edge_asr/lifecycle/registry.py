@@ -109,7 +109,7 @@ class ModelRegistry:
     def memory_history(self, since: float = 0.0) -> list[MemoryReading]:
         return self._memory.history(since)
 
-    def memory_source(self) -> dict[str, Any]:
+    def memory_source_info(self) -> dict[str, Any]:
         """The memory source's name (``source``) and what it counts (tegrastats' lines, restarts)."""
         return self._memory.info()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_asr.config import Config
 from edge_asr.manifest import ModelSpec, load_manifest, register_user_model
-from edge_asr.steps import Steps
+from edge_asr.steps import Job, Steps
 from edge_asr.wheels import DownloadError, extract_wheel
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | 
         logfile = models / f"{model_id}.prepare.log"
         logfile.write_text("")
         env = ConversionEnv(config)
-        step = Steps(model_id, RECIPES[recipe["recipe"]].steps, PrepareError)
+        step = Steps(Job(model_id, RECIPES[recipe["recipe"]].steps, PrepareError))
         step("conversion environment", lambda: env.ensure(logfile))
         _build(env, recipe, work, out, logfile, step)
         missing = [f for f in files if not (out / f).is_file()]

@@ -51,7 +51,8 @@ def _messages(body: dict) -> list[dict[str, str]]:
     return plain
 
 
-def _options(body: dict) -> ChatOptions:
+def _request(body: dict) -> tuple[list[dict[str, str]], ChatOptions]:
+    """The messages and the options, checked in the order the fields are documented."""
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens!r}")
@@ -64,7 +65,7 @@ def _options(body: dict) -> ChatOptions:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequest("seed must be an integer")
-    return ChatOptions(
+    return _messages(body), ChatOptions(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0, 2, 1.0),
         top_p=_number(body, "top_p", 0.0001, 1, 1.0),
@@ -83,7 +84,7 @@ def chat_completions() -> Response:
         raise InvalidRequest("model is required")
     if manager().spec(model_id).task != "llm":
         raise InvalidRequest(f"the model {model_id!r} is a {manager().spec(model_id).task} model; it cannot chat")
-    messages, options = _messages(body), _options(body)
+    messages, options = _request(body)
     keep_alive = request_keep_alive(body.get("keep_alive"))
     stream = body.get("stream") is True
     include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))

@@ -52,7 +52,7 @@ def free() -> Response:
 @bp.get("/api/system/memory")
 def memory() -> Response:
     models = manager()
-    info = models.memory_source()
+    info = models.memory_source_info()
     return jsonify(
         {
             "source": info["source"],

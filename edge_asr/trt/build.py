@@ -27,7 +27,7 @@ from edge_asr.config import Config
 from edge_asr.fsutil import atomic_write_bytes
 from edge_asr.manifest import ModelSpec, load_manifest
 from edge_asr.settings import MAX_BEAM
-from edge_asr.steps import Steps
+from edge_asr.steps import Job, Steps
 from edge_asr.trt import TensorRTUnavailable, major_version, tensorrt
 from edge_asr.trt.engine_set import ENGINE_JSON, ENGINES_DIR, DeviceInfo, EngineSet, file_digest, fingerprint
 from edge_asr.trt.recipe import EngineRecipe, Range
@@ -159,7 +159,7 @@ def _build_set(
     root.mkdir(exist_ok=True)
     start = time.monotonic()
     engines: dict[str, Any] = {}
-    step = Steps(spec.id, len(recipes), BuildError)
+    step = Steps(Job(spec.id, len(recipes), BuildError))
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".tmp-{key}-", dir=root) as tmp:

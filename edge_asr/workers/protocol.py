@@ -91,7 +91,7 @@ class TranscriptionOptions:
     condition_on_previous_text: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
 class Transcribe(Request[TranscriptPart, TranscriptResult]):
     method: ClassVar[str] = "transcribe"
     audio: np.ndarray  # 16 kHz mono float32
@@ -107,14 +107,14 @@ class ChatOptions:
     stop: list[str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
 class Chat(Request[ChatDelta, ChatResult]):
     method: ClassVar[str] = "chat"
     messages: list[dict[str, str]]  # {role, content}
     options: ChatOptions = field(default_factory=ChatOptions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
 class Synthesize(Request[AudioPart, SynthesisResult]):
     method: ClassVar[str] = "synthesize"
     text: str

@@ -123,21 +123,21 @@ class GenaiRunner(Runner):
 
     def chat(self, request: Chat) -> Generator[ChatDelta, None, ChatResult]:
         """Yields ``{"delta": text}`` as text is generated; returns the answer with its usage."""
-        max_tokens, temperature, stop = request.options.max_tokens, request.options.temperature, request.options.stop
+        asked = request.options
         prompt = self.tokenizer.encode(
             self.tokenizer.apply_chat_template(json.dumps(request.messages), add_generation_prompt=True)
         )
         room = self.context_length - len(prompt)
         if room < 1:
             raise ValueError(f"the prompt is {len(prompt)} tokens; this model's context holds {self.context_length}")
-        limit = min(max_tokens or room, room)
+        limit = min(asked.max_tokens or room, room)
         params = self._og.GeneratorParams(self.model)
-        options: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": temperature > 0}
-        if temperature > 0:
-            options |= {"temperature": temperature, "top_p": request.options.top_p}
-        if request.options.seed is not None:
-            options["random_seed"] = request.options.seed
-        params.set_search_options(**options)
+        search: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": asked.temperature > 0}
+        if asked.temperature > 0:
+            search |= {"temperature": asked.temperature, "top_p": asked.top_p}
+        if asked.seed is not None:
+            search["random_seed"] = asked.seed
+        params.set_search_options(**search)
         generator = self._og.Generator(self.model, params)
         generator.append_tokens(prompt)
         stream = self.tokenizer.create_stream()
@@ -150,12 +150,12 @@ class GenaiRunner(Runner):
                 finish = "stop"
                 break
             text += stream.decode(token)
-            hit = [text.index(s) for s in stop or () if s in text]
+            hit = [text.index(s) for s in asked.stop or () if s in text]
             if hit:
                 text, finish = text[: min(hit)], "stop"
                 break
             # hold back what could be the start of a stop sequence
-            safe = len(text) - max((len(s) - 1 for s in stop or ()), default=0)
+            safe = len(text) - max((len(s) - 1 for s in asked.stop or ()), default=0)
             if safe > sent:
                 yield {"delta": text[sent:safe]}
                 sent = safe

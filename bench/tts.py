@@ -1,4 +1,4 @@
-"""Speech synthesis through the service against Piper used directly, in one script:
+"""Text-to-speech (Piper) through the service against Piper used directly, in one script:
 
 - real-time factor (synthesis time / audio duration) of a paragraph, warm;
 - time to the first audio: through the service, the first sentence's samples reaching the client
@@ -9,7 +9,7 @@ Both sides use the same voice file and one ONNX Runtime thread (Piper's own load
 session with ONNX Runtime's defaults; the service gives the voice the configured ``ort_threads``,
 here 1 on both sides so the ratio compares the same work). Ratios = service / direct.
 
-usage: python -m bench.speech [--repeats 5]   (after `source scripts/env.sh`)
+usage: python -m bench.tts [--repeats 5]   (after `source scripts/env.sh`)
 """
 
 from __future__ import annotations
