@@ -45,9 +45,26 @@ def decode_audio(source: str | Path | bytes | BinaryIO) -> np.ndarray:
         except (soundfile.LibsndfileError, RuntimeError, EOFError) as e:
             raise _unreadable(e) from None
         rate = f.samplerate
-    mono = mono[:filled]
+    return to_model_rate(mono[:filled], rate)
+
+
+def pcm_to_mono(pcm: bytes, width: int, channels: int) -> np.ndarray:
+    """Raw little-endian PCM (``width`` bytes a sample: 8-bit unsigned, 16- or 32-bit signed, as
+    Wyoming's audio chunks carry it) mixed to mono float32 at its own rate."""
+    if width not in (1, 2, 4) or not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"audio of {width}-byte samples in {channels} channels is not PCM edge-asr reads")
+    frame = width * channels
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % frame], {1: "u1", 2: "<i2", 4: "<i4"}[width])
+    scaled = (samples.astype(np.float32) - (128 if width == 1 else 0)) / float(1 << (8 * width - 1))
+    return scaled.reshape(-1, channels).mean(axis=1) if channels > 1 else scaled
+
+
+def to_model_rate(mono: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float32 at ``rate``, checked and resampled to the models' 16 kHz (soxr, high quality)."""
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"a sample rate of {rate} Hz is not audio")
     if mono.size == 0:
-        raise AudioError("the audio file contains no samples")
+        raise AudioError("the audio contains no samples")
     if len(mono) < MIN_SECONDS * rate:
         raise AudioError(f"the audio is {1000 * len(mono) / rate:.0f} ms long; at least {MIN_SECONDS * 1000:.0f} ms")
     if not np.isfinite(mono).all():

@@ -5,6 +5,7 @@ Every other module receives a ``Config``; none reads the environment itself.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ else:  # pragma: no cover - Jetson JetPack 6 ships Python 3.10
 # carries its content), so an installed wheel serves the same models as a checkout.
 BUILTIN_MANIFEST = Path(__file__).resolve().parent / "models.toml"
 MEMORY_SOURCES = ("auto", "tegrastats", "jtop", "meminfo")
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 
 
 def _default_cache_dir() -> Path:
@@ -101,6 +103,16 @@ class Config:
     request_memory_budget: int = key(
         256 * 10**6, parse_size, "Decoded audio the front process holds at once, all requests together."
     )
+    # Wyoming (Home Assistant's voice protocol)
+    wyoming_port: int = key(10300, int, "Wyoming server's TCP port (speech-to-text, text-to-speech, the LLM); 0: off.")
+    wyoming_host: str = key("", str, "Address the Wyoming server listens on.", shown="`host`")
+    wyoming_allow: tuple[str, ...] = key(
+        PRIVATE_NETWORKS,
+        _keys,
+        "Networks allowed to connect over Wyoming (it has no authentication), separated by commas.",
+        shown="loopback and the private ranges",
+    )
+    wyoming_max_clients: int = key(16, int, "Wyoming connections at once; more are closed at once.")
     # runtimes
     ort_threads: int = key(0, int, "CPU threads of a model worker's ONNX Runtime pool; 0: one per physical core.")
     gpu_mem_limit: int = key(0, parse_size, "CUDA execution provider arena limit; 0: no limit.")
@@ -170,6 +182,8 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     config = Config(**{key: _CONVERT[key](value) for key, value in values.items()})
     if config.memory_source not in MEMORY_SOURCES:
         raise ValueError(f"memory_source must be one of {', '.join(MEMORY_SOURCES)}, not {config.memory_source!r}")
+    for network in config.wyoming_allow:
+        ipaddress.ip_network(network)  # a ValueError names the bad one
     if config.memory_high_watermark < config.memory_low_watermark:
         raise ValueError("memory_high_watermark must not be below memory_low_watermark")
     return config

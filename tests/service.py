@@ -80,9 +80,10 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):
 class Service:
     def __init__(self, state_dir: Path, **env: str):
         self.state_dir = state_dir
-        self.port = free_port()
+        self.port, self.wyoming_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "EDGE_ASR_STATE_DIR": str(state_dir), "EDGE_ASR_PORT": str(self.port), **env}
+        ports = {"EDGE_ASR_PORT": str(self.port), "EDGE_ASR_WYOMING_PORT": str(self.wyoming_port)}
+        self.env = {**os.environ, "EDGE_ASR_STATE_DIR": str(state_dir), **ports, **env}
         self.log = state_dir.parent / f"{state_dir.name}.log"  # outside: the state directory may be full
         self.process: subprocess.Popen | None = None
 

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from edge_asr.choices import requested_voice, transcription_options
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.lifecycle import ModelManager
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
-from edge_asr.server.checks import flag, requested_voice, transcription_options, transcription_request
+from edge_asr.server.checks import flag, transcription_request
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response, text_deltas
 from edge_asr.settings import request_keep_alive
@@ -62,8 +63,12 @@ def pipeline() -> Response:
     options = {
         **form,
         "max_tokens": max_tokens,
-        "transcription": transcription_options(manager().spec(form["asr_model"]), transcription_request(request.form)),
-        "voice": requested_voice(request.form.get("tts_model"), request.form.get("voice")) if speak else None,
+        "transcription": transcription_options(
+            manager(), manager().spec(form["asr_model"]), transcription_request(request.form)
+        ),
+        "voice": requested_voice(manager(), request.form.get("tts_model"), request.form.get("voice"))
+        if speak
+        else None,
         "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for every model
     }
     with ExitStack() as holds:

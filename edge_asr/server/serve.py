@@ -1,4 +1,5 @@
-"""Run the service: one process, a thread pool (waitress), models in spawned workers.
+"""Run the service: one process, a thread pool (waitress) for HTTP and an event loop for Wyoming,
+models in spawned workers.
 
 One process because CUDA contexts do not survive ``fork``; threads because requests spend their
 time waiting on workers. SIGTERM/SIGINT stop accepting requests, then release every worker.
@@ -16,6 +17,7 @@ from edge_asr.config import Config
 from edge_asr.memory import limit_malloc_arenas
 from edge_asr.server import create_app
 from edge_asr.systemd import notify
+from edge_asr.wyoming.server import WyomingServer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ def serve(config: Config) -> None:
         config.port,
         ", ".join(s.id for s in manager.specs()),
     )
+    wyoming = WyomingServer(manager, config) if config.wyoming_port else None
+    if wyoming is not None:
+        wyoming.start()
     supervisor.start()
     notify("READY=1")  # the socket listens: connections queue until the loop below serves them
     try:
@@ -45,6 +50,8 @@ def serve(config: Config) -> None:
     finally:
         notify("STOPPING=1")
         server.close()
+        if wyoming is not None:
+            wyoming.stop()
         supervisor.stop()
         manager.shutdown()
         log.info("stopped; all workers released")

@@ -8,12 +8,13 @@ from contextlib import ExitStack
 import numpy as np
 from flask import Blueprint, Response, request
 
+from edge_asr.choices import Task, transcription_options
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.lifecycle import Lease, result
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
-from edge_asr.server.checks import Task, flag, transcription_options, transcription_request
+from edge_asr.server.checks import flag, transcription_request
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response, text_deltas
 from edge_asr.settings import request_keep_alive
@@ -51,7 +52,7 @@ def _speech_to_text(task: Task) -> Response:
     stream = flag(form, "stream")
     if stream and response_format not in ("json", "text"):
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
-    options = transcription_options(spec, transcription_request(form), task)
+    options = transcription_options(manager(), spec, transcription_request(form), task)
     keep_alive = request_keep_alive(form.get("keep_alive"))
 
     with ExitStack() as holds:  # the audio's memory and the lease, handed to a stream if there is one

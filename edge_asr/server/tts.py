@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify
 
+from edge_asr.choices import requested_voice
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.server.bodies import json_body
-from edge_asr.server.checks import requested_voice
 from edge_asr.server.current import manager
 from edge_asr.server.sse import error_event, event, relay, stream_response
 from edge_asr.settings import request_keep_alive
@@ -68,7 +68,7 @@ def speech() -> Response:
     body = json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    voice = requested_voice(body.get("model"), body.get("voice"))
+    voice = requested_voice(manager(), body.get("model"), body.get("voice"))
     request = synthesis_request(body)
     keep_alive = request_keep_alive(body.get("keep_alive"))
     fmt = request["response_format"]

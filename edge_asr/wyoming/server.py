@@ -1,0 +1,84 @@
+"""The Wyoming server: an asyncio TCP server in a thread of its own beside HTTP, one
+``ConnectionHandler`` per connection.
+
+Wyoming has no authentication (by design: Home Assistant and satellites speak it on a trusted
+LAN), so the API key does not cover it; who may connect is ``wyoming_allow`` (networks), and at
+most ``wyoming_max_clients`` at once. A connection refused for either is closed at once and logged
+once per kind and address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import threading
+
+from edge_asr.config import Config
+from edge_asr.lifecycle import ModelManager
+from edge_asr.wyoming.handler import ConnectionHandler, Conversations
+
+log = logging.getLogger(__name__)
+
+
+class WyomingServer:
+    def __init__(self, manager: ModelManager, config: Config):
+        self._manager, self._config = manager, config
+        self.host, self.port = config.wyoming_host or config.host, config.wyoming_port
+        self._allowed = [ipaddress.ip_network(n) for n in config.wyoming_allow]
+        self._conversations = Conversations()
+        self._clients: set[asyncio.Task] = set()
+        self._refused: set[tuple[str, str]] = set()  # (why, address) already logged
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="edge-asr-wyoming", daemon=True)
+
+    def start(self) -> None:
+        """Listen (a port in use raises here, at start-up), then serve in the thread."""
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, self.host, self.port))
+        self._thread.start()
+        log.info("edge-asr Wyoming server on tcp://%s:%d", self.host, self.port)
+
+    def stop(self) -> None:
+        """Stop listening and close every connection; their model work ends with its lease."""
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for client in list(self._clients):
+            client.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = writer.get_extra_info("peername")[0]
+        why = self._refusal(address)
+        if why is not None:
+            if (why, address) not in self._refused:
+                self._refused.add((why, address))
+                log.warning("wyoming: refused a connection from %s (%s)", address, why)
+            writer.close()
+            return
+        handler = ConnectionHandler(reader, writer, self._manager, self._conversations, self._config.max_upload_bytes)
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            await handler.run()
+        except (ConnectionError, asyncio.IncompleteReadError) as e:
+            log.info("wyoming: connection from %s ended: %s", address, e)
+        finally:
+            self._clients.discard(task)
+
+    def _refusal(self, address: str) -> str | None:
+        """Why a connection from ``address`` is refused, or None."""
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not any(ip in network for network in self._allowed):
+            return "not in wyoming_allow"
+        if len(self._clients) >= self._config.wyoming_max_clients:
+            return f"wyoming_max_clients {self._config.wyoming_max_clients} connected"
+        return None
