@@ -113,6 +113,9 @@ class Config:
         shown="loopback and the private ranges",
     )
     wyoming_max_clients: int = key(16, int, "Wyoming connections at once; more are closed at once.")
+    wyoming_timeout: float = key(
+        60.0, parse_duration, "Time a Wyoming connection may stay silent, inside an event or between two."
+    )
     # runtimes
     ort_threads: int = key(0, int, "CPU threads of a model worker's ONNX Runtime pool; 0: one per physical core.")
     gpu_mem_limit: int = key(0, parse_size, "CUDA execution provider arena limit; 0: no limit.")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -157,3 +159,30 @@ def test_too_long_audio_and_connections_from_outside_the_allowed_networks_are_re
         assert "refused a connection from 127.0.0.1 (not in wyoming_allow)" in closed.log.read_text()
     finally:
         closed.stop()
+
+
+@pytest.mark.parametrize(
+    "sent, kind",
+    [
+        (b"not json\n", "malformed header"),
+        (b'{"type": "audio-chunk", "payload_length": 1000000000}\n', "payload too large"),
+        (b'{"type": "synthesize", "data_length": 100000000}\n', "data too large"),
+        (b'{"type": "audio-chunk", "payload_length": 100}\n' + b"\0" * 10, "stalled event"),
+        (b'{"type": "describe"' + b" " * 70_000, "header too large"),
+    ],
+    ids=["not json", "huge payload", "huge data", "stalled", "endless header"],
+)
+def test_a_client_that_breaks_the_framing_is_closed_and_logged_once(tmp_path, whisper_spec, sent, kind):
+    """Nothing a client claims is read or kept; other clients are served meanwhile."""
+    svc = Service(tmp_path / "state", EDGE_ASR_WYOMING_TIMEOUT="2s").start()
+    try:
+        for _ in range(2):  # the same fault twice: one log line
+            with socket.create_connection(("127.0.0.1", svc.wyoming_port), timeout=10) as raw:
+                raw.sendall(sent)
+                started = time.monotonic()
+                assert raw.recv(1) == b""  # closed by the server
+                assert time.monotonic() - started < 8
+            assert exchange(svc.wyoming_port, [Describe().event()], lambda e: Info.is_type(e.type))  # others are served
+        assert svc.log.read_text().count(f"({kind}:") == 1, svc.log.read_text()[-2000:]
+    finally:
+        svc.stop()

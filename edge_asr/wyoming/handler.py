@@ -39,6 +39,7 @@ from edge_asr.lifecycle import ModelManager, result
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.tts import MAX_INPUT_CHARS
 from edge_asr.workers.protocol import ChatOptions
+from edge_asr.wyoming.framing import read_event
 from edge_asr.wyoming.info import unit_info
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,25 @@ class ConnectionHandler(AsyncEventHandler):
         manager: ModelManager,
         conversations: Conversations,
         max_audio_bytes: int,
+        timeout: float,
     ):
         super().__init__(reader, writer)
         self._manager, self._conversations, self._max_audio_bytes = manager, conversations, max_audio_bytes
+        self._timeout = timeout
         self._model, self._language = DEFAULT_MODELS["asr"], None
         self._audio: bytearray | None = None  # between audio-start and audio-stop
         self._format: tuple[int, int, int] | None = None  # rate, width, channels of the chunks
         self._loading: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        """Events until the client leaves, or breaks the framing (``framing.ProtocolViolation``,
+        for the server to log); then the connection is closed."""
+        try:
+            while (event := await read_event(self.reader, self._timeout)) is not None:
+                await self.handle_event(event)
+        finally:
+            await self.disconnect()
+            self.writer.close()
 
     async def handle_event(self, event: Event) -> bool:
         try:

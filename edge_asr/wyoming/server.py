@@ -3,8 +3,9 @@
 
 Wyoming has no authentication (by design: Home Assistant and satellites speak it on a trusted
 LAN), so the API key does not cover it; who may connect is ``wyoming_allow`` (networks), and at
-most ``wyoming_max_clients`` at once. A connection refused for either is closed at once and logged
-once per kind and address.
+most ``wyoming_max_clients`` at once. A connection refused for either, or one that breaks the
+framing or stays silent for ``wyoming_timeout`` (``framing``), is closed and logged once per kind
+and address; nothing else is affected.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import threading
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
+from edge_asr.wyoming.framing import ProtocolViolation
 from edge_asr.wyoming.handler import ConnectionHandler, Conversations
 
 log = logging.getLogger(__name__)
+LOGGED_MAX = 1024
 
 
 class WyomingServer:
@@ -28,7 +31,7 @@ class WyomingServer:
         self._allowed = [ipaddress.ip_network(n) for n in config.wyoming_allow]
         self._conversations = Conversations()
         self._clients: set[asyncio.Task] = set()
-        self._refused: set[tuple[str, str]] = set()  # (why, address) already logged
+        self._logged: set[tuple[str, str]] = set()  # (why, address) already logged
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="edge-asr-wyoming", daemon=True)
@@ -58,21 +61,34 @@ class WyomingServer:
         address = writer.get_extra_info("peername")[0]
         why = self._refusal(address)
         if why is not None:
-            if (why, address) not in self._refused:
-                self._refused.add((why, address))
-                log.warning("wyoming: refused a connection from %s (%s)", address, why)
+            self._log_once(why, address, f"refused a connection from {address} ({why})")
             writer.close()
             return
-        handler = ConnectionHandler(reader, writer, self._manager, self._conversations, self._config.max_upload_bytes)
+        config = self._config
+        handler = ConnectionHandler(
+            reader, writer, self._manager, self._conversations, config.max_upload_bytes, config.wyoming_timeout
+        )
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
         try:
             await handler.run()
-        except (ConnectionError, asyncio.IncompleteReadError) as e:
-            log.info("wyoming: connection from %s ended: %s", address, e)
+        except ProtocolViolation as e:
+            self._log_once(e.kind, address, f"closed the connection of {address} ({e})")
+        except ConnectionError as e:
+            log.info("wyoming: the connection of %s ended: %s", address, e)
         finally:
             self._clients.discard(task)
+
+    def _log_once(self, kind: str, address: str, line: str) -> None:
+        """Log ``line`` the first time ``kind`` happens from ``address`` (forgetting all after
+        ``LOGGED_MAX``, so a scan from many addresses cannot grow the set)."""
+        if (kind, address) in self._logged:
+            return
+        if len(self._logged) >= LOGGED_MAX:
+            self._logged.clear()
+        self._logged.add((kind, address))
+        log.warning("wyoming: %s", line)
 
     def _refusal(self, address: str) -> str | None:
         """Why a connection from ``address`` is refused, or None."""
