@@ -142,7 +142,7 @@ def test_errors_answer_an_error_event_and_the_connection_goes_on(unit: Service, 
     assert "at least 100 ms" in Error.from_event(events[-1]).text
 
 
-def test_too_long_audio_and_connections_from_outside_the_allowed_networks_are_refused(tmp_path, whisper_spec, speech):
+def test_too_long_audio_too_many_clients_and_other_networks_are_refused(tmp_path, whisper_spec, speech):
     svc = Service(tmp_path / "state", EDGE_ASR_MAX_UPLOAD_BYTES="100kB").start()
     try:
         events = exchange(svc.wyoming_port, spoken(speech["beckett"], 16000, 1), lambda e: Error.is_type(e.type))
@@ -152,6 +152,17 @@ def test_too_long_audio_and_connections_from_outside_the_allowed_networks_are_re
         assert svc.get("/healthz").ok
     finally:
         svc.stop()
+    full = Service(tmp_path / "full", EDGE_ASR_WYOMING_MAX_CLIENTS="1").start()
+    try:
+        with socket.create_connection(("127.0.0.1", full.wyoming_port), timeout=10) as held:  # the one place
+            held.sendall(b'{"type": "describe"}\n')
+            assert held.recv(1)  # served: it is counted
+            with pytest.raises((AssertionError, ConnectionError)):
+                exchange(full.wyoming_port, [Describe().event()], lambda e: True, timeout=10)
+        assert exchange(full.wyoming_port, [Describe().event()], lambda e: Info.is_type(e.type))  # free again
+        assert "refused a connection from 127.0.0.1 (wyoming_max_clients 1 connected)" in full.log.read_text()
+    finally:
+        full.stop()
     closed = Service(tmp_path / "closed", EDGE_ASR_WYOMING_ALLOW="10.0.0.0/8").start()
     try:
         with pytest.raises((AssertionError, ConnectionError)):  # closed at once, or reset under our write
