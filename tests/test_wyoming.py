@@ -56,6 +56,14 @@ def exchange(port: int, events: list[Event], until: Callable[[Event], bool], tim
     return asyncio.run(talk())
 
 
+def served(port: int) -> bool:
+    """Whether a connection is served now (not refused or closed)."""
+    try:
+        return bool(exchange(port, [Describe().event()], lambda e: Info.is_type(e.type), timeout=10))
+    except (AssertionError, ConnectionError):
+        return False
+
+
 def spoken(samples: np.ndarray, rate: int, channels: int, model: str | None = ASR) -> list[Event]:
     """A command as a satellite sends it: 16-bit PCM at ``rate`` in ``channels``, 1024-frame chunks."""
     audio = soxr.resample(samples, 16000, rate) if rate != 16000 else samples
@@ -159,7 +167,7 @@ def test_too_long_audio_too_many_clients_and_other_networks_are_refused(tmp_path
             assert held.recv(1)  # served: it is counted
             with pytest.raises((AssertionError, ConnectionError)):
                 exchange(full.wyoming_port, [Describe().event()], lambda e: True, timeout=10)
-        assert exchange(full.wyoming_port, [Describe().event()], lambda e: Info.is_type(e.type))  # free again
+        assert wait_for(lambda: served(full.wyoming_port), 10)  # free again once the server saw it close
         assert "refused a connection from 127.0.0.1 (wyoming_max_clients 1 connected)" in full.log.read_text()
     finally:
         full.stop()
@@ -191,7 +199,10 @@ def test_a_client_that_breaks_the_framing_is_closed_and_logged_once(tmp_path, wh
             with socket.create_connection(("127.0.0.1", svc.wyoming_port), timeout=10) as raw:
                 raw.sendall(sent)
                 started = time.monotonic()
-                assert raw.recv(1) == b""  # closed by the server
+                try:
+                    assert raw.recv(1) == b""  # closed by the server
+                except ConnectionResetError:  # closed with what it would not read still unread
+                    pass
                 assert time.monotonic() - started < 8
             assert exchange(svc.wyoming_port, [Describe().event()], lambda e: Info.is_type(e.type))  # others are served
         assert svc.log.read_text().count(f"({kind}:") == 1, svc.log.read_text()[-2000:]
