@@ -84,10 +84,11 @@ class ConnectionHandler(AsyncEventHandler):
         super().__init__(reader, writer)
         self._manager, self._conversations, self._max_audio_bytes = manager, conversations, max_audio_bytes
         self._timeout = timeout
-        self._model, self._language = DEFAULT_MODELS["asr"], None
+        self._model, self._options = DEFAULT_MODELS["asr"], None  # options: checked at transcribe
         self._audio: bytearray | None = None  # between audio-start and audio-stop
         self._format: tuple[int, int, int] | None = None  # rate, width, channels of the chunks
-        self._loading: asyncio.Task | None = None
+        self._over_limit = False  # the audio passed its bound: the rest of it is dropped unread
+        self._loading: asyncio.Task | None = None  # held: the loop keeps only weak references
 
     async def run(self) -> None:
         """Events until the client leaves, or breaks the framing (``framing.ProtocolViolation``,
@@ -113,7 +114,7 @@ class ConnectionHandler(AsyncEventHandler):
         elif Transcribe.is_type(event.type):
             self._start_transcription(Transcribe.from_event(event))
         elif AudioStart.is_type(event.type):
-            self._audio, self._format = bytearray(), None
+            self._audio, self._format, self._over_limit = bytearray(), None, False
             self._loading = asyncio.create_task(self._prefetch(self._model))
         elif AudioChunk.is_type(event.type):
             self._take(AudioChunk.from_event(event))
@@ -135,8 +136,8 @@ class ConnectionHandler(AsyncEventHandler):
         if spec.task != "asr":
             raise InvalidRequest(f"the model {model!r} is a {spec.task} model; it cannot transcribe audio")
         language = transcribe.language or None
-        transcription_options(self._manager, spec, {"language": language} if language else {})
-        self._model, self._language = model, language
+        self._options = transcription_options(self._manager, spec, {"language": language} if language else {})
+        self._model = model
 
     async def _prefetch(self, model: str) -> None:
         """Load the model while the person speaks; a failure is the transcription's to report."""
@@ -146,26 +147,29 @@ class ConnectionHandler(AsyncEventHandler):
             log.info("wyoming: %s did not load ahead of its audio: %s", model, e.message)
 
     def _take(self, chunk: AudioChunk) -> None:
+        if self._over_limit:  # said once already
+            return
         if self._audio is None:
             raise InvalidRequest("audio-chunk before audio-start")
         layout = (chunk.rate, chunk.width, chunk.channels)
         if self._format not in (None, layout):
             raise InvalidRequest(f"a chunk of {layout} (rate, width, channels) in a stream of {self._format}")
         if len(self._audio) + len(chunk.audio) > self._max_audio_bytes:
-            self._audio = None
+            self._audio, self._over_limit = None, True
             raise InvalidRequest(f"the audio is longer than {self._max_audio_bytes} bytes (max_upload_bytes)")
         self._format = layout
         self._audio += chunk.audio
 
     async def _finish_transcription(self) -> None:
-        audio, layout = self._audio, self._format
-        self._audio = self._format = None
+        audio, layout, over_limit = self._audio, self._format, self._over_limit
+        self._audio, self._format, self._over_limit = None, None, False
+        if over_limit:  # its error was the answer
+            return
         if audio is None or layout is None:
             raise InvalidRequest("audio-stop without audio")
         rate, width, channels = layout
         samples = to_model_rate(pcm_to_mono(bytes(audio), width, channels), rate)
-        spec = self._manager.spec(self._model)
-        options = transcription_options(self._manager, spec, {"language": self._language} if self._language else {})
+        options = self._options or transcription_options(self._manager, self._manager.spec(self._model), {})
 
         def transcribe() -> dict[str, Any]:
             with self._manager.lease(self._model) as lease:
@@ -218,7 +222,3 @@ class ConnectionHandler(AsyncEventHandler):
             asyncio.run_coroutine_threadsafe(self.write_event(event), loop).result()
 
         return await asyncio.to_thread(work, emit)
-
-    async def disconnect(self) -> None:
-        if self._loading is not None:
-            self._loading.cancel()

@@ -35,7 +35,7 @@ def unit_info(specs: list[ModelSpec]) -> Info:
     """The Info for ``specs`` (the served models); a model not yet prepared is listed as not
     installed (it cannot load until ``edge-asr models prepare`` has run)."""
     asr = [s for s in specs if s.task == "asr"]
-    tts = [s for s in specs if s.task == "tts" and s.present]
+    voices = [voice_of(s) for s in specs if s.task == "tts" and s.present]
     llm = [s for s in specs if s.task == "llm"]
     program = {"attribution": ATTRIBUTION, "installed": True, "version": __version__}
     return Info(
@@ -63,14 +63,14 @@ def unit_info(specs: list[ModelSpec]) -> Info:
                 description="Piper voices on the unit, loaded when asked",
                 voices=[
                     TtsVoice(
-                        name=s.id,
-                        description=voice_of(s).id,
+                        name=v.model,
+                        description=v.id,
                         attribution=PIPER,
                         installed=True,
-                        languages=[voice_of(s).language],
+                        languages=[v.language],
                         version=None,
                     )
-                    for s in tts
+                    for v in voices
                 ],
                 **program,
             )
