@@ -112,6 +112,12 @@ class Config:
         "Networks allowed to connect over Wyoming (it has no authentication), separated by commas.",
         shown="loopback and the private ranges",
     )
+    wyoming_zeroconf: str = key(
+        "", str, "Name the Wyoming server is advertised under (mDNS `_wyoming._tcp.local.`); empty: not advertised."
+    )
+    wyoming_zeroconf_interfaces: tuple[str, ...] = key(
+        (), _keys, "Addresses of the interfaces discovery announces on, separated by commas.", shown="all"
+    )
     wyoming_max_clients: int = key(16, int, "Wyoming connections at once; more are closed at once.")
     wyoming_timeout: float = key(
         60.0, parse_duration, "Time a Wyoming connection may stay silent, inside an event or between two."

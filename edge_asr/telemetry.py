@@ -56,7 +56,7 @@ class Metrics:
         )
         self.requests = Histogram(
             "edge_asr_request_duration_seconds",
-            "Time to the response's first byte, by endpoint and status",
+            "Time to the response's first byte, by endpoint (an HTTP path, or 'wyoming <event>') and status",
             ["endpoint", "status"],
             registry=self.registry,
         )

@@ -130,8 +130,10 @@ def spans_from_probabilities(probs: np.ndarray, n_samples: int, options: VadOpti
                 if silence_from - start > min_speech:
                     spans.append([start, silence_from])
                 start, silence_from, pauses = None, 0, []
-    if start is not None and n_samples - start > min_speech:
-        spans.append([start, n_samples])
+    if start is not None:  # open at the end: it ends where its pause began, as a closed one would
+        end = silence_from or n_samples
+        if end - start > min_speech:
+            spans.append([start, end])
 
     for i, span in enumerate(spans):  # pad, splitting a short gap between neighbours
         if i == 0:

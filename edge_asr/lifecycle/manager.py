@@ -89,8 +89,9 @@ class ModelManager(ModelRegistry):
     # -- leases ----------------------------------------------------------------------------
 
     @contextmanager
-    def lease(self, model_id: str, keep_alive: float | None = None) -> Iterator[Lease]:
-        """Hold ``model_id`` loaded for the duration of a request, loading it if needed.
+    def lease(self, model_id: str, keep_alive: float | None = None, reason: str = "request") -> Iterator[Lease]:
+        """Hold ``model_id`` loaded for the duration of a request, loading it if needed (the
+        load's ``reason``: says which protocol's request it was, when not HTTP's).
 
         ``keep_alive`` (seconds; 0 = unload once idle, negative = never) replaces the model's
         keep-alive setting from the end of this request until the next one, as in Ollama.
@@ -107,15 +108,39 @@ class ModelManager(ModelRegistry):
                 )
             rec.waiting += 1
         try:
-            worker = self._acquire(rec, deadline)
+            worker = self._acquire(rec, deadline, reason)
         except BaseException:
             with self._cond:
                 rec.waiting -= 1
                 self._cond.notify_all()
             raise
+        with self._held(rec, worker, keep_alive) as lease:
+            yield lease
+
+    @contextmanager
+    def idle_lease(self, model_id: str) -> Iterator[Lease | None]:
+        """A lease on ``model_id`` only if it is ready and idle now (nothing in flight or
+        waiting), else None: for work that must never delay a request or load a model (live
+        transcription's partial decodes)."""
+        rec = self._record(model_id)
+        with self._cond:
+            idle = rec.state is State.READY and not rec.draining and rec.in_flight == rec.waiting == 0
+            idle = idle and not self._stopping
+            if idle:
+                rec.in_flight += 1
+        if not idle:
+            yield None
+            return
+        assert rec.worker is not None
+        with self._held(rec, rec.worker, None) as lease:
+            yield lease
+
+    @contextmanager
+    def _held(self, rec: ModelRecord, worker: WorkerHandle, keep_alive: float | None) -> Iterator[Lease]:
+        """(A request in flight on ``worker``.) Its lease; when it ends, the model is idle again."""
         ok = False
         try:
-            yield Lease(model_id, worker, partial(self._note, rec), partial(self.crashed, rec))
+            yield Lease(rec.spec.id, worker, partial(self._note, rec), partial(self.crashed, rec))
             ok = True
         finally:
             with self._cond:
@@ -127,7 +152,7 @@ class ModelManager(ModelRegistry):
                 self._cond.notify_all()
             self.lease_returned.set()
 
-    def _acquire(self, rec: ModelRecord, deadline: float) -> WorkerHandle:
+    def _acquire(self, rec: ModelRecord, deadline: float, reason: str) -> WorkerHandle:
         """(A waiting request.) The ready worker, loading the model if needed; the request moves
         from waiting to in flight."""
         while True:
@@ -137,7 +162,7 @@ class ModelManager(ModelRegistry):
                     rec.waiting -= 1
                     rec.in_flight += 1
                     return worker
-            self._load(rec, deadline, "request")
+            self._load(rec, deadline, reason)
 
     # -- loading ---------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ def serve(config: Config) -> None:
         config.port,
         ", ".join(s.id for s in manager.specs()),
     )
-    wyoming = WyomingServer(manager, config) if config.wyoming_port else None
+    timings = app.extensions["edge_asr.metrics"].requests
+    wyoming = WyomingServer(manager, config, timings) if config.wyoming_port else None
     if wyoming is not None:
         wyoming.start()
     supervisor.start()

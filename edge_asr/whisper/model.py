@@ -52,6 +52,7 @@ class WhisperModel:
         self._suppress = np.flatnonzero(suppress)
         suppress[meta["begin_suppress_tokens"]] = True
         self._suppress_begin = np.flatnonzero(suppress)
+        self._encoded: tuple[np.ndarray, Any] | None = None  # the last window and its encoding
 
     @classmethod
     def open(cls, spec: ModelSpec, config: Config) -> WhisperModel:
@@ -64,8 +65,15 @@ class WhisperModel:
             raise
 
     def encode(self, audio: np.ndarray) -> Any:
-        """The cross-attention keys and values of one window (at most 30 s) of audio."""
-        return self.graphs.encode(log_mel_spectrogram(audio, self.n_mels)[None])
+        """The cross-attention keys and values of one window (at most 30 s) of audio. The same
+        window twice in a row is encoded once: live decoding asks for the final transcript of the
+        speech its last partial decode has just encoded (the encoder is most of a short
+        command's cost)."""
+        if self._encoded is not None and np.array_equal(self._encoded[0], audio):
+            return self._encoded[1]
+        encoded = self.graphs.encode(log_mel_spectrogram(audio, self.n_mels)[None])
+        self._encoded = (audio.copy(), encoded)
+        return encoded
 
     def detect_language(self, encoded: Any) -> tuple[str, float]:
         """The window's language and its probability, as the reference implementation detects it:
@@ -87,10 +95,16 @@ class WhisperModel:
         patience: float = 1.0,
         length_penalty: float | None = None,
         rng: np.random.Generator | None = None,
+        prefix: list[int] | None = None,
     ) -> WindowResult:
         """Decode one encoded window after ``prompt`` (from ``tokenizer.prompt``): beam search at
         temperature 0 when ``beam_size`` > 1, else greedy; at a temperature above 0, the best of
-        ``best_of`` samples. The sequences go through the decoder as one batch."""
+        ``best_of`` samples. The sequences go through the decoder as one batch.
+
+        ``prefix``: tokens every sequence is forced to start with (text already known, as the
+        reference's ``prefix`` option): read in the prompt's pass, not decoded; the result's
+        tokens include them."""
+        prefix = prefix or []
         cache = None
 
         def step(tokens: list[list[int]]) -> np.ndarray:
@@ -102,8 +116,8 @@ class WhisperModel:
         sot = prompt.index(self.tokenizer.special["sot"]) + 1
         logits = step([prompt[:sot]])
         no_speech_prob = float(np.exp(log_softmax(logits[0].astype(np.float64))[self.no_speech]))
-        if prompt[sot:]:
-            logits = step([prompt[sot:]])
+        if prompt[sot:] or prefix:
+            logits = step([[*prompt[sot:], *prefix]])
         search: Sampling | BeamSearch
         if temperature == 0 and beam_size > 1:
             search = BeamSearch(beam_size, patience, self.eot)
@@ -112,10 +126,10 @@ class WhisperModel:
         if search.width > 1:  # every row starts from the prompt
             cache = self.graphs.reorder(cache, [0] * search.width)
             logits = np.repeat(logits, search.width, axis=0)
-        sampled: list[list[int]] = [[] for _ in range(search.width)]
-        for i in range(min(self.max_new_tokens, self.n_text_ctx - len(prompt))):
+        sampled: list[list[int]] = [list(prefix) for _ in range(search.width)]
+        for i in range(min(self.max_new_tokens - len(prefix), self.n_text_ctx - len(prompt) - len(prefix))):
             scores = np.asarray(logits, np.float32)  # each step's logits are a new array: masked in place
-            scores[:, self._suppress_begin if i == 0 else self._suppress] = NEG_INF
+            scores[:, self._suppress_begin if i == 0 and not prefix else self._suppress] = NEG_INF
             if timestamps:
                 logprobs = apply_timestamp_rules(scores, sampled, self.eot, self.timestamp_begin)
             else:
@@ -129,7 +143,7 @@ class WhisperModel:
                 cache = self.graphs.reorder(cache, chosen.sources)
             logits = step([[token] for token in chosen.tokens])
         tokens, total = search.best(sampled, length_penalty)
-        return WindowResult(tokens, total / (len(tokens) + 1), no_speech_prob, temperature)
+        return WindowResult(tokens, total / (len(tokens) - len(prefix) + 1), no_speech_prob, temperature)
 
     def cross_attention(self, encoded: Any, text_tokens: list[int], language: str, task: str) -> np.ndarray | None:
         """The alignment heads' cross-attention logits ``[heads, rows, 1500]`` of the rows that
@@ -141,4 +155,5 @@ class WhisperModel:
 
     def release(self) -> dict[str, Any]:
         """Destroy the graphs, in their runtime's order; the steps, timed."""
+        self._encoded = None  # on TensorRT, views of buffers the release frees
         return self.graphs.release()

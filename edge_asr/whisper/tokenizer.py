@@ -40,8 +40,7 @@ class WhisperTokenizer:
             raise ValueError(f"task must be transcribe or translate, not {task!r}")
         tokens = []
         if previous_text and previous_text.strip():
-            text_tokens = self._tokenizer.encode(" " + previous_text.strip(), add_special_tokens=False).ids
-            tokens = [self.special["sot_prev"], *text_tokens[-max_previous:]]
+            tokens = [self.special["sot_prev"], *self.text_tokens(previous_text)[-max_previous:]]
         tokens.append(self.special["sot"])
         if self.languages:
             code = language or "en"
@@ -53,6 +52,10 @@ class WhisperTokenizer:
         elif task == "translate":
             raise ValueError("this model is English-only; it cannot translate")
         return tokens if timestamps else [*tokens, self.special["no_timestamps"]]
+
+    def text_tokens(self, text: str) -> list[int]:
+        """The tokens of ``text`` as Whisper writes it: after a space."""
+        return self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
 
     def decode(self, tokens: list[int]) -> str:
         """Text of the tokens below ``<|endoftext|>`` (specials and timestamps are dropped)."""

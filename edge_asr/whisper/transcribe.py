@@ -79,9 +79,12 @@ class Transcript:
     segments: list[Segment]
     language: Language
 
+    speech_end: float | None  # where the last speech the VAD heard ends, seconds (None: no speech)
+
     @classmethod
-    def of(cls, segments: list[Segment], audio: np.ndarray, language: Language) -> Transcript:
-        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments, language)
+    def of(cls, segments: list[Segment], audio: np.ndarray, language: Language, speech: SpeechMap) -> Transcript:
+        end = speech.speech[-1].end / SAMPLE_RATE if speech.speech else None
+        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments, language, end)
 
     def as_dict(self) -> dict:
         """The form the formats (``edge_asr.formats``) and the worker protocol use."""
@@ -91,6 +94,7 @@ class Transcript:
             "segments": [s.as_dict() for s in self.segments],
             "language": self.language.code,
             "language_probability": self.language.probability,
+            "speech_end": self.speech_end,
         }
 
 
@@ -103,10 +107,15 @@ class SearchOptions:
 
 
 def _decode_with_fallback(
-    model: WhisperModel, encoded: Any, prompt: list[int], temperature: float, search: SearchOptions
+    model: WhisperModel,
+    encoded: Any,
+    prompt: list[int],
+    temperature: float,
+    search: SearchOptions,
+    prefix: list[int] | None = None,
 ) -> tuple[WindowResult, float] | None:
     """The first acceptable decode of an encoded window at rising temperatures, or None if it is
-    silence."""
+    silence (``prefix``: forced tokens, ``WhisperModel.decode``)."""
     rng = np.random.default_rng(0)
     temperatures = np.arange(temperature, 1.0 + 1e-6, TEMPERATURE_STEP) if temperature < 1 else [temperature]
     for t in temperatures:
@@ -120,6 +129,7 @@ def _decode_with_fallback(
             patience=search.patience,
             length_penalty=search.length_penalty,
             rng=rng,
+            prefix=prefix,
         )
         ratio = compression_ratio(model.tokenizer.decode(result.tokens))
         confident = result.avg_logprob >= LOGPROB_THRESHOLD
@@ -221,11 +231,15 @@ def transcribe_windows(
     patience: float = 1.0,
     length_penalty: float | None = None,
     condition_on_previous_text: bool = False,
-) -> tuple[Language, Iterator[list[Segment]]]:
+    prefix: str | None = None,
+) -> tuple[Language, SpeechMap, Iterator[list[Segment]]]:
     """The language of 16 kHz mono float32 ``audio`` (detected on the first window of speech when
-    a multilingual model is given none; English when there is no speech) and its segments, one
-    list per 30-s window, as each is decoded. The VAD and the detection run now; the windows as
-    the segments are read."""
+    a multilingual model is given none; English when there is no speech), the speech the VAD
+    heard, and its segments, one list per 30-s window, as each is decoded. The VAD and the
+    detection run now; the windows as the segments are read.
+
+    ``prefix``: text the transcript is known to begin with (words live decoding has committed):
+    forced at the start of the first window, not decoded again."""
     model.tokenizer.prompt(language, None, task=task)  # an unsupported language or task fails before any work
     speech = SpeechMap(vad.speech_spans(audio))
     encoded = None
@@ -235,8 +249,8 @@ def transcribe_windows(
     else:
         found = Language(language or "en")
     search = SearchOptions(beam_size, best_of, patience, length_penalty)
-    decoding = (prompt, temperature, search, condition_on_previous_text)
-    return found, _windows(model, speech, audio, found.code, task, encoded, *decoding)
+    decoding = (prompt, temperature, search, condition_on_previous_text, prefix)
+    return found, speech, _windows(model, speech, audio, found.code, task, encoded, *decoding)
 
 
 def _windows(
@@ -250,6 +264,7 @@ def _windows(
     temperature: float,
     search: SearchOptions,
     condition_on_previous_text: bool,
+    prefix: str | None,
 ) -> Iterator[list[Segment]]:
     """The windows with seek (``encoded``: the first window's encoding, when detection made it)."""
     max_previous = model.max_new_tokens - 1
@@ -260,8 +275,9 @@ def _windows(
         previous = " ".join([prompt or "", *context]).strip() or None
         start_tokens = model.tokenizer.prompt(language, previous, True, max_previous, task)
         encoding = model.encode(window) if encoded is None else encoded
+        forced = [model.timestamp_begin, *model.tokenizer.text_tokens(prefix)] if prefix and seek == 0 else None
         encoded = None
-        decoded = _decode_with_fallback(model, encoding, start_tokens, temperature, search)
+        decoded = _decode_with_fallback(model, encoding, start_tokens, temperature, search, forced)
         if decoded is None:
             seek += len(window)
             yield []
@@ -303,5 +319,5 @@ def _windows(
 
 def transcribe(model: WhisperModel, vad: SileroVad, audio: np.ndarray, **options) -> Transcript:
     """The whole transcript (``options`` as for ``transcribe_windows``)."""
-    language, windows = transcribe_windows(model, vad, audio, **options)
-    return Transcript.of([s for window in windows for s in window], audio, language)
+    language, speech, windows = transcribe_windows(model, vad, audio, **options)
+    return Transcript.of([s for window in windows for s in window], audio, language, speech)

@@ -46,6 +46,7 @@ class TranscriptResult(TypedDict):
     segments: list[dict[str, Any]]
     language: str
     language_probability: float | None  # None when the language was given, not detected
+    speech_end: float | None  # where the last speech the VAD heard ends, seconds; None: no speech
 
 
 class ChatDelta(TypedDict):
@@ -89,6 +90,7 @@ class TranscriptionOptions:
     temperature: float = 0.0
     beam_size: int = 5
     condition_on_previous_text: bool = False
+    prefix: str | None = None  # text known to start the transcript (live decoding's committed words)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays

@@ -81,12 +81,12 @@ class WhisperRunner(Runner):
         from edge_asr.whisper.transcribe import Transcript, transcribe_windows
 
         options = dataclasses.asdict(request.options)
-        language, windows = transcribe_windows(self.model, self.vad, request.audio, **options)
+        language, speech, windows = transcribe_windows(self.model, self.vad, request.audio, **options)
         segments = []
         for window in windows:
             segments += window
             yield {"segments": [s.as_dict() for s in window]}
-        return Transcript.of(segments, request.audio, language).as_dict()
+        return Transcript.of(segments, request.audio, language, speech).as_dict()
 
     def release(self) -> dict[str, Any]:
         report = self.model.release()

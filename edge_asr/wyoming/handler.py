@@ -2,27 +2,37 @@
 events of one client, in order, over the one ModelManager every protocol shares.
 
 - ``describe`` → the unit's ``Info``;
-- ``transcribe`` (model, language) then ``audio-start``, ``audio-chunk``*, ``audio-stop`` → the
-  whole text as ``transcript``. The model starts loading at ``audio-start``, while the person
-  speaks; the audio, at any rate, width and channel count, is converted as uploads are;
+- ``transcribe`` (model, language, vad_sensitivity) then ``audio-start``, ``audio-chunk``*,
+  ``audio-stop`` → ``transcript-start``, ``transcript-chunk``* as the words are agreed on while
+  the audio arrives, the whole text as ``transcript``, ``transcript-stop``
+  (``transcription.LiveTranscription``). The model starts loading at ``audio-start``, while the
+  person speaks; the audio, at any rate, width and channel count, is converted as uploads are;
 - ``synthesize`` (text, voice) → ``audio-start``, an ``audio-chunk`` per sentence as it is made,
-  ``audio-stop``;
+  ``audio-stop``; ``synthesize-start``, ``synthesize-chunk``*, ``synthesize-stop`` (text as an
+  LLM writes it) → the audio of each sentence as soon as it is complete, then
+  ``synthesize-stopped`` (a ``synthesize`` inside such a stream is its copy for older servers:
+  ignored, as wyoming-piper does);
 - ``transcript`` sent to the handle program (the conversation agent) → the LLM's answer as
   ``handled`` (``not-handled`` when it fails), with a short history per conversation id.
 
 A request the unit cannot serve (an unknown model, a language the model cannot do, audio that is
 not audio or too long) answers an ``error`` event {text, code}; the connection stays usable.
-Model work runs in a thread (leases block); what it streams is written from the event loop.
+Model work runs in a thread (leases block); what it streams is written from the event loop. A
+model a Wyoming request loads says so in the lifecycle events ("wyoming"); each answered event is
+timed in ``edge_asr_request_duration_seconds`` as endpoint ``wyoming <event type>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from prometheus_client import Histogram
+from sentence_stream import SentenceBoundaryDetector
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -30,17 +40,18 @@ from wyoming.event import Event
 from wyoming.handle import Handled, NotHandled
 from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
-from wyoming.tts import Synthesize
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from edge_asr.audio import AudioError, pcm_to_mono, to_model_rate
+from edge_asr.audio import AudioError
 from edge_asr.choices import requested_voice, transcription_options
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.lifecycle import ModelManager, result
 from edge_asr.manifest import DEFAULT_MODELS
-from edge_asr.tts import MAX_INPUT_CHARS
-from edge_asr.workers.protocol import ChatOptions
+from edge_asr.tts import MAX_INPUT_CHARS, Voice
+from edge_asr.workers.protocol import ChatOptions, TranscriptionOptions
 from edge_asr.wyoming.framing import read_event
 from edge_asr.wyoming.info import unit_info
+from edge_asr.wyoming.transcription import LiveTranscription, silence_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +59,7 @@ SYSTEM_PROMPT = "You are a voice assistant on a device in a plant room. Answer i
 HISTORY_TURNS = 8  # messages kept per conversation (the context is small)
 CONVERSATIONS = 64  # conversations remembered; the oldest is forgotten first
 ANSWER_TOKENS = 128
+TIMED = frozenset({"describe", "audio-stop", "synthesize", "synthesize-chunk", "synthesize-stop", "transcript"})
 
 
 class Conversations:
@@ -80,15 +92,18 @@ class ConnectionHandler(AsyncEventHandler):
         conversations: Conversations,
         max_audio_bytes: int,
         timeout: float,
+        timings: Histogram | None = None,
     ):
         super().__init__(reader, writer)
         self._manager, self._conversations, self._max_audio_bytes = manager, conversations, max_audio_bytes
-        self._timeout = timeout
+        self._timeout, self._timings = timeout, timings
         self._model, self._options = DEFAULT_MODELS["asr"], None  # options: checked at transcribe
-        self._audio: bytearray | None = None  # between audio-start and audio-stop
-        self._format: tuple[int, int, int] | None = None  # rate, width, channels of the chunks
-        self._over_limit = False  # the audio passed its bound: the rest of it is dropped unread
+        self._silence: float | None = None  # seconds that end a command (vad_sensitivity), or None
+        self._live: LiveTranscription | None = None  # between audio-start and the command's end
+        self._ended = False  # the VAD ended the command: its audio is dropped until audio-stop
         self._loading: asyncio.Task | None = None  # held: the loop keeps only weak references
+        self._text_stream: tuple[Voice, SentenceBoundaryDetector] | None = None  # synthesize-start .. stop
+        self._speaking = False  # audio-start sent in a text stream
 
     async def run(self) -> None:
         """Events until the client leaves, or breaks the framing (``framing.ProtocolViolation``,
@@ -101,11 +116,15 @@ class ConnectionHandler(AsyncEventHandler):
             self.writer.close()
 
     async def handle_event(self, event: Event) -> bool:
+        started, status = time.perf_counter(), "ok"
         try:
             await self._dispatch(event)
         except (ServiceError, AudioError) as e:
             error = e if isinstance(e, ServiceError) else InvalidRequest(str(e))
+            status = error.code
             await self.write_event(Error(text=error.message, code=error.code).event())
+        if self._timings is not None and event.type in TIMED:
+            self._timings.labels(f"wyoming {event.type}", status).observe(time.perf_counter() - started)
         return True
 
     async def _dispatch(self, event: Event) -> None:
@@ -114,14 +133,20 @@ class ConnectionHandler(AsyncEventHandler):
         elif Transcribe.is_type(event.type):
             self._start_transcription(Transcribe.from_event(event))
         elif AudioStart.is_type(event.type):
-            self._audio, self._format, self._over_limit = bytearray(), None, False
-            self._loading = asyncio.create_task(self._prefetch(self._model))
+            self._start_audio()
         elif AudioChunk.is_type(event.type):
-            self._take(AudioChunk.from_event(event))
+            await self._take(AudioChunk.from_event(event))
         elif AudioStop.is_type(event.type):
-            await self._finish_transcription()
+            await self._stop_audio()
+        elif SynthesizeStart.is_type(event.type):
+            self._start_text_stream(SynthesizeStart.from_event(event))
+        elif SynthesizeChunk.is_type(event.type):
+            await self._stream_text(SynthesizeChunk.from_event(event).text)
+        elif SynthesizeStop.is_type(event.type):
+            await self._stop_text_stream()
         elif Synthesize.is_type(event.type):
-            await self._synthesize(Synthesize.from_event(event))
+            if self._text_stream is None:  # inside a stream: its copy for older servers
+                await self._synthesize(Synthesize.from_event(event))
         elif Transcript.is_type(event.type):
             await self._answer(Transcript.from_event(event))
         else:
@@ -130,14 +155,25 @@ class ConnectionHandler(AsyncEventHandler):
     # -- speech to text ------------------------------------------------------------------------
 
     def _start_transcription(self, transcribe: Transcribe) -> None:
-        """Check the model and language now, before the audio arrives."""
+        """Check the model, language and VAD sensitivity now, before the audio arrives."""
         model = transcribe.name or DEFAULT_MODELS["asr"]
         spec = self._manager.spec(model)
         if spec.task != "asr":
             raise InvalidRequest(f"the model {model!r} is a {spec.task} model; it cannot transcribe audio")
         language = transcribe.language or None
+        self._silence = silence_for(transcribe.vad_sensitivity)
         self._options = transcription_options(self._manager, spec, {"language": language} if language else {})
         self._model = model
+
+    def _start_audio(self) -> None:
+        options = self._options or self._default_options()
+        send = self.write_event
+        self._live = LiveTranscription(self._manager, self._model, options, self._max_audio_bytes, send, self._silence)
+        self._ended = False
+        self._loading = asyncio.create_task(self._prefetch(self._model))
+
+    def _default_options(self) -> TranscriptionOptions:
+        return transcription_options(self._manager, self._manager.spec(self._model), {})
 
     async def _prefetch(self, model: str) -> None:
         """Load the model while the person speaks; a failure is the transcription's to report."""
@@ -146,52 +182,75 @@ class ConnectionHandler(AsyncEventHandler):
         except ServiceError as e:
             log.info("wyoming: %s did not load ahead of its audio: %s", model, e.message)
 
-    def _take(self, chunk: AudioChunk) -> None:
-        if self._over_limit:  # said once already
+    async def _take(self, chunk: AudioChunk) -> None:
+        if self._ended:
             return
-        if self._audio is None:
+        if self._live is None:
             raise InvalidRequest("audio-chunk before audio-start")
-        layout = (chunk.rate, chunk.width, chunk.channels)
-        if self._format not in (None, layout):
-            raise InvalidRequest(f"a chunk of {layout} (rate, width, channels) in a stream of {self._format}")
-        if len(self._audio) + len(chunk.audio) > self._max_audio_bytes:
-            self._audio, self._over_limit = None, True
-            raise InvalidRequest(f"the audio is longer than {self._max_audio_bytes} bytes (max_upload_bytes)")
-        self._format = layout
-        self._audio += chunk.audio
+        self._live.take(chunk)
+        if self._live.heard_end:  # the VAD heard the command end: answer now
+            await self._stop_audio()
+            self._ended = True
 
-    async def _finish_transcription(self) -> None:
-        audio, layout, over_limit = self._audio, self._format, self._over_limit
-        self._audio, self._format, self._over_limit = None, None, False
-        if over_limit:  # its error was the answer
+    async def _stop_audio(self) -> None:
+        live, self._live = self._live, None
+        if self._ended:  # answered when the VAD heard the end
+            self._ended = False
             return
-        if audio is None or layout is None:
+        if live is None:
             raise InvalidRequest("audio-stop without audio")
-        rate, width, channels = layout
-        samples = to_model_rate(pcm_to_mono(bytes(audio), width, channels), rate)
-        options = self._options or transcription_options(self._manager, self._manager.spec(self._model), {})
-
-        def transcribe() -> dict[str, Any]:
-            with self._manager.lease(self._model) as lease:
-                return result(lease.transcribe(samples, options))
-
-        transcript = await asyncio.to_thread(transcribe)
-        await self.write_event(Transcript(text=transcript["text"], language=transcript["language"]).event())
+        if not live.over_limit:  # else its error was the answer
+            await live.finish()
 
     # -- text to speech ------------------------------------------------------------------------
+
+    def _voice(self, name: str | None) -> Voice:
+        return requested_voice(self._manager, name, None)
 
     async def _synthesize(self, synthesize: Synthesize) -> None:
         text = synthesize.text.strip()
         if not text:
             raise InvalidRequest("synthesize needs text")
-        voice = requested_voice(self._manager, synthesize.voice.name if synthesize.voice else None, None)
+        voice = self._voice(synthesize.voice.name if synthesize.voice else None)
+        await self._speak(voice, text[:MAX_INPUT_CHARS], start=True)
+        await self.write_event(AudioStop().event())
+
+    def _start_text_stream(self, start: SynthesizeStart) -> None:
+        self._text_stream = (self._voice(start.voice.name if start.voice else None), SentenceBoundaryDetector())
+        self._speaking = False
+
+    async def _stream_text(self, text: str) -> None:
+        if self._text_stream is None:
+            raise InvalidRequest("synthesize-chunk before synthesize-start")
+        voice, sentences = self._text_stream
+        for sentence in sentences.add_chunk(text):
+            await self._speak_streamed(voice, sentence)
+
+    async def _stop_text_stream(self) -> None:
+        stream, self._text_stream = self._text_stream, None
+        if stream is None:
+            raise InvalidRequest("synthesize-stop before synthesize-start")
+        voice, sentences = stream
+        await self._speak_streamed(voice, sentences.finish())
+        if self._speaking:
+            await self.write_event(AudioStop().event())
+        await self.write_event(SynthesizeStopped().event())
+
+    async def _speak_streamed(self, voice: Voice, sentence: str) -> None:
+        if sentence.strip():
+            await self._speak(voice, sentence.strip()[:MAX_INPUT_CHARS], start=not self._speaking)
+            self._speaking = True
+
+    async def _speak(self, voice: Voice, text: str, start: bool) -> None:
+        """``text`` in ``voice``: an ``audio-chunk`` per sentence as it is made (after
+        ``audio-start`` when ``start``)."""
 
         def speak(emit: Callable[[Event], None]) -> None:
-            with self._manager.lease(voice.model) as lease:
-                emit(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
-                for part in lease.synthesize(text[:MAX_INPUT_CHARS]):  # each sentence as it is made
+            with self._manager.lease(voice.model, reason="wyoming") as lease:
+                if start:
+                    emit(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
+                for part in lease.synthesize(text):  # each sentence as it is made
                     emit(AudioChunk(rate=voice.sample_rate, width=2, channels=1, audio=part["audio"]).event())
-            emit(AudioStop().event())
 
         await self._streamed(speak)
 
@@ -202,7 +261,7 @@ class ConnectionHandler(AsyncEventHandler):
         messages = self._conversations.messages(conversation, transcript.text)
 
         def chat() -> str:
-            with self._manager.lease(DEFAULT_MODELS["llm"]) as lease:
+            with self._manager.lease(DEFAULT_MODELS["llm"], reason="wyoming") as lease:
                 return result(lease.chat(messages, ChatOptions(max_tokens=ANSWER_TOKENS, temperature=0.0)))["text"]
 
         try:

@@ -54,6 +54,7 @@ def unit_info(specs: list[ModelSpec]) -> Info:
                     )
                     for s in asr
                 ],
+                supports_transcript_streaming=True,
                 **program,
             )
         ],
@@ -72,6 +73,7 @@ def unit_info(specs: list[ModelSpec]) -> Info:
                     )
                     for v in voices
                 ],
+                supports_synthesize_streaming=True,
                 **program,
             )
         ],

@@ -5,7 +5,8 @@ Wyoming has no authentication (by design: Home Assistant and satellites speak it
 LAN), so the API key does not cover it; who may connect is ``wyoming_allow`` (networks), and at
 most ``wyoming_max_clients`` at once. A connection refused for either, or one that breaks the
 framing or stays silent for ``wyoming_timeout`` (``framing``), is closed and logged once per kind
-and address; nothing else is affected.
+and address; nothing else is affected. With ``wyoming_zeroconf`` the server is advertised for Home
+Assistant to discover (``discovery``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import ipaddress
 import logging
 import threading
 
+from prometheus_client import Histogram
+
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
+from edge_asr.wyoming.discovery import Discovery
 from edge_asr.wyoming.framing import ProtocolViolation
 from edge_asr.wyoming.handler import ConnectionHandler, Conversations
 
@@ -25,8 +29,9 @@ LOGGED_MAX = 1024
 
 
 class WyomingServer:
-    def __init__(self, manager: ModelManager, config: Config):
-        self._manager, self._config = manager, config
+    def __init__(self, manager: ModelManager, config: Config, timings: Histogram | None = None):
+        """``timings``: where each answered event's time goes (the service's request histogram)."""
+        self._manager, self._config, self._timings = manager, config, timings
         self.host, self.port = config.wyoming_host or config.host, config.wyoming_port
         self._allowed = [ipaddress.ip_network(n) for n in config.wyoming_allow]
         self._conversations = Conversations()
@@ -34,11 +39,14 @@ class WyomingServer:
         self._logged: set[tuple[str, str]] = set()  # (why, address) already logged
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
+        self._discovery = Discovery(config, self.port) if config.wyoming_zeroconf else None
         self._thread = threading.Thread(target=self._loop.run_forever, name="edge-asr-wyoming", daemon=True)
 
     def start(self) -> None:
         """Listen (a port in use raises here, at start-up), then serve in the thread."""
         self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, self.host, self.port))
+        if self._discovery is not None:
+            self._loop.run_until_complete(self._discovery.start())
         self._thread.start()
         log.info("edge-asr Wyoming server on tcp://%s:%d", self.host, self.port)
 
@@ -52,6 +60,8 @@ class WyomingServer:
 
     async def _close(self) -> None:
         assert self._server is not None
+        if self._discovery is not None:
+            await self._discovery.stop()
         self._server.close()
         for client in list(self._clients):
             client.cancel()
@@ -66,7 +76,13 @@ class WyomingServer:
             return
         config = self._config
         handler = ConnectionHandler(
-            reader, writer, self._manager, self._conversations, config.max_upload_bytes, config.wyoming_timeout
+            reader,
+            writer,
+            self._manager,
+            self._conversations,
+            config.max_upload_bytes,
+            config.wyoming_timeout,
+            self._timings,
         )
         task = asyncio.current_task()
         assert task is not None
