@@ -3,6 +3,7 @@ prepares the models before pytest starts)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from edge_asr.whisper.model import WhisperModel
 
 # Run inside the environments with the real TensorRT bindings, by test_tensorrt_bindings.py.
 collect_ignore = ["tensorrt_api"]
+ASR, LLM, TTS = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +65,41 @@ def service(tmp_path, whisper_spec):
     yield svc
     if svc.process.poll() is None:
         svc.stop()
+
+
+@pytest.fixture(scope="session")
+def learned_footprints(tmp_path_factory, whisper_spec, clips) -> Path:
+    """A footprints file with the speech model, the LLM and the voice measured, learnt once."""
+    from tests.service import Service
+
+    svc = Service(tmp_path_factory.mktemp("learn") / "state").start()
+    try:
+        assert svc.transcribe(clips["beckett"]).ok
+        assert svc.post(
+            "/v1/chat/completions",
+            json={"model": LLM, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        ).ok
+        assert svc.post("/v1/audio/speech", json={"model": TTS, "input": "Ever tried. Ever failed."}).ok
+        svc.post("/api/system/free")
+    finally:
+        svc.stop()
+    return svc.state_dir / "footprints.json"
+
+
+@pytest.fixture
+def budget_service(tmp_path, learned_footprints):
+    """A fresh service whose memory budget holds any one model but not the speech model with the
+    LLM (``footprints`` and ``budget`` are kept on it for the tests)."""
+    from tests.service import Service
+
+    measured = json.loads(learned_footprints.read_text())
+    footprints = {model: measured[model] for model in (ASR, LLM, TTS)}
+    budget = int(1.05 * max(footprints.values()))
+    assert budget < footprints[ASR] + footprints[LLM], footprints  # the two do not fit together
+    state = tmp_path / "budget"
+    state.mkdir()
+    (state / "footprints.json").write_text(learned_footprints.read_text())
+    svc = Service(state, EDGE_ASR_MEMORY_BUDGET=str(budget)).start()
+    svc.footprints, svc.budget = footprints, budget
+    yield svc
+    svc.stop()

@@ -201,6 +201,22 @@ def test_the_queue_bound_refuses_at_once(make):
         pass
 
 
+def test_an_idle_lease_is_had_only_on_a_loaded_model_nothing_waits_for(make):
+    """Work that must never delay a request (live transcription's partial decodes) neither loads
+    a model nor queues behind a request."""
+    manager, _, _ = make()
+    with manager.idle_lease("asr") as lease:
+        assert lease is None and state(manager) == "unloaded"  # not loaded for it
+    manager.load("asr")
+    with manager.idle_lease("asr") as lease:
+        assert lease is not None and manager.status("asr")["in_flight"] == 1
+        with manager.idle_lease("asr") as second:
+            assert second is None  # one at a time
+    with manager.lease("asr"), manager.idle_lease("asr") as lease:
+        assert lease is None  # a request is served
+    assert manager.status("asr")["in_flight"] == 0
+
+
 def test_unload_drains_then_unloads_and_refuses_new_leases_meanwhile(make):
     manager, _, _ = make()
     with pytest.raises(ModelBusy), manager.lease("asr"):

@@ -9,42 +9,12 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import soundfile
 
 from edge_asr.evaluation import normalize
 from tests.service import Service, available
 
 ASR, LLM, TTS = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
-
-
-@pytest.fixture
-def budget_service(tmp_path, whisper_spec, clips):
-    """A service whose memory budget holds any one model but not the speech model with the LLM
-    (footprints learnt first; ``footprints`` and ``budget`` are kept on it for the tests)."""
-    svc = Service(tmp_path / "learn").start()
-    try:
-        assert svc.transcribe(clips["beckett"]).ok
-        assert svc.post(
-            "/v1/chat/completions",
-            json={"model": LLM, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
-        ).ok
-        assert svc.post("/v1/audio/speech", json={"model": TTS, "input": "Ever tried. Ever failed."}).ok
-        svc.post("/api/system/free")
-        models = svc.get("/api/models").json()["models"]
-        footprints = {m["id"]: m["footprint_bytes"] for m in models if m["id"] in (ASR, LLM, TTS)}
-    finally:
-        svc.stop()
-    budget = int(1.05 * max(footprints.values()))
-    assert budget < footprints[ASR] + footprints[LLM], footprints  # the two do not fit together
-
-    state = tmp_path / "budget"
-    state.mkdir()
-    (state / "footprints.json").write_text((tmp_path / "learn" / "footprints.json").read_text())
-    svc = Service(state, EDGE_ASR_MEMORY_BUDGET=str(budget)).start()
-    svc.footprints, svc.budget = footprints, budget
-    yield svc
-    svc.stop()
 
 
 def test_pipeline_swaps_models_under_a_budget(budget_service: Service, clips):

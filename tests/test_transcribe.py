@@ -148,6 +148,18 @@ def test_vad_cuts_long_speech_at_its_longest_pause():
     assert sum(s.end - s.start for s in spans) >= 59 * SAMPLE_RATE
 
 
+def test_speech_still_open_at_the_end_ends_where_its_pause_began():
+    """So the speech of a growing recording stops changing once its last word is 200 ms past:
+    live transcription's last partial decode then sees the window its final decode will."""
+    probs = np.zeros(100, np.float32)
+    probs[10:60] = 0.9  # speech from frame 10 to 60, then 40 frames (1.3 s) of silence
+    for frames in (70, 80, 100):  # 0.3 s of it (under min_silence_ms), then more
+        (span,) = spans_from_probabilities(probs[:frames], frames * 512)
+        assert (span.start, span.end) == (10 * 512 - 3200, 60 * 512 + 3200)
+    (span,) = spans_from_probabilities(probs[:55], 55 * 512)
+    assert span.end == 55 * 512  # speech to the very end: the end
+
+
 def test_the_speech_map_collects_speech_cuts_silences_and_maps_back():
     second = SAMPLE_RATE
     spans = [Span(0, 10 * second), Span(12 * second, 25 * second), Span(int(25.5 * second), 35 * second)]
@@ -256,3 +268,19 @@ def test_each_segment_is_placed_on_the_sentence_it_says(config, vad):
         placed = recording.sentences[int(np.argmax(overlaps))]
         closest = max(recording.sentences, key=lambda sentence: len(said & set(normalize(sentence))))
         assert max(overlaps) > 0 and placed == closest, (segment.start, segment.end, segment.text, placed)
+
+
+def test_a_forced_prefix_is_kept_and_only_what_follows_it_is_decoded(whisper, vad, speech):
+    """Live transcription forces the words it has committed; the rest is decoded after them."""
+    audio = speech["beckett"]
+    whole = transcribe(whisper, vad, audio).text
+    assert transcribe(whisper, vad, audio, prefix="Ever tried. Ever failed.").text == whole
+    forced = transcribe(whisper, vad, audio, prefix="Never tried.").text  # kept even where it is wrong
+    assert forced.startswith("Never tried.") and word_error_rate(whole, forced) < 0.3
+
+
+def test_the_same_window_twice_in_a_row_is_encoded_once(whisper, speech):
+    first = whisper.encode(speech["beckett"])
+    assert whisper.encode(speech["beckett"].copy()) is first
+    other = whisper.encode(speech["beckett"][16000:])
+    assert other is not first and whisper.encode(speech["beckett"]) is not first

@@ -1,13 +1,16 @@
 """Home Assistant's Wyoming protocol on the real service, driven by the real ``wyoming`` client
-(``AsyncTcpClient``): describe, speech to text at any audio format, text to speech a sentence at a
-time, the LLM as conversation agent, and the errors a client can cause (the connection stays
-usable), over loopback only."""
+(``AsyncTcpClient``): describe and discovery, speech to text at any audio format (sent at once,
+streamed at real-time pace, ended by the server's VAD), text to speech a sentence at a time (text
+sent whole or streamed), the LLM as conversation agent, the three models taking turns in a
+budget, and the errors a client can cause (the connection stays usable); over loopback only,
+mDNS included (``wyoming_zeroconf_interfaces``: 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import io
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -16,25 +19,35 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.handle import Handled
 from wyoming.info import Describe, Info
-from wyoming.tts import Synthesize, SynthesizeVoice
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
+from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
 from tests.service import Service, wait_for
 
 ASR, LLM, VOICE = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
+ADVERTISED = f"edge-asr-test-{os.getpid()}"  # unique among test runs on this machine
 
 
 @pytest.fixture(scope="module")
 def unit(tmp_path_factory, whisper_spec):
-    svc = Service(tmp_path_factory.mktemp("wyoming") / "state").start()
+    discovery = {"EDGE_ASR_WYOMING_ZEROCONF": ADVERTISED, "EDGE_ASR_WYOMING_ZEROCONF_INTERFACES": "127.0.0.1"}
+    svc = Service(tmp_path_factory.mktemp("wyoming") / "state", **discovery).start()
     yield svc
     svc.stop()
 
@@ -55,6 +68,44 @@ def exchange(port: int, events: list[Event], until: Callable[[Event], bool], tim
                     return received
 
     return asyncio.run(talk())
+
+
+def paced(
+    port: int, events: list[Event], until: Callable[[Event], bool], pause: Callable[[Event], float]
+) -> tuple[list[tuple[float, Event]], list[float]]:
+    """Send ``events`` on one connection, waiting ``pause(event)`` seconds after each, while
+    reading what comes back up to the first event ``until`` takes; what came back with when it
+    came, and when each event was sent (after all were, whatever came back first)."""
+
+    async def talk() -> tuple[list[tuple[float, Event]], list[float]]:
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            received: list[tuple[float, Event]] = []
+
+            async def read() -> None:
+                while True:
+                    event = await asyncio.wait_for(client.read_event(), 120)
+                    assert event is not None, f"the connection closed after {[e.type for _, e in received]}"
+                    received.append((time.monotonic(), event))
+                    if until(event):
+                        return
+
+            reader, sent = asyncio.create_task(read()), []
+            for event in events:
+                await client.write_event(event)
+                sent.append(time.monotonic())
+                await asyncio.sleep(pause(event))
+            await reader
+            return received, sent
+
+    return asyncio.run(talk())
+
+
+def real_time(event: Event) -> float:
+    """The duration of an audio chunk: audio sent as a microphone gives it."""
+    if not AudioChunk.is_type(event.type):
+        return 0.0
+    chunk = AudioChunk.from_event(event)
+    return len(chunk.audio) / (chunk.rate * chunk.width * chunk.channels)
 
 
 def served(port: int) -> bool:
@@ -90,6 +141,30 @@ def test_describe_lists_every_speech_model_voice_and_llm(unit: Service):
     assert {"de", "es", "en"} <= set(models["whisper-base"].languages)
     assert [v.name for v in info.tts[0].voices] == [VOICE] and info.tts[0].voices[0].languages
     assert [m.name for m in info.handle[0].models] == [LLM]
+    assert info.asr[0].supports_transcript_streaming and info.tts[0].supports_synthesize_streaming
+
+
+def test_home_assistant_discovers_the_unit_over_mdns(unit: Service):
+    """Announced and browsed on the loopback interface only: nothing goes onto the real network."""
+    found: list[str] = []
+
+    class Listener(ServiceListener):
+        def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            found.append(name)
+
+        def update_service(self, zc: Zeroconf, type_: str, name: str) -> None: ...
+
+        def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None: ...
+
+    browser = Zeroconf(interfaces=["127.0.0.1"])
+    try:
+        ServiceBrowser(browser, "_wyoming._tcp.local.", Listener())
+        name = f"{ADVERTISED}._wyoming._tcp.local."
+        wait_for(lambda: name in found, 10)
+        info = browser.get_service_info("_wyoming._tcp.local.", name, timeout=5000)
+        assert info is not None and (info.port, info.parsed_addresses()) == (unit.wyoming_port, ["127.0.0.1"])
+    finally:
+        browser.close()
 
 
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (22050, 2)])
@@ -101,6 +176,41 @@ def test_a_command_comes_back_as_the_text_the_http_api_gives(unit: Service, spee
     text = Transcript.from_event(events[-1]).text
     assert word_error_rate(http, text) == 0, (http, text)
     assert word_error_rate(REFERENCES["beckett"], text) < 0.1
+
+
+def test_a_command_streamed_at_real_time_is_transcribed_while_it_arrives(unit: Service, speech, clips):
+    """Words come as transcript-chunks while the person speaks, never taken back: the chunks make
+    the final text, which is what the HTTP API gives for the same audio."""
+    http = unit.transcribe(clips["beckett"]).json()["text"]
+    received, sent = paced(
+        unit.wyoming_port, spoken(speech["beckett"], 16000, 1), lambda e: TranscriptStop.is_type(e.type), real_time
+    )
+    types = [e.type for _, e in received]
+    assert types[0] == "transcript-start" and types[-2:] == ["transcript", "transcript-stop"], types
+    chunks = [(at, TranscriptChunk.from_event(e).text) for at, e in received if TranscriptChunk.is_type(e.type)]
+    audio_stop = sent[-1]
+    assert len([at for at, _ in chunks if at < audio_stop]) >= 3, (chunks, audio_stop)  # while it was spoken
+    final = Transcript.from_event(received[-2][1]).text
+    assert "".join(text for _, text in chunks) == final
+    assert word_error_rate(http, final) == 0, (http, final)
+    timings = unit.get("/metrics").text
+    assert 'edge_asr_request_duration_seconds_count{endpoint="wyoming audio-stop",status="ok"}' in timings
+
+
+def test_the_server_hears_the_end_of_a_command_with_vad_sensitivity(unit: Service, speech):
+    """For a client that never sends audio-stop: the transcript comes once the VAD has heard the
+    silence Home Assistant's relaxed sensitivity asks for (1.25 s; the reading pauses for about a
+    second between its sentences), while audio still arrives."""
+    silence = np.zeros(4 * 16000, np.float32)
+    command = spoken(np.concatenate([speech["beckett"], silence]), 16000, 1, model=None)
+    events = [Transcribe(name=ASR, vad_sensitivity="relaxed").event(), *command, Describe().event()]
+    received, sent = paced(unit.wyoming_port, events, lambda e: Info.is_type(e.type), real_time)
+    transcript = next(Transcript.from_event(e) for _, e in received if Transcript.is_type(e.type))
+    assert word_error_rate(REFERENCES["beckett"], transcript.text) < 0.1
+    heard_at = next(at for at, e in received if TranscriptStop.is_type(e.type))
+    speech_ends, last_chunk = sent[1] + len(speech["beckett"]) / 16000, sent[-3]
+    assert speech_ends + 1.25 < heard_at < last_chunk, (heard_at - speech_ends, last_chunk - speech_ends)
+    assert not any(Error.is_type(e.type) for _, e in received)  # audio after the end, and its stop: no error
 
 
 def test_a_voice_speaks_each_sentence_as_it_is_made(unit: Service):
@@ -117,6 +227,33 @@ def test_a_voice_speaks_each_sentence_as_it_is_made(unit: Service):
     wav = io.BytesIO()
     soundfile.write(wav, samples, 22050, format="WAV")  # decodable as it came
     assert soundfile.info(io.BytesIO(wav.getvalue())).duration == pytest.approx(len(samples) / 22050)
+
+
+def test_text_streamed_as_an_llm_writes_it_is_spoken_a_sentence_at_a_time(unit: Service):
+    """synthesize-start, the text in pieces a second apart, then synthesize-stop: the first
+    sentence is heard before the last piece is written; a synthesize inside the stream (its copy
+    for older servers) adds nothing."""
+    pieces = ["The pump in room four ", "is running hot. Please check ", "the valve on the left. ", "Then call."]
+    voice = SynthesizeVoice(name=VOICE)
+    events = [
+        SynthesizeStart(voice=voice).event(),
+        *(SynthesizeChunk(text=piece).event() for piece in pieces),
+        Synthesize(text="".join(pieces), voice=voice).event(),
+        SynthesizeStop().event(),
+    ]
+    received, sent = paced(
+        unit.wyoming_port,
+        events,
+        lambda e: SynthesizeStopped.is_type(e.type),
+        lambda e: 1.0 if SynthesizeChunk.is_type(e.type) else 0.0,
+    )
+    types = [e.type for _, e in received]
+    assert types[0] == "audio-start" and types[-2:] == ["audio-stop", "synthesize-stopped"], types
+    chunks = [(at, AudioChunk.from_event(e)) for at, e in received if AudioChunk.is_type(e.type)]
+    assert len(chunks) == 3 and types.count("audio-start") == 1  # a chunk per sentence, one stream
+    assert chunks[0][0] < sent[len(pieces)]  # the first sentence before the last piece was written
+    samples = np.frombuffer(b"".join(c.audio for _, c in chunks), "<i2")
+    assert 4 < len(samples) / 22050 < 12 and np.abs(samples).max() > 1000
 
 
 def test_the_llm_answers_as_the_conversation_agent(unit: Service):
@@ -141,6 +278,8 @@ def test_errors_answer_an_error_event_and_the_connection_goes_on(unit: Service, 
         ),
         (AudioStop().event(), "invalid_request", "without audio"),
         (Synthesize(text="Hi.", voice=SynthesizeVoice(name=ASR)).event(), "invalid_request", "cannot speak"),
+        (Transcribe(name=ASR, vad_sensitivity="sleepy").event(), "invalid_request", "vad_sensitivity"),
+        (SynthesizeChunk(text="Hi. ").event(), "invalid_request", "before synthesize-start"),
     ]:
         events = exchange(unit.wyoming_port, [bad, Describe().event()], lambda e: Info.is_type(e.type))
         error = Error.from_event(events[0])
@@ -209,3 +348,30 @@ def test_a_client_that_breaks_the_framing_is_closed_and_logged_once(tmp_path, wh
         assert svc.log.read_text().count(f"({kind}:") == 1, svc.log.read_text()[-2000:]
     finally:
         svc.stop()
+
+
+def test_speech_the_llm_and_a_voice_take_turns_under_a_budget_that_holds_one(budget_service: Service, speech):
+    """A voice command, its answer and the answer spoken, over Wyoming, where the speech model and
+    the LLM do not fit together: each loads as its request comes ("wyoming"), the one before it
+    evicted, never more resident than the budget."""
+    svc = budget_service
+    events = exchange(svc.wyoming_port, spoken(speech["beckett"], 16000, 1), lambda e: Transcript.is_type(e.type))
+    asked = Transcript(text=Transcript.from_event(events[-1]).text, context={"conversation_id": "budget"})
+    answer = Handled.from_event(exchange(svc.wyoming_port, [asked.event()], lambda e: Handled.is_type(e.type))[-1])
+    spoken_answer = Synthesize(text=answer.text or "Done.", voice=SynthesizeVoice(name=VOICE))
+    audio = exchange(svc.wyoming_port, [spoken_answer.event()], lambda e: AudioStop.is_type(e.type))
+    assert any(AudioChunk.is_type(e.type) for e in audio)
+    lifecycle = svc.get("/api/events").json()["events"]
+    moves = [(e["model"], e["to"], e["reason"]) for e in lifecycle if e["to"] in ("ready", "unloaded")]
+    share = svc.footprints[LLM] + svc.footprints[VOICE] <= svc.budget
+    assert moves == [
+        (ASR, "ready", "wyoming"),
+        (ASR, "unloaded", f"evicted-for:{LLM}"),
+        (LLM, "ready", "wyoming"),
+        *([] if share else [(LLM, "unloaded", f"evicted-for:{VOICE}")]),
+        (VOICE, "ready", "wyoming"),
+    ], moves
+    resident: set[str] = set()
+    for model, to, _ in moves:
+        resident = resident | {model} if to == "ready" else resident - {model}
+        assert sum(svc.footprints[m] for m in resident) <= svc.budget, resident

@@ -45,9 +45,9 @@ class WyomingServer:
     def start(self) -> None:
         """Listen (a port in use raises here, at start-up), then serve in the thread."""
         self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, self.host, self.port))
-        if self._discovery is not None:
-            self._loop.run_until_complete(self._discovery.start())
         self._thread.start()
+        if self._discovery is not None:  # probing the name takes a second or two: not awaited
+            asyncio.run_coroutine_threadsafe(self._discovery.start(), self._loop)
         log.info("edge-asr Wyoming server on tcp://%s:%d", self.host, self.port)
 
     def stop(self) -> None:
