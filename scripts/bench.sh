@@ -12,7 +12,7 @@ for name in "${names[@]}"; do
   if [ "$name" = llm ] && ! python -c "import llama_cpp" 2>/dev/null; then
     python -m pip install --progress-bar off -e ".[bench-llm]"
   fi
-  if [ "$name" = transcription ]; then
+  if [ "$name" = transcription ] || [ "$name" = wyoming ]; then
     debian_packages espeak-ng:espeak-ng
   fi
   echo "== bench.$name"
