@@ -15,10 +15,10 @@ from edge_asr.manifest import ModelSpec, get_model
 from edge_asr.samples import sample_clips
 from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
+from tests.service import ASR, LLM, TTS
 
 # Run inside the environments with the real TensorRT bindings, by test_tensorrt_bindings.py.
 collect_ignore = ["tensorrt_api"]
-ASR, LLM, TTS = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ import requests
 
 from edge_asr.memory import meminfo
 
+ASR, LLM, TTS = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"  # the default models
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -147,3 +149,25 @@ class Service:
 
     def model(self, model_id: str = "whisper-tiny-en") -> dict:
         return self.get(f"/api/models/{model_id}").json()
+
+
+def turns_in_budget(svc: Service, reason: str) -> list[tuple[str, str, str]]:
+    """The lifecycle moves (model, to, reason) of the speech model, the LLM and the voice taking
+    turns in ``svc.budget`` (``budget_service``), each loaded for ``reason``: the LLM evicts the
+    speech model; the voice evicts the LLM unless the two fit together."""
+    share = svc.footprints[LLM] + svc.footprints[TTS] <= svc.budget
+    return [
+        (ASR, "ready", reason),
+        (ASR, "unloaded", f"evicted-for:{LLM}"),
+        (LLM, "ready", reason),
+        *([] if share else [(LLM, "unloaded", f"evicted-for:{TTS}")]),
+        (TTS, "ready", reason),
+    ]
+
+
+def assert_within_budget(svc: Service, moves: list[tuple[str, str, str]]) -> None:
+    """After each move, the resident models' footprints fit ``svc.budget``."""
+    resident: set[str] = set()
+    for model, to, _ in moves:
+        resident = resident | {model} if to == "ready" else resident - {model}
+        assert sum(svc.footprints[m] for m in resident) <= svc.budget, resident

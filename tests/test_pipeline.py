@@ -12,9 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import soundfile
 
 from edge_asr.evaluation import normalize
-from tests.service import Service, available
-
-ASR, LLM, TTS = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
+from tests.service import ASR, LLM, TTS, Service, assert_within_budget, available, turns_in_budget
 
 
 def test_pipeline_swaps_models_under_a_budget(budget_service: Service, clips):
@@ -140,18 +138,8 @@ def test_the_whole_chain_speaks_within_the_budget(budget_service: Service, clips
     ]
     done = events[-1]
     moves = [(e["model"], e["to"], e["reason"]) for e in done["events"]]
-    share = svc.footprints[LLM] + svc.footprints[TTS] <= svc.budget
-    assert moves == [
-        (ASR, "ready", "request"),
-        (ASR, "unloaded", f"evicted-for:{LLM}"),
-        (LLM, "ready", "request"),
-        *([] if share else [(LLM, "unloaded", f"evicted-for:{TTS}")]),
-        (TTS, "ready", "request"),
-    ]
-    resident: set[str] = set()
-    for model, to, _ in moves:
-        resident = resident | {model} if to == "ready" else resident - {model}
-        assert sum(svc.footprints[m] for m in resident) <= svc.budget, resident
+    assert moves == turns_in_budget(svc, "request")
+    assert_within_budget(svc, moves)
     deltas = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "output.audio.delta")
     assert done["audio"]["format"] == "wav" and done["audio"]["sample_rate"] == 22050
     wav = base64.b64decode(done["audio"]["data"])

@@ -38,7 +38,7 @@ from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import Service, wait_for
+from tests.service import Service, assert_within_budget, turns_in_budget, wait_for
 
 ASR, LLM, VOICE = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
 ADVERTISED = f"edge-asr-test-{os.getpid()}"  # unique among test runs on this machine
@@ -216,12 +216,14 @@ def test_the_server_hears_the_end_of_a_command_with_vad_sensitivity(unit: Servic
 def test_a_voice_speaks_each_sentence_as_it_is_made(unit: Service):
     text = "The pump in room four is running hot. Please check the valve. Then call the shift lead."
     voice = SynthesizeVoice(name=VOICE)
-    events = exchange(
-        unit.wyoming_port, [Synthesize(text=text, voice=voice).event()], lambda e: AudioStop.is_type(e.type)
+    received, _ = paced(
+        unit.wyoming_port, [Synthesize(text=text, voice=voice).event()], lambda e: AudioStop.is_type(e.type), real_time
     )
+    events = [e for _, e in received]
     assert AudioStart.is_type(events[0].type) and AudioStop.is_type(events[-1].type)
     chunks = [AudioChunk.from_event(e) for e in events[1:-1]]
     assert len(chunks) == 3 and all(c.width == 2 and c.channels == 1 and c.rate == 22050 for c in chunks)
+    assert received[-2][0] - received[1][0] > 0.02  # the first sentence came while the last was made
     samples = np.frombuffer(b"".join(c.audio for c in chunks), "<i2")
     assert 4 < len(samples) / 22050 < 12 and np.abs(samples).max() > 1000  # speech, not silence
     wav = io.BytesIO()
@@ -363,15 +365,5 @@ def test_speech_the_llm_and_a_voice_take_turns_under_a_budget_that_holds_one(bud
     assert any(AudioChunk.is_type(e.type) for e in audio)
     lifecycle = svc.get("/api/events").json()["events"]
     moves = [(e["model"], e["to"], e["reason"]) for e in lifecycle if e["to"] in ("ready", "unloaded")]
-    share = svc.footprints[LLM] + svc.footprints[VOICE] <= svc.budget
-    assert moves == [
-        (ASR, "ready", "wyoming"),
-        (ASR, "unloaded", f"evicted-for:{LLM}"),
-        (LLM, "ready", "wyoming"),
-        *([] if share else [(LLM, "unloaded", f"evicted-for:{VOICE}")]),
-        (VOICE, "ready", "wyoming"),
-    ], moves
-    resident: set[str] = set()
-    for model, to, _ in moves:
-        resident = resident | {model} if to == "ready" else resident - {model}
-        assert sum(svc.footprints[m] for m in resident) <= svc.budget, resident
+    assert moves == turns_in_budget(svc, "wyoming"), moves
+    assert_within_budget(svc, moves)

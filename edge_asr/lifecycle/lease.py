@@ -48,11 +48,14 @@ class Lease:
         self.model_id, self.note = model_id, note
         self._worker, self._crashed = worker, crashed
 
-    def transcribe(self, audio: np.ndarray, options: TranscriptionOptions) -> Reply[TranscriptPart, TranscriptResult]:
+    def transcribe(
+        self, audio: np.ndarray, options: TranscriptionOptions, noted: bool = True
+    ) -> Reply[TranscriptPart, TranscriptResult]:
         """Each window's segments as it is decoded; the whole transcript, its detected language (if
-        it was detected) noted in the model's events."""
+        it was detected) noted in the model's events unless not ``noted`` (a partial decode of
+        live audio: its final decode's language is noted)."""
         transcript = yield from self._run(Transcribe(audio, options))
-        if transcript["language_probability"] is not None:
+        if noted and transcript["language_probability"] is not None:
             self.note(
                 "language detected", language=transcript["language"], probability=transcript["language_probability"]
             )

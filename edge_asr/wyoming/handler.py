@@ -112,6 +112,8 @@ class ConnectionHandler(AsyncEventHandler):
             while (event := await read_event(self.reader, self._timeout)) is not None:
                 await self.handle_event(event)
         finally:
+            if self._live is not None:
+                self._live.abandon()
             await self.disconnect()
             self.writer.close()
 

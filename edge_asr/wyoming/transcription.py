@@ -117,6 +117,12 @@ class LiveTranscription:
         await self._send(Transcript(text=transcript["text"], language=transcript["language"]).event())
         await self._send(TranscriptStop().event())
 
+    def abandon(self) -> None:
+        """The client left: what the partial decode under way finds is not sent (the decode itself
+        ends in its thread, and its lease with it)."""
+        if self._partial is not None:
+            self._partial.cancel()
+
     async def _decode_partial(self, pcm: bytes) -> None:
         try:
             transcript = await asyncio.to_thread(self._transcribe, self._samples(pcm), True)
@@ -125,8 +131,6 @@ class LiveTranscription:
             return
         if transcript is None:  # the model was busy or not loaded: skipped
             return
-        if self._options.language is None and transcript["speech_end"] is not None:
-            self._options = dataclasses.replace(self._options, language=transcript["language"])  # detected once
         await self._commit(self._agreement.update(transcript["text"]))
         end = transcript["speech_end"]
         if self._silence is not None and end is not None and transcript["duration"] - end >= self._silence:
@@ -138,7 +142,7 @@ class LiveTranscription:
         options = dataclasses.replace(self._options, prefix=self._agreement.text or None)
         manager, model = self._manager, self._model
         with manager.idle_lease(model) if partial else manager.lease(model, reason="wyoming") as lease:
-            return None if lease is None else result(lease.transcribe(samples, options))
+            return None if lease is None else result(lease.transcribe(samples, options, noted=not partial))
 
     def _samples(self, pcm: bytes) -> np.ndarray:
         assert self._layout is not None
