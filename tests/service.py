@@ -105,8 +105,9 @@ class Service:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or not answering yet
                 time.sleep(0.1)
+        self.kill()  # not left behind to disturb the tests after
         raise TimeoutError("the service did not start")
 
     def stop(self) -> int:
