@@ -279,8 +279,10 @@ def test_a_forced_prefix_is_kept_and_only_what_follows_it_is_decoded(whisper, va
     assert forced.startswith("Never tried.") and word_error_rate(whole, forced) < 0.3
 
 
-def test_the_same_window_twice_in_a_row_is_encoded_once(whisper, speech):
-    first = whisper.encode(speech["beckett"])
-    assert whisper.encode(speech["beckett"].copy()) is first
-    other = whisper.encode(speech["beckett"][16000:])
-    assert other is not first and whisper.encode(speech["beckett"]) is not first
+def test_the_same_live_window_twice_in_a_row_is_encoded_once(whisper, speech):
+    first = whisper.encode(speech["beckett"], reuse=True)
+    assert whisper.encode(speech["beckett"].copy(), reuse=True) is first
+    other = whisper.encode(speech["beckett"][16000:], reuse=True)
+    assert other is not first and whisper.encode(speech["beckett"], reuse=True) is not first
+    again = whisper.encode(speech["beckett"])  # not live: encoded again, and nothing kept
+    assert whisper.encode(speech["beckett"]) is not again

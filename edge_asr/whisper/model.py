@@ -52,7 +52,7 @@ class WhisperModel:
         self._suppress = np.flatnonzero(suppress)
         suppress[meta["begin_suppress_tokens"]] = True
         self._suppress_begin = np.flatnonzero(suppress)
-        self._encoded: tuple[np.ndarray, Any] | None = None  # the last window and its encoding
+        self._encoded: tuple[np.ndarray, Any] | None = None  # the last live window and its encoding
 
     @classmethod
     def open(cls, spec: ModelSpec, config: Config) -> WhisperModel:
@@ -64,15 +64,18 @@ class WhisperModel:
             graphs.release()
             raise
 
-    def encode(self, audio: np.ndarray) -> Any:
-        """The cross-attention keys and values of one window (at most 30 s) of audio. The same
-        window twice in a row is encoded once: live decoding asks for the final transcript of the
-        speech its last partial decode has just encoded (the encoder is most of a short
-        command's cost)."""
-        if self._encoded is not None and np.array_equal(self._encoded[0], audio):
+    def encode(self, audio: np.ndarray, reuse: bool = False) -> Any:
+        """The cross-attention keys and values of one window (at most 30 s) of audio.
+
+        ``reuse``: live transcription decodes the same speech again as it grows, and its final
+        decode often sees the very window its last partial decode has just encoded (the encoder
+        is most of a short command's cost); so with ``reuse`` the window and its encoding are
+        kept, and the same window next time is not encoded again. Other requests never reuse:
+        the same file sent twice is encoded twice, as it would be anywhere."""
+        if reuse and self._encoded is not None and np.array_equal(self._encoded[0], audio):
             return self._encoded[1]
         encoded = self.graphs.encode(log_mel_spectrogram(audio, self.n_mels)[None])
-        self._encoded = (audio.copy(), encoded)
+        self._encoded = (audio.copy(), encoded) if reuse else None
         return encoded
 
     def detect_language(self, encoded: Any) -> tuple[str, float]:

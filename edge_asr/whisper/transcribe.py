@@ -232,6 +232,7 @@ def transcribe_windows(
     length_penalty: float | None = None,
     condition_on_previous_text: bool = False,
     prefix: str | None = None,
+    live: bool = False,
 ) -> tuple[Language, SpeechMap, Iterator[list[Segment]]]:
     """The language of 16 kHz mono float32 ``audio`` (detected on the first window of speech when
     a multilingual model is given none; English when there is no speech), the speech the VAD
@@ -239,17 +240,18 @@ def transcribe_windows(
     detection run now; the windows as the segments are read.
 
     ``prefix``: text the transcript is known to begin with (words live decoding has committed):
-    forced at the start of the first window, not decoded again."""
+    forced at the start of the first window, not decoded again. ``live``: a decode of audio still
+    arriving (``WhisperModel.encode``'s ``reuse``)."""
     model.tokenizer.prompt(language, None, task=task)  # an unsupported language or task fails before any work
     speech = SpeechMap(vad.speech_spans(audio))
     encoded = None
     if language is None and model.tokenizer.multilingual and speech.samples:
-        encoded = model.encode(speech.window(audio, 0, WINDOW_SAMPLES))
+        encoded = model.encode(speech.window(audio, 0, WINDOW_SAMPLES), live)
         found = Language(*model.detect_language(encoded))
     else:
         found = Language(language or "en")
     search = SearchOptions(beam_size, best_of, patience, length_penalty)
-    decoding = (prompt, temperature, search, condition_on_previous_text, prefix)
+    decoding = (prompt, temperature, search, condition_on_previous_text, prefix, live)
     return found, speech, _windows(model, speech, audio, found.code, task, encoded, *decoding)
 
 
@@ -265,6 +267,7 @@ def _windows(
     search: SearchOptions,
     condition_on_previous_text: bool,
     prefix: str | None,
+    live: bool,
 ) -> Iterator[list[Segment]]:
     """The windows with seek (``encoded``: the first window's encoding, when detection made it)."""
     max_previous = model.max_new_tokens - 1
@@ -274,7 +277,7 @@ def _windows(
         length = len(window) / SAMPLE_RATE
         previous = " ".join([prompt or "", *context]).strip() or None
         start_tokens = model.tokenizer.prompt(language, previous, True, max_previous, task)
-        encoding = model.encode(window) if encoded is None else encoded
+        encoding = model.encode(window, live) if encoded is None else encoded
         forced = [model.timestamp_begin, *model.tokenizer.text_tokens(prefix)] if prefix and seek == 0 else None
         encoded = None
         decoded = _decode_with_fallback(model, encoding, start_tokens, temperature, search, forced)

@@ -91,6 +91,7 @@ class TranscriptionOptions:
     beam_size: int = 5
     condition_on_previous_text: bool = False
     prefix: str | None = None  # text known to start the transcript (live decoding's committed words)
+    live: bool = False  # a decode of audio still arriving: the last window's encoding is kept for the next
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays

@@ -139,7 +139,7 @@ class LiveTranscription:
     def _transcribe(self, samples: np.ndarray, partial: bool) -> TranscriptResult | None:
         """(In a thread.) The transcript of ``samples`` after the committed words; None when a
         partial decode finds the model busy or not loaded."""
-        options = dataclasses.replace(self._options, prefix=self._agreement.text or None)
+        options = dataclasses.replace(self._options, prefix=self._agreement.text or None, live=True)
         manager, model = self._manager, self._model
         with manager.idle_lease(model) if partial else manager.lease(model, reason="wyoming") as lease:
             return None if lease is None else result(lease.transcribe(samples, options, noted=not partial))
