@@ -104,6 +104,18 @@ class Config:
         256 * 10**6, parse_size, "Decoded audio the front process holds at once, all requests together."
     )
     # Wyoming (Home Assistant's voice protocol)
+    allowed_hosts: tuple[str, ...] = key(
+        (),
+        _keys,
+        "Host names the service answers to besides IP addresses, `localhost` and the unit's own names, separated "
+        "by commas; `*`: any (behind a router that passes its own name on).",
+    )
+    allowed_origins: tuple[str, ...] = key(
+        (),
+        _keys,
+        "Web origins (`http://host:port`) besides the service's own whose pages may call it (CORS) and change "
+        "what it holds, separated by commas; `*`: any.",
+    )
     wyoming_port: int = key(10300, int, "Wyoming server's TCP port (speech-to-text, text-to-speech, the LLM); 0: off.")
     wyoming_host: str = key("", str, "Address the Wyoming server listens on.", shown="`host`")
     wyoming_allow: tuple[str, ...] = key(

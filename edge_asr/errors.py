@@ -23,6 +23,10 @@ class Unauthorized(ServiceError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
 
+class Forbidden(ServiceError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
 class ModelNotFound(ServiceError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -221,3 +224,30 @@ def test_the_stream_carries_readings_and_events_and_is_bounded(browser: WebDrive
     again = [open_stream() for _ in range(limit)]  # the closed streams gave their places back
     for s in again:
         s.close()
+
+
+def test_another_sites_page_can_neither_act_on_the_unit_nor_read_it(
+    browser: WebDriver, page_service: Service, tmp_path: Path
+):
+    """What any web site's page opened on the LAN tries: a POST that needs no preflight (the
+    unload), then reading the answer of a GET. The first is refused (403), the second not the
+    page's to read (no CORS headers)."""
+    assert page_service.post(f"/api/models/{ASR}/load").ok
+    unit = page_service.url
+    (tmp_path / "evil.html").write_text(
+        "<!doctype html><script>"
+        f'fetch("{unit}/api/models/{ASR}/unload", {{method: "POST", mode: "no-cors"}})'
+        f'.then(() => fetch("{unit}/api/models"))'
+        '.then(() => { document.title = "read"; }, () => { document.title = "refused"; });'
+        "</script>"
+    )
+    site = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://localhost:{site.server_port}/evil.html")  # another origin than the unit's
+        until(browser, lambda driver: driver.title in ("read", "refused"))
+        assert browser.title == "refused"
+        assert page_service.model(ASR)["state"] == "ready"
+    finally:
+        site.shutdown()
+        assert page_service.post(f"/api/models/{ASR}/unload").ok

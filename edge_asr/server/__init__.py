@@ -2,8 +2,9 @@
 ``transcription``, ``chat`` and ``tts`` under ``/v1``, so any OpenAI SDK works; ``management``
 (``/api``, ``/healthz``), ``pipeline`` (``/api/pipeline``), ``metrics`` (``/metrics``) and ``web``
 (the page at ``/`` and its event stream), in front of one ModelManager and its Supervisor.
-``auth`` checks the API key on every request; ``admission`` bounds what the front process takes
-on; ``checks`` holds the request checks several blueprints make."""
+``origins`` refuses other sites' pages and host names, ``auth`` checks the API key on every
+request; ``admission`` bounds what the front process takes on; ``checks`` holds the request
+checks several blueprints make."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from flask import Flask
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
-from edge_asr.server import auth, catalog, chat, errors, management, metrics, pipeline, transcription, tts, web
+from edge_asr.server import (
+    auth,
+    catalog,
+    chat,
+    errors,
+    management,
+    metrics,
+    origins,
+    pipeline,
+    transcription,
+    tts,
+    web,
+)
 from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.supervisor import Supervisor
 from edge_asr.telemetry import Metrics
@@ -30,6 +43,7 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.audio_budget"] = AudioBudget(config.request_memory_budget, config.wait_timeout)
     app.wsgi_app = RequestSlots(app.wsgi_app, config.threads)  # type: ignore[method-assign]
     errors.register(app)
+    origins.register(app)
     auth.register(app)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(transcription.bp)

@@ -1,7 +1,9 @@
 """API keys. When ``api_key`` is configured, every request needs ``Authorization: Bearer <key>``
 (what the OpenAI SDKs send) with one of the keys, compared in constant time; the exceptions are
 ``/healthz`` (systemd and load balancers probe it), the web page's own files (it asks for the key
-and sends it with every call it makes) and, with ``metrics_public``, ``/metrics``."""
+and sends it with every call it makes), a CORS preflight (``OPTIONS``: browsers send it without
+credentials, and it answers nothing but what is allowed) and, with ``metrics_public``,
+``/metrics``."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def register(app: Flask) -> None:
 def require_api_key() -> None:
     settings = config()
     path = request.path
-    if not settings.api_key or path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
+    if not settings.api_key or path in PUBLIC or path.startswith(PUBLIC_PREFIXES) or request.method == "OPTIONS":
         return
     if settings.metrics_public and path == "/metrics":
         return
