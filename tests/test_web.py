@@ -4,11 +4,13 @@ elements are found by the page's ``data-testid`` contract (docs/api.md)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as Driver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -24,7 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from edge_asr.config import Config
 from edge_asr.server.web import stream_limit
-from tests.service import Service
+from tests.service import LLM, TTS, Service
 
 ASR = "whisper-tiny-en"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -251,3 +254,41 @@ def test_another_sites_page_can_neither_act_on_the_unit_nor_read_it(
     finally:
         site.shutdown()
         assert page_service.post(f"/api/models/{ASR}/unload").ok
+
+
+def test_models_loading_at_once_get_one_label_on_the_chart_and_each_shows_on_hover(
+    browser: WebDriver, page_service: Service
+):
+    open_page(browser, page_service)
+    chart = browser.find_element(By.ID, "chart")
+    before = int(chart.get_attribute("data-events"))
+    models = (ASR, LLM, TTS)
+    with ThreadPoolExecutor(len(models)) as pool:  # three loads within a few seconds: a few pixels apart
+        assert all(r.ok for r in pool.map(lambda m: page_service.post(f"/api/models/{m}/load"), models))
+    try:
+        until(browser, lambda _: int(chart.get_attribute("data-events")) >= before + 3)
+        labels = json.loads(chart.get_attribute("data-labels"))  # [x, events] of each label
+        assert sum(n for _, n in labels) == int(chart.get_attribute("data-events"))
+        assert all(b - a >= 14 for a, b in itertools.pairwise(x for x, _ in labels))  # none on another
+        x, count = [label for label in labels if label[1] >= 2][-1]  # the loads, together
+        ActionChains(browser).move_to_element_with_offset(chart, int(x - chart.size["width"] / 2), 0).perform()
+        listed = chart.get_attribute("title").splitlines()
+        assert len(listed) == count and all(" ready (" in line for line in listed), listed
+    finally:
+        for model in models:
+            page_service.post(f"/api/models/{model}/unload")
+
+
+def test_on_a_phone_each_models_state_and_buttons_are_in_view(browser: WebDriver, page_service: Service):
+    browser.set_window_size(390, 844)
+    try:
+        open_page(browser, page_service)
+        width = browser.execute_script("return document.documentElement.clientWidth")
+        assert width <= 390
+        for model in page_service.get("/api/models").json()["models"]:
+            for name in (f"model-state-{model['id']}", f"load-{model['id']}", f"unload-{model['id']}"):
+                box = by_testid(browser, name).rect
+                assert box["x"] >= 0 and box["x"] + box["width"] <= width, (name, box, width)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways scroll
+    finally:
+        browser.set_window_size(1280, 800)

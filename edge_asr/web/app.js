@@ -148,12 +148,18 @@ function drawChart() {
   const events = state.events.filter((e) => e.time > now - CHART_SECONDS && e.from !== e.to);
   for (const e of events) {
     g.strokeStyle = EVENT_COLOURS[e.to] || "#5b6470";
-    g.fillStyle = g.strokeStyle;
     g.beginPath(); g.moveTo(x(e.time), 12); g.lineTo(x(e.time), height - 20); g.stroke();
+  }
+  // One label per group of events too close to tell apart (several models loading at once): the
+  // group's count, and its events listed on hover (the canvas's title), not labels on each other.
+  chartLabels = eventGroups(events, x);
+  for (const group of chartLabels) {
+    const [first] = group.events;
+    g.fillStyle = group.events.length > 1 ? "#1b1f24" : EVENT_COLOURS[first.to] || "#5b6470";
     g.save();
-    g.translate(x(e.time) + 3, 14);
+    g.translate(group.x + 3, 14);
     g.rotate(Math.PI / 2);
-    g.fillText(`${e.model} ${e.to} (${e.reason})`, 0, 0);
+    g.fillText(group.events.length > 1 ? `${group.events.length} events (hover)` : eventLabel(first), 0, 0);
     g.restore();
   }
   g.strokeStyle = "#0b63c5";
@@ -163,6 +169,29 @@ function drawChart() {
   g.stroke();
   canvas.dataset.points = String(state.readings.length);
   canvas.dataset.events = String(events.length);
+  canvas.dataset.labels = JSON.stringify(chartLabels.map((group) => [Math.round(group.x), group.events.length]));
+}
+
+const LABEL_GAP = 14; // px: a label is one line of 11-px text turned on its side
+let chartLabels = [];
+
+const eventLabel = (e) => `${e.model} ${e.to} (${e.reason})`;
+
+function eventGroups(events, x) {
+  const groups = [];
+  for (const e of events) {
+    const last = groups[groups.length - 1];
+    if (last && x(e.time) - last.x < LABEL_GAP) last.events.push(e);
+    else groups.push({ x: x(e.time), events: [e] });
+  }
+  return groups;
+}
+
+function showChartEvents(pointer) {
+  const canvas = $("chart");
+  const at = pointer.clientX - canvas.getBoundingClientRect().left;
+  const group = chartLabels.find((g) => Math.abs(g.x - at) < LABEL_GAP / 2 + 2);
+  canvas.title = group ? group.events.map(eventLabel).join("\n") : "";
 }
 
 // ---- models -----------------------------------------------------------------------------------
@@ -244,6 +273,8 @@ function modelRow(model) {
     element("td", {}, element("b", {}, id), element("br"), model.task), cells.state, cells.runtime, cells.footprint,
     cells.inFlight, cells.loadedAt, cells.idle, cells.lastUnload, cells.failures,
     element("td", { class: "actions" }, load, " ", unload, note));
+  const headers = [...document.querySelectorAll("#models thead th")].map((th) => th.textContent);
+  [...row.children].forEach((cell, i) => { if (headers[i]) cell.dataset.label = headers[i]; }); // a phone's card
   const settings = element("tr", { class: "settings" }, element("td", { colspan: "10" }, settingsForm(model)));
   return { row, settings, cells };
 }
@@ -485,4 +516,5 @@ $("speak").addEventListener("click", () => chainStep(async () => {
 setInterval(() => { drawChart(); tickCountdowns(); }, 1000);
 setInterval(refreshModels, 5000);
 window.addEventListener("resize", drawChart);
+$("chart").addEventListener("mousemove", showChartEvents);
 start();
