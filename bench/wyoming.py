@@ -26,9 +26,11 @@ are made on first use, in the cache directory)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -159,7 +161,6 @@ def main() -> None:
     delay = CHUNK_SAMPLES / SAMPLE_RATE  # real time
     rounds = ["--rounds", str(args.rounds), "--warmup", "1", "-v", "--timeout", "120"]
 
-    ours = Service(work / "state", EDGE_ASR_ORT_THREADS=str(THREADS)).start()
     whisper_port, piper_port = free_port(), free_port()
     whisper = [
         *(str(whisper_python), "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{whisper_port}"),
@@ -170,8 +171,13 @@ def main() -> None:
         *(str(piper_python), "-m", "wyoming_piper", "--uri", f"tcp://127.0.0.1:{piper_port}"),
         *("--voice", VOICE_FILE, "--data-dir", str(voice.directory), "--download-dir", str(work)),
     ]
-    peers = [subprocess.Popen(command, env=PEER_ENV) for command in (whisper, piper)]
-    try:
+    with contextlib.ExitStack() as running:  # whatever fails, every server is stopped and the work removed
+        running.callback(shutil.rmtree, work, ignore_errors=True)
+        ours = Service(work / "state", EDGE_ASR_ORT_THREADS=str(THREADS)).start()
+        running.callback(ours.stop)
+        peers = [running.enter_context(subprocess.Popen(command, env=PEER_ENV)) for command in (whisper, piper)]
+        for process in peers:
+            running.callback(process.terminate)
         for port, process in ((whisper_port, peers[0]), (piper_port, peers[1]), (ours.wyoming_port, None)):
             wait_until_served(port, process)
         corpus_args = ["--corpus", str(corpus), "--chunk-samples", str(CHUNK_SAMPLES), *rounds]
@@ -183,11 +189,6 @@ def main() -> None:
         )
         tts_ours = tts_first_audio(wyoming_bench(bench, "tts", f"127.0.0.1:{ours.wyoming_port}", *rounds))
         tts_theirs = tts_first_audio(wyoming_bench(bench, "tts", f"127.0.0.1:{piper_port}", *rounds))
-    finally:
-        ours.stop()
-        for process in peers:
-            process.terminate()
-            process.wait(30)
 
     at_once = statistics.median(total for total, _ in stt_ours["non_streaming"]["runs"])
     theirs = statistics.median(total for total, _ in stt_theirs["non_streaming"]["runs"])

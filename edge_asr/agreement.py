@@ -53,6 +53,11 @@ class LocalAgreement:
         self._pending = after[count:]
         return after[:count]
 
-    def tail(self, final: str) -> list[str]:
-        """The words of the final text after the committed ones: the rest of the transcript."""
-        return final.split()[len(self.committed) :]
+    def final(self, text: str) -> tuple[str, list[str]]:
+        """The whole transcript, given the final decode's text, and its words after the committed
+        ones. The committed words stay even where the final decode lost them (a window it judged
+        silent): they were sent."""
+        words = text.split()
+        if agreed(self.committed, words) < len(self.committed):
+            return self.text, []
+        return text, words[len(self.committed) :]

@@ -20,7 +20,8 @@ def test_what_two_decodes_in_a_row_agree_on_is_committed_once_and_never_taken_ba
     assert live.update("Turn off the lights in the pump room and close the belt.") == ["the", "pump", "room"]
     assert live.update("Turn off the lights in the pump room and close the valve.") == ["and", "close", "the"]
     assert live.text == "Turn off the lights in the pump room and close the"
-    assert live.tail("Turn off the lights in the pump room and close the valve.") == ["valve."]
+    final = "Turn off the lights in the pump room and close the valve."
+    assert live.final(final) == (final, ["valve."])
 
 
 def test_a_decode_that_does_not_start_with_the_committed_words_commits_nothing():
@@ -29,3 +30,4 @@ def test_a_decode_that_does_not_start_with_the_committed_words_commits_nothing()
     live.update("turn off the")
     assert live.update("") == [] and live.update("something else") == []
     assert live.text == "turn off"
+    assert live.final("") == ("turn off", [])  # what was sent stays in the transcript

@@ -14,20 +14,24 @@ NAMES = frozenset({"localhost", "unit", "unit.local"})
 
 
 @pytest.mark.parametrize(
-    "host, allowed",
+    "host, allowed, well_formed",
     [
-        ("192.168.1.20:8000", True),
-        ("[fe80::1]:8000", True),
-        ("localhost:8000", True),
-        ("UNIT.local", True),
-        ("attacker.example", False),
-        ("attacker.example:8000", False),
+        ("192.168.1.20:8000", True, True),
+        ("[fe80::1]:8000", True, True),
+        ("localhost:8000", True, True),
+        ("UNIT.local", True, True),
+        ("unit.local.", True, True),
+        ("attacker.example", False, True),
+        ("attacker.example:8000", False, True),
+        ("192.168.1.20:port", False, False),
+        ("attacker.example@localhost", False, False),
+        ("[notip]:80", False, False),
+        ("[", False, False),
     ],
 )
-def test_the_host_must_be_an_address_or_one_of_the_units_names(host, allowed):
+def test_the_host_must_be_an_address_or_one_of_the_units_names(host, allowed, well_formed):
     assert host_allowed(host, NAMES) is allowed
-    assert host_allowed(host, NAMES | {"*"})  # allowed_hosts = "*": any
-    assert not host_allowed("192.168.1.20:port", NAMES | {"*"})  # but not a malformed one
+    assert host_allowed(host, NAMES | {"*"}) is well_formed  # allowed_hosts = "*": any, if it is a host
 
 
 def test_an_origin_is_the_units_own_when_the_host_header_names_it():
@@ -37,6 +41,7 @@ def test_an_origin_is_the_units_own_when_the_host_header_names_it():
     assert same_origin("https://unit.local", "unit.local")  # a TLS proxy in front: the host decides
     assert not same_origin("https://192.168.1.20", "192.168.1.20:8000")  # https's default port, 443
     assert not same_origin("null", "192.168.1.20:8000")  # a sandboxed page, a file
+    assert not same_origin("http://[x", "192.168.1.20:8000") and not same_origin("http://a:99999", "a:99999")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +70,9 @@ def test_a_name_the_unit_does_not_have_is_refused(unit: Service):
     for path in ("/api/models", "/healthz", "/"):
         r = unit.get(path, headers={"Host": "attacker.example"})
         assert r.status_code == 403 and "allowed_hosts" in r.json()["error"]["message"], path
+    for host, origin in (("[", None), ("127.0.0.1", "http://[x"), ("127.0.0.1", "http://a:99999")):
+        headers = {"Host": host, **({"Origin": origin} if origin else {})}
+        assert unit.post("/api/system/free", headers=headers).status_code == 403  # malformed: refused, no 500
     assert unit.get("/api/models", headers={"Host": f"localhost:{unit.port}"}).ok
 
 

@@ -38,9 +38,8 @@ from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import Service, assert_within_budget, turns_in_budget, wait_for
+from tests.service import ASR, LLM, TTS, Service, assert_within_budget, turns_in_budget, wait_for
 
-ASR, LLM, VOICE = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"
 ADVERTISED = f"edge-asr-test-{os.getpid()}"  # unique among test runs on this machine
 
 
@@ -139,7 +138,7 @@ def test_describe_lists_every_speech_model_voice_and_llm(unit: Service):
     models = {m.name: m for m in info.asr[0].models}
     assert models[ASR].installed and models[ASR].languages == ["en"]
     assert {"de", "es", "en"} <= set(models["whisper-base"].languages)
-    assert [v.name for v in info.tts[0].voices] == [VOICE] and info.tts[0].voices[0].languages
+    assert [v.name for v in info.tts[0].voices] == [TTS] and info.tts[0].voices[0].languages
     assert [m.name for m in info.handle[0].models] == [LLM]
     assert info.asr[0].supports_transcript_streaming and info.tts[0].supports_synthesize_streaming
 
@@ -213,9 +212,20 @@ def test_the_server_hears_the_end_of_a_command_with_vad_sensitivity(unit: Servic
     assert not any(Error.is_type(e.type) for _, e in received)  # audio after the end, and its stop: no error
 
 
+def test_a_command_the_vad_never_hears_end_ends_after_one_window(unit: Service):
+    """Without audio-stop and with no speech to hear the end of, the command still ends (30 s):
+    what such a client sends is bounded."""
+    silence = np.zeros(32 * 16000, np.float32)
+    events = [Transcribe(name=ASR, vad_sensitivity="default").event(), *spoken(silence, 16000, 1, model=None)]
+    received = exchange(unit.wyoming_port, [*events, Describe().event()], lambda e: Info.is_type(e.type))
+    types = [e.type for e in received]
+    assert types[-3:] == ["transcript", "transcript-stop", "info"] and "error" not in types, types
+    assert Transcript.from_event(received[-3]).text == ""
+
+
 def test_a_voice_speaks_each_sentence_as_it_is_made(unit: Service):
     text = "The pump in room four is running hot. Please check the valve. Then call the shift lead."
-    voice = SynthesizeVoice(name=VOICE)
+    voice = SynthesizeVoice(name=TTS)
     received, _ = paced(
         unit.wyoming_port, [Synthesize(text=text, voice=voice).event()], lambda e: AudioStop.is_type(e.type), real_time
     )
@@ -236,7 +246,7 @@ def test_text_streamed_as_an_llm_writes_it_is_spoken_a_sentence_at_a_time(unit: 
     sentence is heard before the last piece is written; a synthesize inside the stream (its copy
     for older servers) adds nothing."""
     pieces = ["The pump in room four ", "is running hot. Please check ", "the valve on the left. ", "Then call."]
-    voice = SynthesizeVoice(name=VOICE)
+    voice = SynthesizeVoice(name=TTS)
     events = [
         SynthesizeStart(voice=voice).event(),
         *(SynthesizeChunk(text=piece).event() for piece in pieces),
@@ -290,6 +300,22 @@ def test_errors_answer_an_error_event_and_the_connection_goes_on(unit: Service, 
     tiny = spoken(speech["beckett"][:800], 16000, 1)  # 50 ms: not a command
     events = exchange(unit.wyoming_port, tiny, is_error)
     assert "at least 100 ms" in Error.from_event(events[-1]).text
+    no_rate = [
+        AudioStart(rate=16000, width=2, channels=1).event(),
+        AudioChunk(rate=0, width=2, channels=1, audio=b"\0" * 64).event(),
+    ]
+    events = exchange(unit.wyoming_port, [*no_rate, Describe().event()], lambda e: Info.is_type(e.type))
+    assert "rate 0" in Error.from_event(events[0]).text and Info.is_type(events[1].type)
+    # a text stream whose voice is refused: one error, its chunks and its synthesize copy dropped, then its end
+    voice = SynthesizeVoice(name=ASR)
+    stream = [
+        SynthesizeStart(voice=voice).event(),
+        SynthesizeChunk(text="Hello there. ").event(),
+        Synthesize(text="Hello there.", voice=voice).event(),
+        SynthesizeStop().event(),
+    ]
+    events = exchange(unit.wyoming_port, stream, lambda e: SynthesizeStopped.is_type(e.type))
+    assert [e.type for e in events] == ["error", "synthesize-stopped"], [e.type for e in events]
 
 
 def test_too_long_audio_too_many_clients_and_other_networks_are_refused(tmp_path, whisper_spec, speech):
@@ -360,7 +386,7 @@ def test_speech_the_llm_and_a_voice_take_turns_under_a_budget_that_holds_one(bud
     events = exchange(svc.wyoming_port, spoken(speech["beckett"], 16000, 1), lambda e: Transcript.is_type(e.type))
     asked = Transcript(text=Transcript.from_event(events[-1]).text, context={"conversation_id": "budget"})
     answer = Handled.from_event(exchange(svc.wyoming_port, [asked.event()], lambda e: Handled.is_type(e.type))[-1])
-    spoken_answer = Synthesize(text=answer.text or "Done.", voice=SynthesizeVoice(name=VOICE))
+    spoken_answer = Synthesize(text=answer.text or "Done.", voice=SynthesizeVoice(name=TTS))
     audio = exchange(svc.wyoming_port, [spoken_answer.event()], lambda e: AudioStop.is_type(e.type))
     assert any(AudioChunk.is_type(e.type) for e in audio)
     lifecycle = svc.get("/api/events").json()["events"]

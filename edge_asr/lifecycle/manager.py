@@ -120,24 +120,27 @@ class ModelManager(ModelRegistry):
     @contextmanager
     def idle_lease(self, model_id: str) -> Iterator[Lease | None]:
         """A lease on ``model_id`` only if it is ready and idle now (nothing in flight or
-        waiting), else None: for work that must never delay a request or load a model (live
-        transcription's partial decodes)."""
+        waiting), else None: for work that should not hold up requests or load a model (live
+        transcription's partial decodes; a request that comes meanwhile waits for the one
+        under way only). The model's keep-alive is left as it was."""
         rec = self._record(model_id)
         with self._cond:
             idle = rec.state is State.READY and not rec.draining and rec.in_flight == rec.waiting == 0
-            idle = idle and not self._stopping
-            if idle:
+            worker = rec.worker if idle and not self._stopping else None
+            if worker is not None:
                 rec.in_flight += 1
-        if not idle:
+        if worker is None:
             yield None
             return
-        assert rec.worker is not None
-        with self._held(rec, rec.worker, None) as lease:
+        with self._held(rec, worker, None, sets_keep_alive=False) as lease:
             yield lease
 
     @contextmanager
-    def _held(self, rec: ModelRecord, worker: WorkerHandle, keep_alive: float | None) -> Iterator[Lease]:
-        """(A request in flight on ``worker``.) Its lease; when it ends, the model is idle again."""
+    def _held(
+        self, rec: ModelRecord, worker: WorkerHandle, keep_alive: float | None, sets_keep_alive: bool = True
+    ) -> Iterator[Lease]:
+        """(A request in flight on ``worker``.) Its lease; when it ends, the model is idle again,
+        with the request's ``keep_alive`` (unless it ``sets_keep_alive`` not)."""
         ok = False
         try:
             yield Lease(rec.spec.id, worker, partial(self._note, rec), partial(self.crashed, rec))
@@ -146,7 +149,8 @@ class ModelManager(ModelRegistry):
             with self._cond:
                 rec.in_flight -= 1
                 rec.last_used = self._clock()
-                rec.keep_alive = keep_alive
+                if sets_keep_alive:
+                    rec.keep_alive = keep_alive
                 if ok:
                     rec.failures, rec.retry_at = 0, 0.0
                 self._cond.notify_all()

@@ -38,19 +38,23 @@ def register(app: Flask) -> None:
 
 
 def own_names(settings: Config) -> frozenset[str]:
-    """The names the unit answers to."""
+    """The names the unit answers to (no DNS lookup: an offline unit must start at once)."""
     host = socket.gethostname().lower()
-    names = {"localhost", host, f"{host}.local", socket.getfqdn().lower(), settings.host.lower()}
-    return frozenset(names | {h.lower() for h in settings.allowed_hosts})
+    names = {"localhost", host, f"{host}.local", settings.host.lower()}
+    return frozenset(names | {h.lower().rstrip(".") for h in settings.allowed_hosts})
 
 
-def split_host(value: str) -> tuple[str, int | None]:
-    """``host[:port]`` (an IPv6 address in brackets) as (host, port); port None when absent."""
-    parsed = urlsplit(f"//{value}")
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``host[:port]`` (an IPv6 address in brackets) as (host, port), port None when absent; None
+    when it is not one (a bad port, brackets, user info or a path)."""
+    if any(c in value for c in "@/?#\\ "):
+        return None
     try:
-        return (parsed.hostname or "").lower(), parsed.port
-    except ValueError:  # a port that is not a number
-        return value.lower(), -1
+        parsed = urlsplit(f"//{value}")
+        host, port = (parsed.hostname or "").lower().rstrip("."), parsed.port
+    except ValueError:
+        return None
+    return (host, port) if host else None
 
 
 def is_ip(host: str) -> bool:
@@ -62,18 +66,20 @@ def is_ip(host: str) -> bool:
 
 
 def host_allowed(host_header: str, names: frozenset[str]) -> bool:
-    host, port = split_host(host_header)
-    return port != -1 and (is_ip(host) or host in names or "*" in names)
+    found = split_host(host_header)
+    return found is not None and (is_ip(found[0]) or found[0] in names or "*" in names)
 
 
 def same_origin(origin: str, host_header: str) -> bool:
     """Whether ``origin`` is the service's own: the origin the ``Host`` header names."""
-    parts = urlsplit(origin)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+    scheme, _, rest = origin.partition("://")
+    if scheme.lower() not in DEFAULT_PORTS:
         return False
-    host, port = split_host(host_header)
-    default = DEFAULT_PORTS[parts.scheme]
-    return parts.hostname.lower() == host and (parts.port or default) == (port or default)
+    theirs, ours = split_host(rest.rstrip("/")), split_host(host_header)
+    if theirs is None or ours is None:
+        return False
+    default = DEFAULT_PORTS[scheme.lower()]
+    return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
 def origin_allowed(origin: str) -> bool:
@@ -85,8 +91,8 @@ def check_request(names: frozenset[str]) -> None:
     host_header = request.headers.get("Host", "")
     if host_header and not host_allowed(host_header, names):
         raise Forbidden(
-            f"this service does not answer to the host name {split_host(host_header)[0]!r}; "
-            "add it to allowed_hosts if it is the unit's"
+            f"this service does not answer to the host {host_header[:100]!r}; add its name to allowed_hosts if it is "
+            "the unit's"
         )
     origin = request.headers.get("Origin")
     upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
@@ -99,11 +105,12 @@ def check_request(names: frozenset[str]) -> None:
 def allow_cross_origin(response: Response) -> Response:
     """CORS headers for an allowed origin, and its preflight answered; none for any other."""
     origin = request.headers.get("Origin")
+    response.vary.add("Origin")  # caches keep one answer per origin
     if origin and not same_origin(origin, request.headers.get("Host", "")) and origin_allowed(origin):
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
         if request.method == "OPTIONS":
+            asked = request.headers.get("Access-Control-Request-Headers", "Authorization, Content-Type")
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Headers"] = asked[:1000]  # the SDKs' own headers too
             response.headers["Access-Control-Max-Age"] = "600"
     return response

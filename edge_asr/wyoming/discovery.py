@@ -3,8 +3,9 @@ so Home Assistant discovers the unit and offers to add it.
 
 The name is ``wyoming_zeroconf`` (empty: not advertised; a name another unit holds gets a number
 added). The address announced is the first of ``wyoming_zeroconf_interfaces`` when given (then
-announcements go out on those interfaces only), else ``wyoming_host`` when it names one, else
-the address this machine reaches the mDNS group from (found without sending anything).
+announcements go out on those interfaces only), else ``wyoming_host`` when it is an address
+other than loopback or any, else the IPv4 address this machine reaches the mDNS group from
+(found without sending anything).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def announced_address(config: Config) -> str:
     if config.wyoming_zeroconf_interfaces:
         return config.wyoming_zeroconf_interfaces[0]
     host = config.wyoming_host or config.host
-    if host and not ipaddress.ip_address(host).is_unspecified:
+    try:
+        listening = ipaddress.ip_address(host)
+    except ValueError:  # a name: the route to the group says which address
+        listening = None
+    if listening is not None and not (listening.is_unspecified or listening.is_loopback):
         return host
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((MDNS_GROUP, 5353))  # a UDP connect picks the route; no packet is sent

@@ -102,7 +102,8 @@ class ConnectionHandler(AsyncEventHandler):
         self._live: LiveTranscription | None = None  # between audio-start and the command's end
         self._ended = False  # the VAD ended the command: its audio is dropped until audio-stop
         self._loading: asyncio.Task | None = None  # held: the loop keeps only weak references
-        self._text_stream: tuple[Voice, SentenceBoundaryDetector] | None = None  # synthesize-start .. stop
+        self._in_text_stream = False  # between synthesize-start and synthesize-stop
+        self._text_stream: tuple[Voice, SentenceBoundaryDetector] | None = None  # its voice and sentences
         self._speaking = False  # audio-start sent in a text stream
 
     async def run(self) -> None:
@@ -147,7 +148,7 @@ class ConnectionHandler(AsyncEventHandler):
         elif SynthesizeStop.is_type(event.type):
             await self._stop_text_stream()
         elif Synthesize.is_type(event.type):
-            if self._text_stream is None:  # inside a stream: its copy for older servers
+            if not self._in_text_stream:  # inside a stream: its copy for older servers
                 await self._synthesize(Synthesize.from_event(event))
         elif Transcript.is_type(event.type):
             await self._answer(Transcript.from_event(event))
@@ -169,6 +170,8 @@ class ConnectionHandler(AsyncEventHandler):
 
     def _start_audio(self) -> None:
         options = self._options or self._default_options()
+        if self._live is not None:  # a command left without its audio-stop: what it decodes is not sent
+            self._live.abandon()
         send = self.write_event
         self._live = LiveTranscription(self._manager, self._model, options, self._max_audio_bytes, send, self._silence)
         self._ended = False
@@ -190,13 +193,13 @@ class ConnectionHandler(AsyncEventHandler):
         if self._live is None:
             raise InvalidRequest("audio-chunk before audio-start")
         self._live.take(chunk)
-        if self._live.heard_end:  # the VAD heard the command end: answer now
-            await self._stop_audio()
-            self._ended = True
+        if self._live.heard_end:  # the command ended (the VAD heard it): answer now, once
+            live, self._live, self._ended = self._live, None, True
+            await live.finish()
 
     async def _stop_audio(self) -> None:
         live, self._live = self._live, None
-        if self._ended:  # answered when the VAD heard the end
+        if self._ended:  # answered when the command ended
             self._ended = False
             return
         if live is None:
@@ -218,30 +221,36 @@ class ConnectionHandler(AsyncEventHandler):
         await self.write_event(AudioStop().event())
 
     def _start_text_stream(self, start: SynthesizeStart) -> None:
+        self._text_stream, self._speaking = None, False
+        self._in_text_stream = True  # from here the stream's events are its own, even if its voice is refused
         self._text_stream = (self._voice(start.voice.name if start.voice else None), SentenceBoundaryDetector())
-        self._speaking = False
 
     async def _stream_text(self, text: str) -> None:
-        if self._text_stream is None:
+        if not self._in_text_stream:
             raise InvalidRequest("synthesize-chunk before synthesize-start")
+        if self._text_stream is None:  # its voice was refused at synthesize-start: said then
+            return
         voice, sentences = self._text_stream
         for sentence in sentences.add_chunk(text):
             await self._speak_streamed(voice, sentence)
 
     async def _stop_text_stream(self) -> None:
-        stream, self._text_stream = self._text_stream, None
-        if stream is None:
+        if not self._in_text_stream:
             raise InvalidRequest("synthesize-stop before synthesize-start")
-        voice, sentences = stream
-        await self._speak_streamed(voice, sentences.finish())
-        if self._speaking:
-            await self.write_event(AudioStop().event())
-        await self.write_event(SynthesizeStopped().event())
+        stream, self._text_stream, self._in_text_stream = self._text_stream, None, False
+        try:
+            if stream is not None:
+                voice, sentences = stream
+                await self._speak_streamed(voice, sentences.finish())
+        finally:  # the client waits for these, whatever failed
+            if self._speaking:
+                await self.write_event(AudioStop().event())
+            await self.write_event(SynthesizeStopped().event())
 
     async def _speak_streamed(self, voice: Voice, sentence: str) -> None:
         if sentence.strip():
-            await self._speak(voice, sentence.strip()[:MAX_INPUT_CHARS], start=not self._speaking)
-            self._speaking = True
+            start, self._speaking = not self._speaking, True  # audio-start goes out once
+            await self._speak(voice, sentence.strip()[:MAX_INPUT_CHARS], start=start)
 
     async def _speak(self, voice: Voice, text: str, start: bool) -> None:
         """``text`` in ``voice``: an ``audio-chunk`` per sentence as it is made (after

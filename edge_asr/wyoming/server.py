@@ -15,6 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import threading
+from concurrent.futures import Future
 
 from prometheus_client import Histogram
 
@@ -47,7 +48,8 @@ class WyomingServer:
         self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, self.host, self.port))
         self._thread.start()
         if self._discovery is not None:  # probing the name takes a second or two: not awaited
-            asyncio.run_coroutine_threadsafe(self._discovery.start(), self._loop)
+            announcing = asyncio.run_coroutine_threadsafe(self._discovery.start(), self._loop)
+            announcing.add_done_callback(_log_failure)
         log.info("edge-asr Wyoming server on tcp://%s:%d", self.host, self.port)
 
     def stop(self) -> None:
@@ -60,12 +62,15 @@ class WyomingServer:
 
     async def _close(self) -> None:
         assert self._server is not None
-        if self._discovery is not None:
-            await self._discovery.stop()
         self._server.close()
         for client in list(self._clients):
             client.cancel()
         await asyncio.gather(*self._clients, return_exceptions=True)
+        if self._discovery is not None:
+            try:
+                await self._discovery.stop()
+            except Exception as e:
+                log.warning("wyoming: the mDNS announcement did not end cleanly: %s", e)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("peername")[0]
@@ -114,3 +119,8 @@ class WyomingServer:
         if len(self._clients) >= self._config.wyoming_max_clients:
             return f"wyoming_max_clients {self._config.wyoming_max_clients} connected"
         return None
+
+
+def _log_failure(announcing: Future) -> None:
+    if (error := announcing.exception()) is not None:
+        log.warning("wyoming: the server is not advertised over mDNS: %s", error)

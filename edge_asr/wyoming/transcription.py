@@ -15,7 +15,8 @@ longer than one 30-s window is decoded at its end only. A failed partial decode 
 
 With ``vad_sensitivity`` the end of the command is found on the server, for clients that never
 send ``audio-stop``: each partial decode reports where the VAD heard the last speech, and a
-silence after it as long as Home Assistant's setting (``SILENCE``) ends the command.
+silence after it as long as Home Assistant's setting (``SILENCE``) ends the command; so does its
+``MAX_LIVE_SECONDS``-th second, speech heard or not (the audio such a client sends is bounded).
 """
 
 from __future__ import annotations
@@ -85,12 +86,20 @@ class LiveTranscription:
         layout = (chunk.rate, chunk.width, chunk.channels)
         if self._layout not in (None, layout):
             raise InvalidRequest(f"a chunk of {layout} (rate, width, channels) in a stream of {self._layout}")
+        if chunk.rate <= 0 or chunk.width not in (1, 2, 4) or chunk.channels <= 0:
+            raise InvalidRequest(f"audio of rate {chunk.rate}, width {chunk.width}, {chunk.channels} channels")
         if len(self._audio) + len(chunk.audio) > self._max_bytes:
             self._audio, self.over_limit = bytearray(), True
+            self.abandon()
             raise InvalidRequest(f"the audio is longer than {self._max_bytes} bytes (max_upload_bytes)")
         self._layout = layout
         self._audio += chunk.audio
-        if self._partial_due():
+        if (
+            self._silence is not None
+            and len(self._audio) / (chunk.rate * chunk.width * chunk.channels) >= MAX_LIVE_SECONDS
+        ):
+            self.heard_end = True  # heard or not, a command ends after one window: the client sends no audio-stop
+        elif self._partial_due():
             self._partial_at = (time.monotonic(), len(self._audio))
             self._partial = asyncio.create_task(self._decode_partial(bytes(self._audio)))
 
@@ -113,8 +122,9 @@ class LiveTranscription:
             raise InvalidRequest("audio-stop without audio")
         transcript = await asyncio.to_thread(self._transcribe, self._samples(bytes(self._audio)), False)
         assert transcript is not None
-        await self._commit(self._agreement.tail(transcript["text"]), last=True)
-        await self._send(Transcript(text=transcript["text"], language=transcript["language"]).event())
+        text, tail = self._agreement.final(transcript["text"])
+        await self._commit(tail, last=True)
+        await self._send(Transcript(text=text, language=transcript["language"]).event())
         await self._send(TranscriptStop().event())
 
     def abandon(self) -> None:
