@@ -3,6 +3,7 @@ docs/ (a file, an image, a heading of another page) resolves inside the reposito
 
 from __future__ import annotations
 
+import configparser
 import re
 from pathlib import Path
 
@@ -44,3 +45,22 @@ def test_the_checks_see_links_and_would_see_a_broken_one(tmp_path):
 
 def test_the_readme_is_a_front_door():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_the_jetson_install_names_every_dependency_setup_cfg_does():
+    """docs/jetson.md installs the dependencies by name (so pip keeps the GPU build of ONNX
+    Runtime): its list must follow setup.cfg's, less ONNX Runtime and Piper, plus the jetson extra."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    options = config["options"]
+
+    def names(block: str) -> set[str]:
+        lines = [line.split("#")[0].split(";")[0].strip() for line in block.splitlines()]
+        return {re.split(r"[=<>~!\[ ]", line)[0].lower() for line in lines if line}
+
+    wanted = names(options["install_requires"]) | names(config["options.extras_require"]["jetson"])
+    wanted -= {"onnxruntime", "onnxruntime-genai", "piper-tts", "pycuda"}  # installed by earlier steps
+    step = re.search(r"pip install numpy .*?```", (ROOT / "docs" / "jetson.md").read_text(), re.DOTALL)
+    assert step, "docs/jetson.md: the install step by name is gone"
+    listed = {re.split(r"[=<>]", word)[0].lower() for word in step[0].replace("\\", " ").split()[2:-1]}
+    assert wanted <= listed, f"docs/jetson.md misses {sorted(wanted - listed)}"
