@@ -45,7 +45,7 @@ class LocalAgreement:
         the words it newly commits: those after the committed words it shares with the last
         decode."""
         words = hypothesis.split()
-        if agreed(self.committed, words) < len(self.committed):  # not forced (a decode that found no speech)
+        if not self._continues(words):  # not forced (a decode that found no speech)
             return []
         after = words[len(self.committed) :]
         count = agreed(self._pending, after)
@@ -58,6 +58,10 @@ class LocalAgreement:
         ones. The committed words stay even where the final decode lost them (a window it judged
         silent): they were sent."""
         words = text.split()
-        if agreed(self.committed, words) < len(self.committed):
+        if not self._continues(words):
             return self.text, []
         return text, words[len(self.committed) :]
+
+    def _continues(self, words: list[str]) -> bool:
+        """Whether ``words`` start with the committed ones."""
+        return agreed(self.committed, words) == len(self.committed)

@@ -48,11 +48,21 @@ def decode_audio(source: str | Path | bytes | BinaryIO) -> np.ndarray:
     return to_model_rate(mono[:filled], rate)
 
 
-def pcm_to_mono(pcm: bytes, width: int, channels: int) -> np.ndarray:
-    """Raw little-endian PCM (``width`` bytes a sample: 8-bit unsigned, 16- or 32-bit signed, as
-    Wyoming's audio chunks carry it) mixed to mono float32 at its own rate."""
+def check_pcm(width: int, channels: int) -> None:
+    """Raw PCM edge-asr reads: 8-bit unsigned, 16- or 32-bit signed samples (as Wyoming's audio
+    chunks carry them), 1 to ``MAX_CHANNELS`` channels."""
     if width not in (1, 2, 4) or not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"audio of {width}-byte samples in {channels} channels is not PCM edge-asr reads")
+
+
+def check_rate(rate: int) -> None:
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"a sample rate of {rate} Hz is not audio")
+
+
+def pcm_to_mono(pcm: bytes, width: int, channels: int) -> np.ndarray:
+    """Raw little-endian PCM (``check_pcm``) mixed to mono float32 at its own rate."""
+    check_pcm(width, channels)
     frame = width * channels
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % frame], {1: "u1", 2: "<i2", 4: "<i4"}[width])
     scaled = (samples.astype(np.float32) - (128 if width == 1 else 0)) / float(1 << (8 * width - 1))
@@ -61,8 +71,7 @@ def pcm_to_mono(pcm: bytes, width: int, channels: int) -> np.ndarray:
 
 def to_model_rate(mono: np.ndarray, rate: int) -> np.ndarray:
     """Mono float32 at ``rate``, checked and resampled to the models' 16 kHz (soxr, high quality)."""
-    if not 0 < rate <= MAX_SAMPLE_RATE:
-        raise AudioError(f"a sample rate of {rate} Hz is not audio")
+    check_rate(rate)
     if mono.size == 0:
         raise AudioError("the audio contains no samples")
     if len(mono) < MIN_SECONDS * rate:

@@ -33,7 +33,7 @@ from wyoming.audio import AudioChunk
 from wyoming.event import Event
 
 from edge_asr.agreement import LocalAgreement
-from edge_asr.audio import AudioError, pcm_to_mono, to_model_rate
+from edge_asr.audio import AudioError, check_pcm, check_rate, pcm_to_mono, to_model_rate
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.lifecycle import ModelManager, result
 from edge_asr.workers.protocol import TranscriptionOptions, TranscriptResult
@@ -86,32 +86,32 @@ class LiveTranscription:
         layout = (chunk.rate, chunk.width, chunk.channels)
         if self._layout not in (None, layout):
             raise InvalidRequest(f"a chunk of {layout} (rate, width, channels) in a stream of {self._layout}")
-        if chunk.rate <= 0 or chunk.width not in (1, 2, 4) or chunk.channels <= 0:
-            raise InvalidRequest(f"audio of rate {chunk.rate}, width {chunk.width}, {chunk.channels} channels")
+        check_pcm(chunk.width, chunk.channels)
+        check_rate(chunk.rate)
         if len(self._audio) + len(chunk.audio) > self._max_bytes:
             self._audio, self.over_limit = bytearray(), True
             self.abandon()
             raise InvalidRequest(f"the audio is longer than {self._max_bytes} bytes (max_upload_bytes)")
         self._layout = layout
         self._audio += chunk.audio
-        if (
-            self._silence is not None
-            and len(self._audio) / (chunk.rate * chunk.width * chunk.channels) >= MAX_LIVE_SECONDS
-        ):
+        if self._silence is not None and self._seconds(len(self._audio)) >= MAX_LIVE_SECONDS:
             self.heard_end = True  # heard or not, a command ends after one window: the client sends no audio-stop
         elif self._partial_due():
             self._partial_at = (time.monotonic(), len(self._audio))
             self._partial = asyncio.create_task(self._decode_partial(bytes(self._audio)))
 
-    def _partial_due(self) -> bool:
+    def _seconds(self, size: int) -> float:
+        """How long ``size`` bytes of the chunks' audio last."""
         assert self._layout is not None
+        rate, width, channels = self._layout
+        return size / (rate * width * channels)
+
+    def _partial_due(self) -> bool:
         if self._partial is not None and not self._partial.done():
             return False
-        rate, width, channels = self._layout
-        per_second = rate * width * channels
         since, decoded = self._partial_at
         in_time = time.monotonic() - since >= STEP or self._silence is not None  # endpointing: always
-        new, heard = (len(self._audio) - decoded) / per_second, len(self._audio) / per_second
+        new, heard = self._seconds(len(self._audio) - decoded), self._seconds(len(self._audio))
         return in_time and new >= STEP and heard <= MAX_LIVE_SECONDS
 
     async def finish(self) -> None:
