@@ -69,14 +69,18 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05):
+def wait_for(predicate, timeout: float, interval: float = 0.05, raises: bool = True):
+    """``predicate``'s first true value within ``timeout``; else an AssertionError (or, unless
+    it ``raises``, the last value, for the caller's own message)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    if raises:
+        raise AssertionError("condition not met in time")
+    return value
 
 
 class Service:

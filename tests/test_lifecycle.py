@@ -259,11 +259,12 @@ def rss(pid: int) -> int:
 
 
 def test_load_transcribe_unload_cycles_give_the_memory_back(service: Service, clips):
-    """The system's available memory comes back to within 16 MB of the start.
+    """The system's available memory comes back to no less than 16 MB under the start.
 
     Start is measured after warm-up cycles (page cache holds the model files, the front
     process's thread arenas exist) once MemAvailable is steady. This VM hands freed pages back
-    lazily (free page reporting), so the end is polled for up to 60 s; a leak never comes back."""
+    lazily (free page reporting), so the end is polled for up to 60 s; a leak never comes back.
+    Only a fall counts: memory other processes on the machine free meanwhile is not a leak."""
     beckett = clips["beckett"].read_bytes()
 
     def cycle():
@@ -277,7 +278,8 @@ def test_load_transcribe_unload_cycles_give_the_memory_back(service: Service, cl
         cycle()
     assert service.workers() == []
     assert rss(service.process.pid) - start_rss < 4e6  # the front process does not grow per cycle
-    assert wait_for(lambda: abs(available() - start_available) < 16e6, 60, 0.25)
+    came_back = wait_for(lambda: available() - start_available > -16e6, 60, 0.25, raises=False)
+    assert came_back, f"MemAvailable is {(start_available - available()) / 1e6:.0f} MB under the start"
     events = [e for e in service.get("/api/events").json()["events"] if e["to"] == "unloaded"]
     assert len(events) == CYCLES + 3 and all(e["worker"]["exit"] == "exited with status 0" for e in events)
 
