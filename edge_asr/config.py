@@ -103,7 +103,24 @@ class Config:
     request_memory_budget: int = key(
         256 * 10**6, parse_size, "Decoded audio the front process holds at once, all requests together."
     )
-    # Wyoming (Home Assistant's voice protocol)
+    client_timeout: float = key(
+        30.0,
+        parse_duration,
+        "Time a client may take to send a request's head, each part of its body, or to take each part of an "
+        "answer; slower: the connection is closed.",
+    )
+    max_client_connections: int = key(
+        64, int, "Connections one address may hold open at once (raise it behind a router); more are closed at once."
+    )
+    realtime_max_sessions: int = key(
+        4, int, "Realtime API sessions (`/v1/realtime`) at once; more are refused at the upgrade with a 503."
+    )
+    realtime_max_buffer: float = key(
+        300.0,
+        parse_duration,
+        "Audio a Realtime session may hold that is not yet transcribed; more: an error, and the session closes.",
+    )
+    # browsers and names
     allowed_hosts: tuple[str, ...] = key(
         (),
         _keys,
@@ -116,6 +133,7 @@ class Config:
         "Web origins (`http://host:port`) besides the service's own whose pages may call it (CORS) and change "
         "what it holds, separated by commas; `*`: any.",
     )
+    # Wyoming (Home Assistant's voice protocol)
     wyoming_port: int = key(10300, int, "Wyoming server's TCP port (speech-to-text, text-to-speech, the LLM); 0: off.")
     wyoming_host: str = key("", str, "Address the Wyoming server listens on.", shown="`host`")
     wyoming_allow: tuple[str, ...] = key(

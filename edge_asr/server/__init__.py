@@ -1,5 +1,6 @@
 """The HTTP service: a Flask app factory with blueprints ``catalog`` (the models),
-``transcription``, ``chat`` and ``tts`` under ``/v1``, so any OpenAI SDK works; ``management``
+``transcription``, ``chat``, ``tts`` and ``realtime`` (the Realtime API's WebSocket upgrade) under
+``/v1``, so any OpenAI SDK works; ``management``
 (``/api``, ``/healthz``), ``pipeline`` (``/api/pipeline``), ``metrics`` (``/metrics``) and ``web``
 (the page at ``/`` and its event stream), in front of one ModelManager and its Supervisor.
 ``origins`` refuses other sites' pages and host names, ``auth`` checks the API key on every
@@ -12,6 +13,7 @@ from flask import Flask
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
+from edge_asr.realtime.session import RealtimeSessions
 from edge_asr.server import (
     auth,
     catalog,
@@ -21,6 +23,7 @@ from edge_asr.server import (
     metrics,
     origins,
     pipeline,
+    realtime,
     transcription,
     tts,
     web,
@@ -40,6 +43,7 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.manager"] = manager
     app.extensions["edge_asr.supervisor"] = supervisor
     app.extensions["edge_asr.metrics"] = Metrics(manager, supervisor)
+    app.extensions["edge_asr.realtime"] = RealtimeSessions(manager, config, app.extensions["edge_asr.metrics"].requests)
     app.extensions["edge_asr.audio_budget"] = AudioBudget(config.request_memory_budget, config.wait_timeout)
     app.wsgi_app = RequestSlots(app.wsgi_app, config.threads)  # type: ignore[method-assign]
     errors.register(app)
@@ -49,6 +53,7 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.register_blueprint(transcription.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(tts.bp)
+    app.register_blueprint(realtime.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(pipeline.bp)
     app.register_blueprint(metrics.bp)

@@ -3,7 +3,8 @@
 ``/healthz`` (systemd and load balancers probe it), the web page's own files (it asks for the key
 and sends it with every call it makes), a CORS preflight (``OPTIONS``: browsers send it without
 credentials, and it answers nothing but what is allowed) and, with ``metrics_public``,
-``/metrics``."""
+``/metrics``. A browser's WebSocket cannot send headers: it may send the key as the subprotocol
+``openai-insecure-api-key.<key>``, as OpenAI's Realtime API takes it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from edge_asr.errors import Unauthorized
 from edge_asr.server.current import config
 
 PUBLIC = ("/healthz", "/")
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
 PUBLIC_PREFIXES = ("/web/",)
 
 
@@ -29,9 +31,19 @@ def require_api_key() -> None:
         return
     if settings.metrics_public and path == "/metrics":
         return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    token = given.strip().encode()
+    token = presented_key().encode()
     # every key compared, so the time taken does not tell which one came close
     matches = [hmac.compare_digest(token, key.encode()) for key in settings.api_key]
-    if scheme.lower() != "bearer" or not any(matches):
+    if not any(matches):
         raise Unauthorized("this service needs 'Authorization: Bearer <key>' with a valid API key")
+
+
+def presented_key() -> str:
+    """The bearer token, or on a WebSocket upgrade the key a browser sends as a subprotocol."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return given.strip()
+    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        if protocol.strip().startswith(KEY_SUBPROTOCOL):
+            return protocol.strip().removeprefix(KEY_SUBPROTOCOL)
+    return ""

@@ -6,6 +6,7 @@ from flask import current_app
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
+from edge_asr.realtime.session import RealtimeSessions
 from edge_asr.server.admission import AudioBudget
 from edge_asr.telemetry import Metrics
 
@@ -24,3 +25,7 @@ def metrics() -> Metrics:
 
 def audio_budget() -> AudioBudget:
     return current_app.extensions["edge_asr.audio_budget"]
+
+
+def realtime_sessions() -> RealtimeSessions:
+    return current_app.extensions["edge_asr.realtime"]

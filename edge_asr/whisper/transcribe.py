@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_asr.vad import SAMPLE_RATE, SileroVad, SpeechMap
+from edge_asr.vad import SAMPLE_RATE, SileroVad, SpeechMap, VadOptions
 from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, end_of_last_word, token_starts
 from edge_asr.whisper.decoding import compression_ratio
 from edge_asr.whisper.model import SECONDS_PER_TIMESTAMP, WhisperModel, WindowResult
@@ -79,12 +79,14 @@ class Transcript:
     segments: list[Segment]
     language: Language
 
+    speech_start: float | None  # where the first speech the VAD heard starts, seconds (None: no speech)
     speech_end: float | None  # where the last speech the VAD heard ends, seconds (None: no speech)
 
     @classmethod
     def of(cls, segments: list[Segment], audio: np.ndarray, language: Language, speech: SpeechMap) -> Transcript:
-        end = speech.speech[-1].end / SAMPLE_RATE if speech.speech else None
-        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments, language, end)
+        heard = speech.speech
+        start, end = (heard[0].start / SAMPLE_RATE, heard[-1].end / SAMPLE_RATE) if heard else (None, None)
+        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments, language, start, end)
 
     def as_dict(self) -> dict:
         """The form the formats (``edge_asr.formats``) and the worker protocol use."""
@@ -94,6 +96,7 @@ class Transcript:
             "segments": [s.as_dict() for s in self.segments],
             "language": self.language.code,
             "language_probability": self.language.probability,
+            "speech_start": self.speech_start,
             "speech_end": self.speech_end,
         }
 
@@ -233,6 +236,7 @@ def transcribe_windows(
     condition_on_previous_text: bool = False,
     prefix: str | None = None,
     live: bool = False,
+    vad_threshold: float = 0.5,
 ) -> tuple[Language, SpeechMap, Iterator[list[Segment]]]:
     """The language of 16 kHz mono float32 ``audio`` (detected on the first window of speech when
     a multilingual model is given none; English when there is no speech), the speech the VAD
@@ -241,9 +245,9 @@ def transcribe_windows(
 
     ``prefix``: text the transcript is known to begin with (words live decoding has committed):
     forced at the start of the first window, not decoded again. ``live``: a decode of audio still
-    arriving (``WhisperModel.encode``'s ``reuse``)."""
+    arriving (``WhisperModel.encode``'s ``reuse``). ``vad_threshold``: the VAD's speech threshold."""
     model.tokenizer.prompt(language, None, task=task)  # an unsupported language or task fails before any work
-    speech = SpeechMap(vad.speech_spans(audio))
+    speech = SpeechMap(vad.speech_spans(audio, VadOptions(threshold=vad_threshold)))
     encoded = None
     if language is None and model.tokenizer.multilingual and speech.samples:
         encoded = model.encode(speech.window(audio, 0, WINDOW_SAMPLES), live)

@@ -46,6 +46,7 @@ class TranscriptResult(TypedDict):
     segments: list[dict[str, Any]]
     language: str
     language_probability: float | None  # None when the language was given, not detected
+    speech_start: float | None  # where the first speech the VAD heard starts, seconds; None: no speech
     speech_end: float | None  # where the last speech the VAD heard ends, seconds; None: no speech
 
 
@@ -92,6 +93,7 @@ class TranscriptionOptions:
     condition_on_previous_text: bool = False
     prefix: str | None = None  # text known to start the transcript (live decoding's committed words)
     live: bool = False  # a decode of audio still arriving: the last window's encoding is kept for the next
+    vad_threshold: float = 0.5  # speech probability above which the VAD hears speech (Realtime's server_vad)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays

@@ -1,0 +1,179 @@
+"""A Realtime session's input audio, cut into turns and transcribed while the person speaks.
+
+The open turn is the audio since the last commit. With ``server_vad``, it is decoded again every
+``STEP`` of new audio: the VAD the transcription runs (Silero, in the model's worker) says where
+speech starts (``speech_started``) and where it ends; a silence of ``silence_duration_ms`` after
+it ends the turn (``speech_stopped``, ``committed``), and the rest of the audio opens the next
+one. Meanwhile the words two successive decodes agree on go out as ``delta``s
+(``agreement.LocalAgreement``), never taken back. A closed turn is decoded once more with its
+committed words forced as the prefix (only the tail is new), and its last words go out as a delta
+before ``completed``: the deltas of a turn, joined, are its transcript. Without turn detection
+the client commits each turn and there are no partial decodes.
+
+Silence before any speech is dropped but for ``prefix_padding_ms``; a turn that reaches one
+Whisper window (``MAX_TURN_SECONDS``) is closed there, speech or not. One task runs every decode
+of a session, closed turns first, so the ``completed`` events come in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_asr.agreement import LocalAgreement
+from edge_asr.errors import ServiceError
+from edge_asr.realtime.events import SessionConfig, event, new_id
+from edge_asr.workers.protocol import TranscriptResult
+
+log = logging.getLogger(__name__)
+STEP = 0.5  # seconds of new audio between partial decodes
+MAX_TURN_SECONDS = 30.0  # one Whisper window
+WIDTH = 2  # bytes per sample: PCM16 mono
+Decode = Callable[[bytes, int, str | None, bool], Awaitable[TranscriptResult]]  # pcm, rate, prefix, final
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Turn:
+    start_ms: float  # where its audio starts in the session's audio
+    pcm: bytearray = field(default_factory=bytearray)
+    item: str | None = None  # its conversation item, from speech_started or its commit
+    decoded: int = 0  # bytes the last partial decode saw
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    sent_delta: bool = False
+
+
+class Turns:
+    def __init__(self, config: SessionConfig, decode: Decode, emit: Emit):
+        self.config, self._decode, self._emit = config, decode, emit
+        self.turn = Turn(0.0)
+        self._closed: collections.deque[Turn] = collections.deque()
+        self._previous_item: str | None = None
+        self._wake = asyncio.Event()
+
+    def _ms(self, size: int) -> float:
+        return size / (self.config.rate * WIDTH) * 1000
+
+    def _bytes(self, seconds: float) -> int:
+        return int(seconds * self.config.rate) * WIDTH
+
+    @property
+    def pending_seconds(self) -> float:
+        """Audio not transcribed yet: the open turn's and the closed turns' waiting for theirs."""
+        return sum(self._ms(len(t.pcm)) for t in (self.turn, *self._closed)) / 1000
+
+    def append(self, pcm: bytes) -> None:
+        self.turn.pcm += pcm
+        self._wake.set()
+
+    async def commit(self) -> bool:
+        """The client's commit: False when there is no audio to commit."""
+        if not self.turn.pcm:
+            return False
+        await self._close(len(self.turn.pcm))
+        return True
+
+    def clear(self) -> None:
+        """Drop the open turn's audio (and what its partial decode finds)."""
+        self.turn = Turn(self.turn.start_ms + self._ms(len(self.turn.pcm)))
+
+    async def run(self) -> None:
+        """Every decode of the session, closed turns first; until cancelled."""
+        while True:
+            if self._closed:
+                await self._complete(self._closed.popleft())
+            elif (
+                self.config.turn_detection is not None
+                and self._ms(len(self.turn.pcm) - self.turn.decoded) >= STEP * 1000
+            ):
+                await self._partial(self.turn)
+            else:
+                await self._wake.wait()
+                self._wake.clear()
+
+    async def _close(self, size: int) -> None:
+        """Close the open turn after ``size`` bytes (``committed``); the rest opens the next one."""
+        turn = self.turn
+        rest = Turn(turn.start_ms + self._ms(size), bytearray(turn.pcm[size:]))
+        del turn.pcm[size:]
+        turn.item = turn.item or new_id("item")
+        self.turn = rest
+        self._closed.append(turn)
+        self._wake.set()
+        await self._emit(event("input_audio_buffer.committed", item_id=turn.item, previous_item_id=self._previous_item))
+        self._previous_item = turn.item
+
+    async def _partial(self, turn: Turn) -> None:
+        detection = self.config.turn_detection
+        assert detection is not None
+        size = turn.decoded = len(turn.pcm)
+        try:
+            transcript = await self._decode(
+                bytes(turn.pcm[:size]), self.config.rate, turn.agreement.text or None, False
+            )
+        except ServiceError as e:  # the turn's final decode says what is wrong, if anything
+            log.info("realtime: a partial decode failed: %s", e)
+            return
+        if turn is not self.turn:  # committed or cleared meanwhile
+            return
+        start, end = transcript["speech_start"], transcript["speech_end"]
+        if turn.item is None:
+            if start is None:  # silence: keep the padding that goes before speech
+                drop = max(0, size - self._bytes(detection.prefix_padding_ms / 1000))
+                del turn.pcm[:drop]
+                turn.start_ms, turn.decoded = turn.start_ms + self._ms(drop), size - drop
+                return
+            turn.item = new_id("item")
+            started = turn.start_ms + max(0.0, start * 1000 - detection.prefix_padding_ms)
+            await self._emit(
+                event("input_audio_buffer.speech_started", audio_start_ms=round(started), item_id=turn.item)
+            )
+        await self._send_words(turn, turn.agreement.update(transcript["text"]))
+        silence = transcript["duration"] - (end or 0.0)
+        if silence * 1000 >= detection.silence_duration_ms or self._ms(size) >= MAX_TURN_SECONDS * 1000:
+            cut = min(size, self._bytes(end)) if silence * 1000 >= detection.silence_duration_ms and end else size
+            stopped = turn.start_ms + self._ms(cut)
+            await self._emit(event("input_audio_buffer.speech_stopped", audio_end_ms=round(stopped), item_id=turn.item))
+            await self._close(cut)
+
+    async def _complete(self, turn: Turn) -> None:
+        assert turn.item is not None
+        try:
+            transcript = await self._decode(bytes(turn.pcm), self.config.rate, turn.agreement.text or None, True)
+        except ServiceError as e:
+            error = {"type": e.type, "code": e.code, "message": e.message, "param": None}
+            await self._emit(
+                event(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=turn.item,
+                    content_index=0,
+                    error=error,
+                )
+            )
+            return
+        text, tail = turn.agreement.final(transcript["text"])
+        await self._send_words(turn, tail)
+        usage = {"type": "duration", "seconds": round(transcript["duration"], 3)}
+        await self._emit(
+            event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=turn.item,
+                content_index=0,
+                transcript=text,
+                usage=usage,
+            )
+        )
+
+    async def _send_words(self, turn: Turn, words: list[str]) -> None:
+        if not words or turn.item is None:
+            return
+        text = " ".join(words)
+        delta = f" {text}" if turn.sent_delta else text
+        turn.sent_delta = True
+        await self._emit(
+            event("conversation.item.input_audio_transcription.delta", item_id=turn.item, content_index=0, delta=delta)
+        )

@@ -1,0 +1,185 @@
+"""The Flask app (WSGI) under the ASGI server, in a pool of ``threads`` handler threads.
+
+The event loop reads each request's body, every part within ``client_timeout``, into a spooled
+file (on disk past 512 kB) before a handler thread sees the request: a client that stalls
+mid-upload holds a socket, never a thread, so reads (``/healthz``) always find one. A body over
+``max_upload_bytes`` is not read: the app sees its length and answers 413. A client that leaves is
+noticed at the next part of its response, whose iterator is then closed (a stream gives back its
+lease); one that stops reading for ``client_timeout`` is left the same way.
+
+Why not a2wsgi or uvicorn's own WSGI: neither notices a client that leaves a stream, and both
+hand a handler thread a body still arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+from edge_asr.server.errors import error_json
+
+log = logging.getLogger(__name__)
+SPOOL_BYTES = 512 * 1024
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[Message], Any]
+
+
+class ClientGone(Exception):
+    """The client stalled (sending its body or reading the response) or left."""
+
+
+class WsgiBridge:
+    def __init__(self, app: Callable, threads: int, client_timeout: float, max_body: int):
+        self.app, self.client_timeout, self.max_body = app, client_timeout, max_body
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="edge-asr-http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body, size = await self._read_body(scope, receive)
+        except ClientGone:
+            await send_error(send, 408, "the request body did not arrive in time (client_timeout)", "request_timeout")
+            return
+        left = threading.Event()
+        watcher = asyncio.create_task(_watch(receive, left))
+        try:
+            environ = wsgi_environ(scope, body, size)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, self._respond, environ, send, loop, left)
+        finally:
+            watcher.cancel()
+            body.close()
+
+    async def call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(For a WebSocket upgrade's checks.) The app's whole answer to a request without a body."""
+        answer: list[Any] = []
+
+        def run() -> tuple[int, list[tuple[str, str]], bytes]:
+            chunks = self.app(environ, lambda status, headers, exc_info=None: answer.extend((status, headers)))
+            try:
+                content = b"".join(chunks)
+            finally:
+                getattr(chunks, "close", lambda: None)()
+            return int(answer[0].split()[0]), answer[1], content
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[IO[bytes], int]:
+        """The body, spooled; only its declared length when that is over ``max_body`` (unread)."""
+        body = tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 - the caller closes it
+        declared = int(dict(scope["headers"]).get(b"content-length", b"0") or 0)
+        if declared > self.max_body:
+            return body, declared
+        size, more = 0, True
+        try:
+            while more and size <= self.max_body:
+                try:
+                    message = await asyncio.wait_for(receive(), self.client_timeout)
+                except asyncio.TimeoutError:
+                    raise ClientGone from None
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                body.write(chunk)
+                size += len(chunk)
+                more = message.get("more_body", False)
+        except BaseException:
+            body.close()
+            raise
+        body.seek(0)
+        return body, size
+
+    def _respond(
+        self, environ: dict[str, Any], send: Send, loop: asyncio.AbstractEventLoop, left: threading.Event
+    ) -> None:
+        """(In a handler thread.) Run the app and send its answer part by part."""
+        head: list[Message] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            head[:] = [{"type": "http.response.start", "status": int(status.split()[0]), "headers": encoded(headers)}]
+
+        def emit(message: Message) -> None:
+            if left.is_set():
+                raise ClientGone
+            sending = asyncio.run_coroutine_threadsafe(send(message), loop)
+            try:
+                sending.result(self.client_timeout)
+            except TimeoutError:
+                sending.cancel()
+                raise ClientGone from None
+
+        chunks: Iterable[bytes] = self.app(environ, start_response)
+        try:
+            started = False
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                if not started:
+                    emit(head[0])
+                    started = True
+                emit({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not started:
+                emit(head[0])
+            emit({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientGone:
+            log.info("a client left (or stopped reading) %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+        finally:
+            getattr(chunks, "close", lambda: None)()
+
+
+async def _watch(receive: Receive, left: threading.Event) -> None:
+    """Sets ``left`` when the client disconnects (the body is read: only that comes now)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    left.set()
+
+
+def encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+async def send_error(send: Send, status: int, message: str, code: str) -> None:
+    body = error_json(message, "invalid_request_error" if status < 500 else "server_error", code)
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]
+    await send({"type": "http.response.start", "status": status, "headers": encoded(headers)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def wsgi_environ(scope: Scope, body: IO[bytes], size: int) -> dict[str, Any]:
+    """PEP 3333's environ for an ASGI ``http`` (or ``websocket``: a GET) scope."""
+    server = scope.get("server") or ("localhost", 80)
+    client = scope.get("client") or ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.get("method", "GET"),
+        "SCRIPT_NAME": scope.get("root_path", "").encode().decode("latin-1"),
+        "PATH_INFO": scope["path"].encode().decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": server[0],
+        "SERVER_PORT": str(server[1]),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "REMOTE_ADDR": client[0],
+        "REMOTE_PORT": str(client[1]),
+        "CONTENT_LENGTH": str(size),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http")),
+        "wsgi.input": body,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").upper().replace("-", "_"), raw_value.decode("latin-1")
+        if name == "CONTENT_TYPE":
+            environ[name] = value
+        elif name != "CONTENT_LENGTH":
+            key = f"HTTP_{name}"
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ

@@ -1,0 +1,343 @@
+"""OpenAI's Realtime API (transcription sessions) on the real service, driven by the real
+``openai`` SDK's realtime client: speech streamed at real-time pace and cut into turns by the
+server's VAD, manual commits, the beta event shapes, and what a client can get wrong (bad events,
+models and languages, keys, too many sessions, a flood of audio, another site's page)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import openai
+import pytest
+import soundfile
+import soxr
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from edge_asr.evaluation import word_error_rate
+from edge_asr.samples import REFERENCES
+from tests.service import ASR, Service, wait_for
+
+KEY = "realtime-test-key"
+SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+APPEND_SECONDS = 0.1
+TRANSCRIPTION = {"intent": "transcription"}
+SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+
+
+@pytest.fixture(scope="module")
+def unit(tmp_path_factory, whisper_spec):
+    limits = {"EDGE_ASR_REALTIME_MAX_SESSIONS": "2", "EDGE_ASR_REALTIME_MAX_BUFFER": "40s"}
+    svc = Service(tmp_path_factory.mktemp("realtime") / "state", **limits).start()
+    yield svc
+    svc.stop()
+
+
+def client(unit: Service, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=unit.url + "/v1", api_key=key, max_retries=0)
+
+
+def pcm16(audio: np.ndarray, rate: int = 24000) -> bytes:
+    """16-kHz float audio as the API's PCM16 at ``rate``."""
+    resampled = audio if rate == 16000 else soxr.resample(audio, 16000, rate)
+    return (np.clip(resampled, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def session_update(turn_detection: dict | None = SERVER_VAD, **transcription) -> dict:
+    audio_input = {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "transcription": {"model": ASR, **transcription},
+        "turn_detection": turn_detection,
+    }
+    return {"type": "session.update", "session": {"type": "transcription", "audio": {"input": audio_input}}}
+
+
+def append(pcm: bytes) -> dict:
+    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+
+
+class Events:
+    """The server's events, read in a thread as they come: each validated against the SDK's
+    types and stamped with the time it came."""
+
+    def __init__(self, connection):
+        self.received: list[dict] = []
+        self.closed: ConnectionClosed | None = None  # how the connection ended, once it has
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(connection,), daemon=True)
+        self._reader.start()
+
+    def _read(self, connection) -> None:
+        try:
+            while True:
+                data = json.loads(connection.recv_bytes())
+                if not sixteen_khz(data):
+                    SERVER_EVENT.validate_python(data)
+                with self._cond:
+                    self.received.append({**data, "at": time.monotonic()})
+                    self._cond.notify_all()
+        except ConnectionClosed as e:
+            self.closed = e
+
+    def ended(self, timeout: float) -> ConnectionClosed | None:
+        self._reader.join(timeout)
+        return self.closed
+
+    def until(self, done: Callable[[list[dict]], bool], timeout: float = 120) -> list[dict]:
+        """The events so far once ``done`` holds for them (checked at least every 0.2 s)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not done(self.received):
+                assert time.monotonic() < deadline and self._reader.is_alive(), [e["type"] for e in self.received]
+                self._cond.wait(0.2)
+            return list(self.received)
+
+
+def sixteen_khz(event: dict) -> bool:
+    """A session at 16 kHz, the extension the SDK's types do not have (they say 24000)."""
+    return event["type"].startswith("session.") and event["session"]["audio"]["input"]["format"]["rate"] == 16000
+
+
+def quiet(events: list[dict], seconds: float) -> bool:
+    return bool(events) and time.monotonic() - events[-1]["at"] >= seconds
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["type"] == kind]
+
+
+def stream(connection, pcm: bytes, pace: float = 1.0) -> threading.Thread:
+    """Append ``pcm`` in 100-ms pieces at ``pace`` times real time (0: at once), in a thread."""
+    piece = int(24000 * APPEND_SECONDS) * 2
+
+    def run() -> None:
+        start = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), piece)):
+            if pace:
+                time.sleep(max(0.0, start + n * APPEND_SECONDS / pace - time.monotonic()))
+            try:
+                connection.send(append(pcm[i : i + piece]))
+            except ConnectionClosed:  # the server closed the session (as the flood test expects)
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_speech_at_real_time_is_cut_into_turns_with_words_as_they_are_spoken(unit: Service, speech):
+    """Beckett twice, 1.5 s apart: every turn is started, stopped, committed and completed in that
+    order; its deltas come while it is spoken and join to its transcript; the turns, together,
+    are as good as the batch transcript of the same audio (within 2 points of word error)."""
+    gap = np.zeros(24000, np.float32)
+    recording = np.concatenate([speech["beckett"], gap, speech["beckett"], gap])
+    batch = unit.transcribe(pcm_wav(recording)).json()["text"]
+    reference = " ".join([REFERENCES["beckett"]] * 2)
+    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        connection.send(session_update())
+        received = Events(connection)
+        sender = stream(connection, pcm16(recording))
+        sender.join()
+        events = received.until(lambda e: turns_done(e) and quiet(e, 1.5), timeout=60)
+    assert [e["type"] for e in events[:2]] == ["session.created", "session.updated"]
+    turns = group_by_item(events)
+    assert len(turns) >= 2, [e["type"] for e in events]
+    for item, kinds in turns.items():
+        order = [e["type"].rsplit(".", 1)[-1] for e in kinds if e["type"] != DELTA]
+        assert order == ["speech_started", "speech_stopped", "committed", "completed"], (item, order)
+        completed = kinds[-1]
+        assert "".join(e["delta"] for e in kinds if e["type"] == DELTA) == completed["transcript"]
+        assert completed["usage"]["type"] == "duration" and completed["usage"]["seconds"] > 0
+        stopped = next(e for e in kinds if e["type"].endswith("speech_stopped"))
+        started = next(e for e in kinds if e["type"].endswith("speech_started"))
+        if (stopped["audio_end_ms"] - started["audio_start_ms"]) > 2000:  # a long turn: words before its end
+            assert any(e["type"] == DELTA and e["at"] < stopped["at"] for e in kinds), item
+    transcripts = " ".join(kinds[-1]["transcript"] for kinds in turns.values())
+    assert word_error_rate(reference, transcripts) <= word_error_rate(reference, batch) + 0.02, (transcripts, batch)
+    committed = of_type(events, "input_audio_buffer.committed")
+    assert [c["previous_item_id"] for c in committed] == [None, *(c["item_id"] for c in committed[:-1])]
+
+
+def turns_done(events: list[dict]) -> bool:
+    started = len(of_type(events, "input_audio_buffer.speech_started"))
+    return started > 0 and len(of_type(events, COMPLETED)) == started
+
+
+def group_by_item(events: list[dict]) -> dict[str, list[dict]]:
+    turns: dict[str, list[dict]] = {}
+    for e in events:
+        if "item_id" in e:
+            turns.setdefault(e["item_id"], []).append(e)
+    return turns
+
+
+def pcm_wav(audio: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, audio, 16000, format="WAV")
+    return buf.getvalue()
+
+
+def test_manual_commits_with_the_beta_shape(unit: Service, speech, clips):
+    """Turn detection off: the client commits each turn. The beta ``transcription_session.update``
+    is answered as the GA one is; a commit of nothing is an error, a clear drops the audio."""
+    update = {
+        "type": "transcription_session.update",
+        "session": {"input_audio_format": "pcm16", "input_audio_transcription": {"model": ASR}, "turn_detection": None},
+    }
+    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        received = Events(connection)
+        connection.send_raw(json.dumps(update))
+        connection.send({"type": "input_audio_buffer.commit"})
+        connection.send(append(pcm16(speech["beckett"][:16000])))
+        connection.send({"type": "input_audio_buffer.clear"})
+        stream(connection, pcm16(speech["beckett"]), pace=0).join()
+        connection.send({"type": "input_audio_buffer.commit"})
+        events = received.until(lambda e: bool(of_type(e, COMPLETED)))
+    assert of_type(events, "session.updated")[0]["session"]["audio"]["input"]["turn_detection"] is None
+    assert of_type(events, "error")[0]["error"]["code"] == "input_audio_buffer_commit_empty"
+    assert of_type(events, "input_audio_buffer.cleared")
+    assert not of_type(events, "input_audio_buffer.speech_started")  # no VAD turns
+    completed = of_type(events, COMPLETED)
+    assert len(completed) == 1
+    assert completed[0]["item_id"] == of_type(events, "input_audio_buffer.committed")[0]["item_id"]
+    batch = unit.transcribe(clips["beckett"]).json()["text"]
+    errors = [word_error_rate(REFERENCES["beckett"], text) for text in (completed[0]["transcript"], batch)]
+    assert errors[0] <= errors[1] + 0.02, (completed[0]["transcript"], batch)
+    assert abs(completed[0]["usage"]["seconds"] - len(speech["beckett"]) / 16000) < 0.05
+
+
+def test_bad_events_are_errors_and_the_session_goes_on(unit: Service, speech):
+    bad = [
+        "not json",
+        {"no": "type"},
+        {"type": "response.create"},
+        {"type": "input_audio_buffer.append", "audio": "***"},
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"odd").decode()},
+        {"type": "session.update", "session": {"type": "realtime"}},
+        session_update({"type": "semantic_vad"}),
+        session_update({"type": "server_vad", "threshold": 7}),
+        session_update(model="no-such-model"),
+        session_update(language="de"),  # an English-only model
+        {
+            "type": "session.update",
+            "session": {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+        },
+    ]
+    sixteen = session_update(None)
+    sixteen["session"]["audio"]["input"]["format"]["rate"] = 16000  # the extension
+    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        received = Events(connection)
+        connection.send_raw(json.dumps(sixteen))
+        for event in bad:
+            connection.send_raw(json.dumps(event) if isinstance(event, dict) else event)
+        stream(connection, pcm16(speech["beckett"], 16000), pace=0).join()
+        connection.send({"type": "input_audio_buffer.commit"})
+        events = received.until(lambda e: bool(of_type(e, COMPLETED)))
+    codes = [e["error"]["code"] for e in of_type(events, "error")]
+    assert len(codes) == len(bad), codes
+    assert codes[0] == "invalid_json" and codes[2] == "invalid_event"
+    assert "model_not_found" in codes and codes.count("invalid_request") >= 6
+    assert word_error_rate(REFERENCES["beckett"], of_type(events, COMPLETED)[0]["transcript"]) < 0.1  # it went on
+
+
+def test_the_session_holds_its_model_and_gives_it_back(unit: Service, speech):
+    """The first audio loads the model (reason ``realtime``); it stays leased, so an unload is
+    refused, until the session closes."""
+    assert unit.post(f"/api/models/{ASR}/unload?wait=30").ok
+    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        connection.send(session_update())
+        connection.send(append(pcm16(speech["beckett"][:8000])))
+        wait_for(lambda: unit.model(ASR)["in_flight"] == 1 and unit.model(ASR)["state"] == "ready", 30)
+        busy = unit.post(f"/api/models/{ASR}/unload")
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "model_busy"
+    assert wait_for(lambda: unit.model(ASR)["in_flight"] == 0, 10)
+    loads = [e["reason"] for e in unit.get("/api/events").json()["events"] if e["to"] == "ready"]
+    assert loads[-1] == "realtime"
+    assert 'endpoint="realtime turn"' in unit.get("/metrics").text
+
+
+def test_refusals_at_the_upgrade(unit: Service):
+    """An unknown model, another intent, another site's page, a name the unit does not have:
+    refused with the HTTP API's JSON errors before any session opens."""
+    url = unit.url.replace("http", "ws") + "/v1/realtime?intent=transcription"
+    cases = [
+        (url + "&model=no-such-model", {}, 404, "model_not_found"),
+        (url.replace("transcription", "conversation"), {}, 400, "invalid_request"),
+        (url, {"Origin": "http://evil.example"}, 403, "forbidden"),
+        (url.replace("127.0.0.1", "attacker.example"), {}, 403, "forbidden"),  # DNS rebinding
+    ]
+    for address, headers, status, code in cases:
+        with pytest.raises(InvalidStatus) as refused:  # the socket to the unit, whatever the name says
+            connect(address, additional_headers=headers, sock=socket.create_connection(("127.0.0.1", unit.port)))
+        response = refused.value.response
+        assert response.status_code == status and json.loads(response.body)["error"]["code"] == code, address
+    with connect(url, origin=unit.url) as own_page:  # type: ignore[arg-type]
+        assert json.loads(own_page.recv(timeout=10))["type"] == "session.created"
+    plain = unit.get("/v1/realtime?intent=transcription")
+    assert plain.status_code == 400 and plain.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_api_key_as_a_bearer_token_or_a_browsers_subprotocol(tmp_path, whisper_spec):
+    svc = Service(tmp_path / "state", EDGE_ASR_API_KEY=KEY).start()
+    try:
+        with pytest.raises(InvalidStatus) as refused, client(svc, "wrong").realtime.connect(extra_query=TRANSCRIPTION):
+            pass
+        assert refused.value.response.status_code == 401
+        with client(svc, KEY).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+            assert connection.recv().type == "session.created"
+        url = svc.url.replace("http", "ws") + "/v1/realtime?intent=transcription"
+        protocols = ["realtime", f"openai-insecure-api-key.{KEY}"]
+        with connect(url, subprotocols=protocols, origin=svc.url) as browser:  # type: ignore[arg-type]
+            assert browser.subprotocol == "realtime"
+            assert json.loads(browser.recv(timeout=10))["type"] == "session.created"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, subprotocols=["realtime", "openai-insecure-api-key.wrong"])  # type: ignore[list-item]
+        assert refused.value.response.status_code == 401
+    finally:
+        svc.stop()
+
+
+def test_sessions_beyond_the_limit_are_refused_with_retry_after(unit: Service):
+    url = unit.url.replace("http", "ws") + "/v1/realtime?intent=transcription"
+    with connect(url), connect(url) as second:  # realtime_max_sessions: 2
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url)
+        response = refused.value.response
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+        assert json.loads(response.body)["error"]["code"] == "queue_full"
+        second.close()
+        wait_for(lambda: opens(url), 10)  # a session that ends frees its place
+
+
+def opens(url: str) -> bool:
+    try:
+        with connect(url):
+            return True
+    except InvalidStatus:
+        return False
+
+
+def test_a_flood_of_audio_is_an_error_and_a_close(unit: Service):
+    """More audio waiting than ``realtime_max_buffer`` (40 s here): an error, then the session
+    closes (1008); the front did not keep it."""
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 60).astype(np.float32)
+    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        connection.send(session_update(None))
+        stream(connection, pcm16(noise), pace=0)
+        received = Events(connection)
+        events = received.until(lambda e: bool(of_type(e, "error")), timeout=60)
+        assert of_type(events, "error")[0]["error"]["code"] == "input_audio_buffer_too_large"
+        closed = received.ended(10)
+    assert closed is not None and closed.rcvd is not None and closed.rcvd.code == 1008
+    assert unit.get("/healthz").ok
