@@ -44,6 +44,7 @@ def guarded_calls(wav: bytes) -> list[tuple[str, str, dict, int]]:
         ("POST", "/v1/chat/completions", {"json": chat}, 200),
         ("POST", "/v1/audio/speech", {"json": {"model": "piper-joe-en", "input": "Hi."}}, 200),
         ("GET", "/v1/audio/voices", {}, 200),
+        ("GET", "/v1/realtime", {}, 400),  # a WebSocket: a plain GET passes the key, then is refused
         ("POST", "/api/pipeline", {"files": {"file": ("a.wav", wav)}, "data": {"max_tokens": "2"}}, 200),
         ("GET", "/api/models", {}, 200),
         ("GET", "/api/models/<model_id>", {}, 200),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import threading
 import time
@@ -15,8 +16,11 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import soundfile
+import soxr
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as Driver
 from selenium.webdriver.common.action_chains import ActionChains
@@ -33,15 +37,19 @@ ASR = "whisper-tiny-en"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-@pytest.fixture(scope="module")
-def browser() -> WebDriver:
+def chromium_options() -> webdriver.ChromeOptions:
     assert CHROMIUM and CHROMEDRIVER, "Debian's chromium and chromium-driver: scripts/test.sh installs them"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Driver(CHROMEDRIVER), options=options)
+    return options
+
+
+@pytest.fixture(scope="module")
+def browser() -> WebDriver:
+    driver = webdriver.Chrome(service=Driver(CHROMEDRIVER), options=chromium_options())
     yield driver
     driver.quit()
 
@@ -288,3 +296,30 @@ def test_events_too_close_to_tell_apart_share_a_chart_label_and_each_shows_on_ho
         listed += lines
     assert len(listed) == events
     assert all(f"{m} ready (user)" in listed and f"{m} unloaded (free)" in listed for m in models), listed
+
+
+def test_live_captions_from_the_microphone(tmp_path: Path, page_service: Service, speech):
+    """Live, with Chromium's fake microphone playing Beckett (then a pause, looped): the words
+    appear in ``live-transcript`` as the server's VAD ends each turn; Stop closes the session,
+    which gives its lease back."""
+    recording = np.concatenate([speech["beckett"], np.zeros(24000, np.float32)])
+    microphone = tmp_path / "microphone.wav"
+    soundfile.write(microphone, soxr.resample(recording, 16000, 48000), 48000, subtype="PCM_16")
+    options = chromium_options()
+    for argument in ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
+        options.add_argument(argument)
+    options.add_argument(f"--use-file-for-fake-audio-capture={microphone}")
+    driver = webdriver.Chrome(service=Driver(CHROMEDRIVER), options=options)
+    try:
+        open_page(driver, page_service)
+        by_testid(driver, "live-start").click()
+        until(driver, lambda _: by_testid(driver, "live-stop").is_displayed())
+        words = {"tried", "failed", "matter", "again", "better"}
+        until(driver, text_of("live-transcript", lambda text: words <= set(re.findall(r"[a-z]+", text.lower()))), 60)
+        assert page_service.model(ASR)["in_flight"] == 1  # the session holds its model
+        by_testid(driver, "live-stop").click()
+        until(driver, lambda _: by_testid(driver, "live-start").is_displayed())
+        until(driver, lambda _: page_service.model(ASR)["in_flight"] == 0, timeout=10)
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()

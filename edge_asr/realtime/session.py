@@ -55,7 +55,7 @@ class RealtimeSessions:
     def open(self, model: str | None) -> RealtimeSession:
         """A session on ``model`` (default: the default speech model); a 503 when all are taken."""
         session_config = SessionConfig(model or DEFAULT_MODELS["asr"])
-        options = self._options(session_config)  # an unknown model or one that cannot transcribe: refused now
+        options = self.options(session_config)  # an unknown model or one that cannot transcribe: refused now
         with self._lock:
             if self.open_count >= self.config.realtime_max_sessions:
                 raise QueueFull(
@@ -65,14 +65,16 @@ class RealtimeSessions:
             self.open_count += 1
         return RealtimeSession(self, session_config, options)
 
-    def _options(self, session: SessionConfig) -> TranscriptionOptions:
+    def options(self, session: SessionConfig) -> TranscriptionOptions:
+        """What a session with ``session`` transcribes with; a model or language it cannot have is refused."""
         spec = self.manager.spec(session.model)
         if spec.task != "asr":
             raise InvalidRequest(f"the model {session.model!r} is a {spec.task} model; it cannot transcribe")
         requested = {"language": session.language, "prompt": session.prompt}
         return transcription_options(self.manager, spec, requested)
 
-    def _closed(self) -> None:
+    def release(self) -> None:
+        """A session ended: its place is free."""
         with self._lock:
             self.open_count -= 1
 
@@ -85,6 +87,7 @@ class RealtimeSession:
         self._holds = ExitStack()  # the model's lease
         self._lease: asyncio.Future[Lease] | None = None  # taken at the first audio or session.update
         self._leased: str | None = None  # its model
+        self._work: asyncio.Future[TranscriptResult] | None = None  # the last decode on it
         self._send: Any = None
         self._sending = asyncio.Lock()
         self._close_code: int | None = None
@@ -109,10 +112,10 @@ class RealtimeSession:
             if decoding is not None:
                 decoding.cancel()
                 await asyncio.gather(decoding, return_exceptions=True)
-            if self._lease is not None:  # a load under way ends first: its lease is then given back
-                await asyncio.gather(self._lease, return_exceptions=True)
+            # the load or the decode under way ends in its thread first: then the lease is given back
+            await asyncio.gather(*(f for f in (self._lease, self._work) if f is not None), return_exceptions=True)
             await asyncio.to_thread(self._holds.close)
-            self._sessions._closed()
+            self._sessions.release()
 
     async def _hold(self, model: str) -> None:
         """Lease ``model`` for the session, loading it in a thread while the audio arrives; the lease
@@ -154,7 +157,7 @@ class RealtimeSession:
     async def _update(self, message: dict[str, Any]) -> None:
         beta = message["type"] == "transcription_session.update"
         config = updated_config(self.config, message.get("session"), beta)
-        options = self._sessions._options(config)
+        options = self._sessions.options(config)
         if config.rate != self.config.rate and self._turns.pending_seconds:
             raise InvalidRequest("the audio rate cannot change while the buffer holds audio; commit or clear it first")
         await self._hold(config.model)
@@ -218,7 +221,8 @@ class RealtimeSession:
         started = time.perf_counter()
         status = "ok"
         try:
-            return await asyncio.to_thread(transcribe)
+            self._work = asyncio.get_running_loop().run_in_executor(None, transcribe)
+            return await asyncio.shield(self._work)  # a session that ends waits for it
         except ServiceError as e:
             status = e.code
             raise

@@ -11,7 +11,9 @@ accepting requests, give those under way ``STOP_GRACE`` to end, then release eve
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+from types import FrameType
 
 import uvicorn
 
@@ -27,10 +29,22 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 5  # seconds requests under way get to end at a stop (streams and sessions are cut)
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 class Server(uvicorn.Server):
+    """uvicorn's server, telling systemd (and the log) once its socket listens."""
+
+    def __init__(self, config: uvicorn.Config, models: str):
+        super().__init__(config)
+        self.models = models
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            config = self.config
+            log.info("edge-asr listening on http://%s:%d (models: %s)", config.host, config.port, self.models)
             notify("READY=1")
 
 
@@ -52,12 +66,7 @@ def serve(config: Config) -> None:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=STOP_GRACE,
-        )
-    )
-    log.info(
-        "edge-asr listening on http://%s:%d (models: %s)",
-        config.host,
-        config.port,
+        ),
         ", ".join(s.id for s in manager.specs()),
     )
     timings = app.extensions["edge_asr.metrics"].requests
@@ -65,8 +74,11 @@ def serve(config: Config) -> None:
     if wyoming is not None:
         wyoming.start()
     supervisor.start()
+    signal.signal(signal.SIGTERM, _stop)  # uvicorn raises the signal again once it has shut down
     try:
         server.run()  # until SIGTERM or SIGINT
+    except (KeyboardInterrupt, SystemExit):
+        pass
     finally:
         notify("STOPPING=1")
         log.info("stopping")

@@ -1,6 +1,6 @@
 // The edge-asr page: memory (figures and a chart of the last minutes with the lifecycle events on
 // it), one row per model with its controls and settings, the event log, and a panel that runs the
-// chain (speech -> LLM -> voice). Plain JavaScript, no build step; everything through the public
+// chain (speech -> LLM -> voice) and captions the microphone live. Plain JavaScript, no build step; everything through the public
 // HTTP API, with the API key (when the service has one) kept in this browser's localStorage.
 "use strict";
 
@@ -462,6 +462,101 @@ $("record").addEventListener("click", async () => {
     showError(`cannot record: ${err.message}`);
   }
 });
+
+// ---- Live captions: the microphone over the Realtime API (/v1/realtime) ----------------------
+// An AudioWorklet turns the microphone into 16-bit PCM at 24 kHz, sent 100 ms at a time; the
+// server's VAD cuts turns. Each turn is a span: its words as they become stable, then its whole
+// transcript. A browser's WebSocket cannot send headers: the key goes as a subprotocol.
+
+const LIVE_RATE = 24000;
+let live = null;
+
+function base64(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function liveTurn(item) {
+  let span = live.turns.get(item);
+  if (!span) {
+    span = element("span", { class: "partial" });
+    $("live-transcript").append(span);
+    live.turns.set(item, span);
+  }
+  return span;
+}
+
+function showLive(e) {
+  if (e.type === "conversation.item.input_audio_transcription.delta") {
+    liveTurn(e.item_id).textContent += e.delta;
+  } else if (e.type === "conversation.item.input_audio_transcription.completed") {
+    const span = liveTurn(e.item_id);
+    span.textContent = `${e.transcript} `;
+    span.className = "done";
+  } else if (e.type === "error") {
+    showError(e.error.message);
+  }
+}
+
+function liveButtons(on) {
+  $("live-start").hidden = on;
+  $("live-stop").hidden = !on;
+}
+
+async function startLive() {
+  const key = localStorage.getItem(KEY_STORE);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+  const context = new AudioContext({ sampleRate: LIVE_RATE });
+  await context.audioWorklet.addModule("/web/pcm-worklet.js");
+  const node = new AudioWorkletNode(context, "pcm16");
+  const socket = new WebSocket(
+    `${scheme}://${location.host}/v1/realtime?intent=transcription`,
+    key ? ["realtime", `openai-insecure-api-key.${key}`] : ["realtime"],
+  );
+  live = { stream, context, socket, turns: new Map() };
+  $("live-transcript").textContent = "";
+  liveButtons(true);
+  socket.onopen = () => {
+    const input = {
+      format: { type: "audio/pcm", rate: LIVE_RATE },
+      transcription: { model: $("try-asr").value },
+      turn_detection: { type: "server_vad" },
+    };
+    socket.send(JSON.stringify({ type: "session.update", session: { type: "transcription", audio: { input } } }));
+    node.port.onmessage = (m) => {
+      if (socket.readyState === WebSocket.OPEN) {
+        socket.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(m.data) }));
+      }
+    };
+    context.createMediaStreamSource(stream).connect(node);
+    node.connect(context.destination); // silent: the worklet writes no output, but is pulled
+  };
+  socket.onmessage = (m) => showLive(JSON.parse(m.data));
+  socket.onclose = (e) => {
+    if (!live || live.socket !== socket) return; // stopped here
+    showError(`live captions ended by the service (${e.code})`);
+    stopLive();
+  };
+}
+
+function stopLive() {
+  if (!live) return;
+  const { stream, context, socket } = live;
+  live = null;
+  stream.getTracks().forEach((t) => t.stop());
+  context.close();
+  if (socket.readyState <= WebSocket.OPEN) socket.close(1000);
+  liveButtons(false);
+}
+
+$("live-start").addEventListener("click", async () => {
+  showError("");
+  try { await startLive(); } catch (err) { stopLive(); showError(`cannot caption: ${err.message}`); }
+});
+$("live-stop").addEventListener("click", stopLive);
 
 $("transcribe").addEventListener("click", () => chainStep(async () => {
   const file = $("try-file").files[0];
