@@ -1,7 +1,8 @@
 """OpenAI's Realtime API (transcription sessions) on the real service, driven by the real
 ``openai`` SDK's realtime client: speech streamed at real-time pace and cut into turns by the
 server's VAD, manual commits, the beta event shapes, and what a client can get wrong (bad events,
-models and languages, keys, too many sessions, a flood of audio, another site's page)."""
+models and languages, keys, too many sessions, a flood of audio, another site's page), and a
+session under critical memory."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from websockets.sync.client import connect
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
+from tests.fakes.tegrastats_feed import RECORDED, pressure_env, replay, under_pressure
 from tests.realtime_client import (
     COMPLETED,
     DELTA,
@@ -242,3 +244,29 @@ def test_a_flood_of_audio_is_an_error_and_a_close(unit: Service):
         closed = received.ended(10)
     assert closed is not None and closed.rcvd is not None and closed.rcvd.code == 1008
     assert unit.get("/healthz").ok
+
+
+def test_under_critical_memory_a_session_is_closed_not_the_unit(tmp_path, whisper_spec, speech):
+    """Memory read from tegrastats (the fake) falls under ``memory_reserve`` while a session
+    streams: an ``error`` and a close (1013, try later); the model it held is then idle and the
+    supervisor hibernates it for the pressure."""
+    feed = tmp_path / "tegrastats-lines.txt"
+    replay(feed, RECORDED)
+    svc = Service(tmp_path / "state", **pressure_env(feed)).start()
+    try:
+        with client(svc).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+            received = Events(connection)
+            connection.send(session_update())
+            connection.send(append(pcm16(speech["beckett"][:16000])))
+            wait_for(lambda: svc.model(ASR)["state"] == "ready", 30)
+            replay(feed, [under_pressure(line, 100) for line in RECORDED])  # 100 MiB left
+            wait_for(lambda: svc.get("/api/system/memory").json()["current"]["available_bytes"] < 2**30, 5)
+            stream(connection, pcm16(speech["beckett"]))
+            events = received.until(lambda e: bool(of_type(e, "error")), timeout=30)
+            assert of_type(events, "error")[0]["error"]["code"] == "memory_pressure"
+            closed = received.ended(10)
+        assert closed is not None and closed.rcvd is not None and closed.rcvd.code == 1013
+        status = wait_for(lambda: (s := svc.model(ASR))["state"] == "unloaded" and s, 10)
+        assert status["last_unload_reason"] == "pressure" and svc.get("/healthz").ok
+    finally:
+        svc.stop()
