@@ -5,7 +5,8 @@ starts to speak; it does not hibernate under an open session) until it closes or
 model. Client events are handled in order; a bad one is answered with an ``error`` and the
 session goes on. Audio waiting to be transcribed is bounded (``realtime_max_buffer``), and so is
 the memory the unit has: past either, an ``error``, and the session is closed (code 1008, or
-1013 under memory pressure) rather than the front growing or the unit being OOM-killed.
+1013 under memory pressure) rather than the front growing or the unit being OOM-killed. A client
+that stops taking its events is closed too (``_emit``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import json
 import logging
@@ -90,7 +90,8 @@ class RealtimeSession:
         self._work: asyncio.Future[TranscriptResult] | None = None  # the last decode on it
         self._send: Any = None
         self._sending = asyncio.Lock()
-        self._close_code: int | None = None
+        self._close_code: int | None = None  # set: the session ends with this code
+        self._stalled = False  # the client stopped taking events
 
     async def run(self, receive: Any, send: Any, subprotocol: str | None) -> None:
         """Accept the WebSocket and serve it until the client leaves or the session is closed."""
@@ -107,7 +108,8 @@ class RealtimeSession:
                 if message["type"] == "websocket.disconnect":
                     return
                 await self._handle(message.get("text") or message.get("bytes") or "")
-            await send({"type": "websocket.close", "code": self._close_code})
+            if not self._stalled:  # else uvicorn closes the connection once this returns
+                await send({"type": "websocket.close", "code": self._close_code})
         finally:
             if decoding is not None:
                 decoding.cancel()
@@ -232,9 +234,20 @@ class RealtimeSession:
                 timings.labels("realtime turn", status).observe(time.perf_counter() - started)
 
     async def _emit(self, message: dict[str, Any]) -> None:
+        """Send an event; a client that has not taken the earlier ones for ``client_timeout`` (its
+        socket's buffers are full) is closed instead: its events never pile up here."""
+        if self._stalled:
+            return
         async with self._sending:
-            with contextlib.suppress(OSError):  # the client left: the receive loop finds out
-                await self._send({"type": "websocket.send", "text": json.dumps(message)})
+            try:
+                sending = self._send({"type": "websocket.send", "text": json.dumps(message)})
+                await asyncio.wait_for(sending, self._sessions.config.client_timeout)
+            except asyncio.TimeoutError:
+                log.warning("realtime: a client stopped reading its events; closing its session")
+                self._stalled = True
+                self._close_code = CLOSE_POLICY
+            except OSError:  # the client left: the receive loop finds out
+                pass
 
 
 HANDLERS = {
