@@ -167,7 +167,7 @@ def test_the_session_holds_its_model_and_gives_it_back(unit: Service, speech):
     assert wait_for(lambda: unit.model(ASR)["in_flight"] == 0, 10)
     loads = [e["reason"] for e in unit.get("/api/events").json()["events"] if e["to"] == "ready"]
     assert loads[-1] == "realtime"
-    assert 'endpoint="realtime turn"' in unit.get("/metrics").text
+    assert 'endpoint="realtime decode",status="ok"' in unit.get("/metrics").text
 
 
 def test_refusals_at_the_upgrade(unit: Service):

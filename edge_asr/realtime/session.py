@@ -207,7 +207,7 @@ class RealtimeSession:
         await self._emit(error_event(message, code))
         self._close_code = close_code
 
-    async def _decode(self, pcm: bytes, rate: int, prefix: str | None, final: bool) -> TranscriptResult:
+    async def _decode(self, pcm: bytes, rate: int, prefix: str | None, noted: bool) -> TranscriptResult:
         """(For the turns.) The transcript of ``pcm`` after ``prefix``, on the session's lease."""
         await self._hold(self.config.model)
         assert self._lease is not None
@@ -218,7 +218,7 @@ class RealtimeSession:
 
         def transcribe() -> TranscriptResult:
             samples = to_model_rate(pcm_to_mono(pcm, WIDTH, 1), rate)
-            return result(lease.transcribe(samples, options, noted=final))
+            return result(lease.transcribe(samples, options, noted=noted))
 
         started = time.perf_counter()
         status = "ok"
@@ -230,8 +230,8 @@ class RealtimeSession:
             raise
         finally:
             timings = self._sessions.timings
-            if final and timings is not None:
-                timings.labels("realtime turn", status).observe(time.perf_counter() - started)
+            if timings is not None:
+                timings.labels("realtime decode", status).observe(time.perf_counter() - started)
 
     async def _emit(self, message: dict[str, Any]) -> None:
         """Send an event; a client that has not taken the earlier ones for ``client_timeout`` (its

@@ -3,12 +3,13 @@
 The open turn is the audio since the last commit. With ``server_vad``, it is decoded again every
 ``STEP`` of new audio: the VAD the transcription runs (Silero, in the model's worker) says where
 speech starts (``speech_started``) and where it ends; a silence of ``silence_duration_ms`` after
-it ends the turn (``speech_stopped``, ``committed``), and the rest of the audio opens the next
-one. Meanwhile the words two successive decodes agree on go out as ``delta``s
-(``agreement.LocalAgreement``), never taken back. A closed turn is decoded once more with its
-committed words forced as the prefix (only the tail is new), and its last words go out as a delta
-before ``completed``: the deltas of a turn, joined, are its transcript. Without turn detection
-the client commits each turn and there are no partial decodes.
+it ends the turn (``speech_stopped``, ``committed``) with the audio that decode saw, and the
+audio after it opens the next one. Meanwhile the words two successive decodes agree on go out as
+``delta``s (``agreement.LocalAgreement``), never taken back; each decode is forced to begin with
+them, so only the tail is decoded anew. The decode that heard the turn end saw all of its audio:
+its text is the turn's transcript, at once; its last words go out as a delta before
+``completed``, so the deltas of a turn, joined, are its transcript. A turn the client commits is
+decoded once more, whole (the only decode without turn detection).
 
 Silence before any speech is dropped but for ``prefix_padding_ms``; a turn that reaches one
 Whisper window (``MAX_TURN_SECONDS``) is closed there, speech or not. One task runs every decode
@@ -26,14 +27,14 @@ from typing import Any
 
 from edge_asr.agreement import LocalAgreement
 from edge_asr.errors import ServiceError
-from edge_asr.realtime.events import SessionConfig, event, new_id
+from edge_asr.realtime.events import SessionConfig, error_event, event, new_id
 from edge_asr.workers.protocol import TranscriptResult
 
 log = logging.getLogger(__name__)
 STEP = 0.5  # seconds of new audio between partial decodes
 MAX_TURN_SECONDS = 30.0  # one Whisper window
 WIDTH = 2  # bytes per sample: PCM16 mono
-Decode = Callable[[bytes, int, str | None, bool], Awaitable[TranscriptResult]]  # pcm, rate, prefix, final
+Decode = Callable[[bytes, int, str | None, bool], Awaitable[TranscriptResult]]  # pcm, rate, prefix, noted
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -53,6 +54,7 @@ class Turns:
         self.turn = Turn(0.0)
         self._closed: collections.deque[Turn] = collections.deque()
         self._previous_item: str | None = None
+        self._failure: str | None = None  # the last decode failure said
         self._wake = asyncio.Event()
 
     def _ms(self, size: int) -> float:
@@ -71,10 +73,14 @@ class Turns:
         self._wake.set()
 
     async def commit(self) -> bool:
-        """The client's commit: False when there is no audio to commit."""
+        """The client's commit: False when there is no audio to commit. The turn is decoded once
+        more, whole (``_complete``)."""
         if not self.turn.pcm:
             return False
-        await self._close(len(self.turn.pcm))
+        turn = self._cut(len(self.turn.pcm))
+        self._closed.append(turn)
+        self._wake.set()
+        await self._committed(turn)
         return True
 
     def clear(self) -> None:
@@ -95,15 +101,16 @@ class Turns:
                 await self._wake.wait()
                 self._wake.clear()
 
-    async def _close(self, size: int) -> None:
-        """Close the open turn after ``size`` bytes (``committed``); the rest opens the next one."""
-        turn = self.turn
-        rest = Turn(turn.start_ms + self._ms(size), bytearray(turn.pcm[size:]))
+    def _cut(self, size: int, next_from: int | None = None) -> Turn:
+        """The open turn, closed after ``size`` bytes; the audio from ``next_from`` (default
+        ``size``) opens the next one."""
+        turn, start = self.turn, size if next_from is None else next_from
+        self.turn = Turn(turn.start_ms + self._ms(start), bytearray(turn.pcm[start:]))
         del turn.pcm[size:]
         turn.item = turn.item or new_id("item")
-        self.turn = rest
-        self._closed.append(turn)
-        self._wake.set()
+        return turn
+
+    async def _committed(self, turn: Turn) -> None:
         await self._emit(event("input_audio_buffer.committed", item_id=turn.item, previous_item_id=self._previous_item))
         self._previous_item = turn.item
 
@@ -115,9 +122,12 @@ class Turns:
             transcript = await self._decode(
                 bytes(turn.pcm[:size]), self.config.rate, turn.agreement.text or None, False
             )
-        except ServiceError as e:  # the turn's final decode says what is wrong, if anything
-            log.info("realtime: a partial decode failed: %s", e)
+        except ServiceError as e:  # said once; the audio waits for the next decode (or the buffer's bound)
+            if e.message != self._failure:
+                self._failure = e.message
+                await self._emit(error_event(e.message, e.code, e.type))
             return
+        self._failure = None
         if turn is not self.turn:  # committed or cleared meanwhile
             return
         start, end = transcript["speech_start"], transcript["speech_end"]
@@ -135,10 +145,15 @@ class Turns:
         await self._send_words(turn, turn.agreement.update(transcript["text"]))
         silence = transcript["duration"] - (end or 0.0)
         if silence * 1000 >= detection.silence_duration_ms or self._ms(size) >= MAX_TURN_SECONDS * 1000:
-            cut = min(size, self._bytes(end)) if silence * 1000 >= detection.silence_duration_ms and end else size
-            stopped = turn.start_ms + self._ms(cut)
+            # the turn ends with the audio this decode saw (its silence included, as OpenAI's
+            # audio_end_ms does), so this decode is the turn's whole transcript: none runs again.
+            # The next turn starts the padding earlier: a word may begin there that the VAD did
+            # not hear yet (it needs a quarter second of it).
+            stopped = turn.start_ms + self._ms(size)
             await self._emit(event("input_audio_buffer.speech_stopped", audio_end_ms=round(stopped), item_id=turn.item))
-            await self._close(cut)
+            next_from = max(self._bytes(end or 0.0), size - self._bytes(detection.prefix_padding_ms / 1000))
+            await self._committed(self._cut(size, next_from))
+            await self._finish(turn, transcript)
 
     async def _complete(self, turn: Turn) -> None:
         assert turn.item is not None
@@ -155,6 +170,10 @@ class Turns:
                 )
             )
             return
+        await self._finish(turn, transcript)
+
+    async def _finish(self, turn: Turn, transcript: TranscriptResult) -> None:
+        """The turn's last words (a delta) and its whole transcript (``completed``)."""
         text, tail = turn.agreement.final(transcript["text"])
         await self._send_words(turn, tail)
         usage = {"type": "duration", "seconds": round(transcript["duration"], 3)}
