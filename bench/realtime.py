@@ -14,7 +14,8 @@ appends, with server VAD, by the ``openai`` SDK's realtime client. Per turn:
   padding, on the stream's clock) to its first ``delta``.
 
 Medians and p95 over every turn of every round; word error of the turns' transcripts joined
-against the batch transcript of the whole recording.
+against the batch transcript of the whole recording, and both against the reference text where
+the clip has one.
 
 usage: python -m bench.realtime [--rounds 2]   (after `source scripts/env.sh`)
 """
@@ -36,7 +37,7 @@ import soundfile
 from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.config import load_config
 from edge_asr.evaluation import word_error_rate
-from edge_asr.samples import sample_clips
+from edge_asr.samples import REFERENCES, sample_clips
 from tests.realtime_client import (
     DELTA,
     SERVER_VAD,
@@ -128,8 +129,15 @@ def main() -> None:
                             first_words.append(turn["first_words_s"])
                     whole = service.transcribe(wav(audio)).json()["text"]
                     live = " ".join(t["transcript"] for t in turns)
-                    wer = round(word_error_rate(whole, live), 4)
-                    errors.append({"recording": name, "turns": len(turns), "wer_live_vs_batch": wer})
+                    run = {
+                        "recording": name,
+                        "turns": len(turns),
+                        "wer_live_vs_batch": round(word_error_rate(whole, live), 4),
+                    }
+                    if name in REFERENCES:  # both against what was said
+                        for kind, text in (("live", live), ("batch", whole)):
+                            run[f"wer_{kind}"] = round(word_error_rate(REFERENCES[name], text), 4)
+                    errors.append(run)
             print(
                 json.dumps({"bench": "realtime word error (live turns against the batch transcript)", "runs": errors})
             )

@@ -147,12 +147,11 @@ class Turns:
         if silence * 1000 >= detection.silence_duration_ms or self._ms(size) >= MAX_TURN_SECONDS * 1000:
             # the turn ends with the audio this decode saw (its silence included, as OpenAI's
             # audio_end_ms does), so this decode is the turn's whole transcript: none runs again.
-            # The next turn starts the padding earlier: a word may begin there that the VAD did
-            # not hear yet (it needs a quarter second of it).
+            # The next turn starts where the speech this decode heard ends: a word may begin in
+            # the silence after it that the VAD did not hear yet (it needs a quarter second of it).
             stopped = turn.start_ms + self._ms(size)
             await self._emit(event("input_audio_buffer.speech_stopped", audio_end_ms=round(stopped), item_id=turn.item))
-            next_from = max(self._bytes(end or 0.0), size - self._bytes(detection.prefix_padding_ms / 1000))
-            await self._committed(self._cut(size, next_from))
+            await self._committed(self._cut(size, min(size, self._bytes(end)) if end is not None else size))
             await self._finish(turn, transcript)
 
     async def _complete(self, turn: Turn) -> None:
