@@ -115,6 +115,9 @@ class Config:
     realtime_max_sessions: int = key(
         4, int, "Realtime API sessions (`/v1/realtime`) at once; more are refused at the upgrade with a 503."
     )
+    realtime_idle_timeout: float = key(
+        300.0, parse_duration, "A Realtime session without any event for this long is closed (its model freed)."
+    )
     realtime_max_buffer: float = key(
         300.0,
         parse_duration,

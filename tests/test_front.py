@@ -104,3 +104,44 @@ def test_300_stalled_sockets_from_one_address_leave_the_unit_answering(unit: Ser
                 s.close()
     assert len(probes) > 20 and max(probes) < 1.0, max(probes)
     assert requests.get(unit.url + "/healthz", timeout=5).ok
+
+
+def test_a_head_that_stalls_after_a_first_request_is_closed_too(unit: Service):
+    """A kept-alive connection: one whole request, then a head trickled a byte at a time."""
+    s = socket.create_connection(("127.0.0.1", unit.port))
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert b" 200 " in s.recv(65536).split(b"\r\n")[0]
+        started = time.monotonic()
+        s.settimeout(0.5)
+        closed = False
+        for byte in b"GET /api/models HTTP/1.1\r\nX-Slow: " + b"x" * 100:
+            try:
+                s.sendall(bytes([byte]))
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed and time.monotonic() - started < TIMEOUT + 2
+    finally:
+        s.close()
+
+
+def test_a_chunked_upload_is_read_whole(unit: Service, clips):
+    """``Transfer-Encoding: chunked`` (a client streaming a file it has not measured)."""
+    form = requests.Request(
+        "POST", unit.url, files={"file": ("a.wav", clips["beckett"].read_bytes())}, data={"model": "whisper-tiny-en"}
+    ).prepare()
+    body = form.body
+    parts = (body[i : i + 65536] for i in range(0, len(body), 65536))  # a generator: requests sends it chunked
+    r = requests.post(
+        unit.url + "/v1/audio/transcriptions",
+        data=parts,
+        headers={"Content-Type": form.headers["Content-Type"]},
+        timeout=60,
+    )
+    assert r.ok and r.json()["text"].startswith("Ever tried."), r.text

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
 import socket
 
 import numpy as np
@@ -270,3 +272,27 @@ def test_under_critical_memory_a_session_is_closed_not_the_unit(tmp_path, whispe
         assert status["last_unload_reason"] == "pressure" and svc.get("/healthz").ok
     finally:
         svc.stop()
+
+
+def test_a_worker_that_dies_under_a_session_is_leased_again(unit: Service, speech):
+    """The model's worker is killed while the session holds it: the next commit fails
+    (``.failed``, said once), the session gives the lease back, and the one after loads the model
+    again and is transcribed."""
+    beckett = pcm16(speech["beckett"])
+    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        received = Events(connection)
+        connection.send(session_update(None))
+        stream(connection, beckett, pace=0).join()
+        connection.send({"type": "input_audio_buffer.commit"})
+        received.until(lambda e: bool(of_type(e, COMPLETED)))
+        os.kill(unit.model(ASR)["worker_pid"], signal.SIGKILL)
+        for _ in range(2):
+            stream(connection, beckett, pace=0).join()
+            connection.send({"type": "input_audio_buffer.commit"})
+        ends = (COMPLETED, "conversation.item.input_audio_transcription.failed")
+        events = received.until(lambda e: len([x for x in e if x["type"] in ends]) >= 3)
+    outcomes = [x["type"].rsplit(".", 1)[-1] for x in events if x["type"] in ends]
+    assert outcomes[0] == "completed" and "completed" in outcomes[1:], outcomes
+    assert word_error_rate(REFERENCES["beckett"], of_type(events, COMPLETED)[-1]["transcript"]) < 0.1
+    loads = [e["reason"] for e in unit.get("/api/events").json()["events"] if e["to"] == "ready"]
+    assert loads[-1] == "realtime"

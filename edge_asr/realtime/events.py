@@ -76,7 +76,7 @@ def updated_config(config: SessionConfig, session: Any, beta: bool) -> SessionCo
     session = _object(session, "session")
     if beta:
         audio_format, transcription = session.get("input_audio_format"), session.get("input_audio_transcription")
-        rate = None if audio_format is None else BETA_FORMATS.get(audio_format)
+        rate = BETA_FORMATS.get(audio_format) if isinstance(audio_format, str) else None
         if audio_format is not None and rate is None:
             raise InvalidRequest(f"input_audio_format must be one of {', '.join(BETA_FORMATS)}, not {audio_format!r}")
     else:

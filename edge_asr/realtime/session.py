@@ -1,12 +1,13 @@
 """One Realtime API transcription session over a WebSocket, and the registry that bounds them.
 
-A session holds a lease on its model from the moment it opens (the model loads while the person
-starts to speak; it does not hibernate under an open session) until it closes or names another
-model. Client events are handled in order; a bad one is answered with an ``error`` and the
-session goes on. Audio waiting to be transcribed is bounded (``realtime_max_buffer``), and so is
-the memory the unit has: past either, an ``error``, and the session is closed (code 1008, or
-1013 under memory pressure) rather than the front growing or the unit being OOM-killed. A client
-that stops taking its events is closed too (``_emit``).
+A session holds a lease on its model from its first audio or ``session.update`` (the model loads
+while the person starts to speak; it does not hibernate under an open session) until it closes,
+names another model, or the model fails (the next decode leases it again); a session without any
+event for ``realtime_idle_timeout`` is closed. Client events are handled in order; a bad one is
+answered with an ``error`` and the session goes on. Audio waiting to be transcribed is bounded
+(``realtime_max_buffer``), and so is the memory the unit has: past either, an ``error``, and the
+session is closed (code 1008, or 1013 under memory pressure) rather than the front growing or the
+unit being OOM-killed. A client that stops taking its events is closed too (``_emit``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from edge_asr.realtime.turns import WIDTH, Turns
 from edge_asr.workers.protocol import TranscriptionOptions, TranscriptResult
 
 log = logging.getLogger(__name__)
-CLOSE_POLICY, CLOSE_TRY_LATER = 1008, 1013  # WebSocket close codes
+CLOSE_IDLE, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1001, 1008, 1011, 1013  # WebSocket close codes
 
 
 class RealtimeSessions:
@@ -86,6 +87,7 @@ class RealtimeSession:
         self._turns = Turns(config, self._decode, self._emit)
         self._holds = ExitStack()  # the model's lease
         self._lease: asyncio.Future[Lease] | None = None  # taken at the first audio or session.update
+        self._holding = asyncio.Lock()  # taking and giving back the lease, and starting a decode on it
         self._leased: str | None = None  # its model
         self._work: asyncio.Future[TranscriptResult] | None = None  # the last decode on it
         self._send: Any = None
@@ -102,9 +104,15 @@ class RealtimeSession:
                 return
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
             decoding = asyncio.create_task(self._turns.run())
+            decoding.add_done_callback(self._decoding_ended)
             await self._emit(event("session.created", session=session_object(self.config)))
+            idle = self._sessions.config.realtime_idle_timeout
             while self._close_code is None:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), idle)
+                except asyncio.TimeoutError:
+                    await self._close(f"no event for {idle:.0f} s (realtime_idle_timeout)", "session_idle", CLOSE_IDLE)
+                    break
                 if message["type"] == "websocket.disconnect":
                     return
                 await self._handle(message.get("text") or message.get("bytes") or "")
@@ -114,34 +122,43 @@ class RealtimeSession:
             if decoding is not None:
                 decoding.cancel()
                 await asyncio.gather(decoding, return_exceptions=True)
-            # the load or the decode under way ends in its thread first: then the lease is given back
-            await asyncio.gather(*(f for f in (self._lease, self._work) if f is not None), return_exceptions=True)
-            await asyncio.to_thread(self._holds.close)
+            async with self._holding:
+                await self._give_back()
             self._sessions.release()
 
-    async def _hold(self, model: str) -> None:
-        """Lease ``model`` for the session, loading it in a thread while the audio arrives; the lease
-        held before is given back (once its own load has ended)."""
-        if self._lease is not None:
-            if self._leased == model:
-                return
-            await asyncio.gather(self._lease, return_exceptions=True)
-        previous, holds = self._holds, ExitStack()
-        lease = self._manager.lease(model, reason="realtime")
+    def _decoding_ended(self, task: asyncio.Task) -> None:
+        """The decoding task ends only when cancelled; if it failed, the session ends (1011) at the
+        client's next event rather than going on without transcribing."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("realtime: the session's decoding failed", exc_info=task.exception())
+            self._close_code = CLOSE_INTERNAL
 
-        def take() -> Lease:
-            previous.close()
-            return holds.enter_context(lease)
-
+    async def _lease_for(self, model: str) -> asyncio.Future[Lease]:
+        """(Holding ``_holding``.) The session's lease on ``model``, its load started now (in a
+        thread, while the audio arrives) when the session holds none, another model's, or one
+        whose load or worker failed: that one is given back first."""
+        current = self._lease
+        if current is not None and self._leased == model and not (current.done() and current.exception()):
+            return current
+        await self._give_back()
+        holds, lease = ExitStack(), self._manager.lease(model, reason="realtime")
         self._holds, self._leased = holds, model
-        self._lease = asyncio.ensure_future(asyncio.to_thread(take))
+        self._lease = asyncio.ensure_future(asyncio.to_thread(holds.enter_context, lease))
         self._lease.add_done_callback(lambda task: task.cancelled() or task.exception())  # read by _decode
+        return self._lease
+
+    async def _give_back(self) -> None:
+        """(Holding ``_holding``.) Give the lease back, once its load and the decode on it have
+        ended in their threads."""
+        await asyncio.gather(*(f for f in (self._lease, self._work) if f is not None), return_exceptions=True)
+        holds, self._holds, self._lease, self._leased = self._holds, ExitStack(), None, None
+        await asyncio.to_thread(holds.close)
 
     async def _handle(self, text: str | bytes) -> None:
         try:
             message = json.loads(text)
-        except ValueError:
-            await self._emit(error_event("the event is not JSON", "invalid_json"))
+        except (ValueError, RecursionError):
+            await self._emit(error_event("the event is not JSON (or nested too deeply)", "invalid_json"))
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self._emit(error_event("an event is a JSON object with a 'type'", "invalid_event"))
@@ -155,6 +172,9 @@ class RealtimeSession:
             await handler(self, message)
         except ServiceError as e:
             await self._emit(error_event(e.message, e.code, e.type, about))
+        except Exception:  # our bug, not the client's: logged, and the session goes on
+            log.exception("realtime: handling %s failed", kind)
+            await self._emit(error_event(f"internal error handling {kind}", "internal_error", "server_error", about))
 
     async def _update(self, message: dict[str, Any]) -> None:
         beta = message["type"] == "transcription_session.update"
@@ -162,7 +182,8 @@ class RealtimeSession:
         options = self._sessions.options(config)
         if config.rate != self.config.rate and self._turns.pending_seconds:
             raise InvalidRequest("the audio rate cannot change while the buffer holds audio; commit or clear it first")
-        await self._hold(config.model)
+        async with self._holding:
+            await self._lease_for(config.model)
         self.config, self._options = config, options
         self._turns.config = config
         await self._emit(event("session.updated", session=session_object(config)))
@@ -190,7 +211,9 @@ class RealtimeSession:
         if available < self._sessions.config.memory_reserve:
             await self._close("the unit is short of memory; try again later", "memory_pressure", CLOSE_TRY_LATER)
             return
-        await self._hold(self.config.model)
+        if self._lease is None:  # the first audio: the model loads while the person speaks
+            async with self._holding:
+                await self._lease_for(self.config.model)
         self._turns.append(pcm)
 
     async def _commit(self, message: dict[str, Any]) -> None:
@@ -208,25 +231,28 @@ class RealtimeSession:
         self._close_code = close_code
 
     async def _decode(self, pcm: bytes, rate: int, prefix: str | None, noted: bool) -> TranscriptResult:
-        """(For the turns.) The transcript of ``pcm`` after ``prefix``, on the session's lease."""
-        await self._hold(self.config.model)
-        assert self._lease is not None
-        lease = await asyncio.shield(self._lease)
+        """(For the turns.) The transcript of ``pcm`` after ``prefix``, on the session's lease. A
+        failure of the model (its load, its worker) gives the lease back: the next decode leases
+        the model again."""
         options = dataclasses.replace(self._options, prefix=prefix, live=True)
         if self.config.turn_detection is not None:
             options = dataclasses.replace(options, vad_threshold=self.config.turn_detection.threshold)
-
-        def transcribe() -> TranscriptResult:
-            samples = to_model_rate(pcm_to_mono(pcm, WIDTH, 1), rate)
-            return result(lease.transcribe(samples, options, noted=noted))
-
-        started = time.perf_counter()
-        status = "ok"
+        started, status = time.perf_counter(), "ok"
         try:
-            self._work = asyncio.get_running_loop().run_in_executor(None, transcribe)
-            return await asyncio.shield(self._work)  # a session that ends waits for it
+            async with self._holding:  # no lease is given back while a decode starts on it
+                lease = await asyncio.shield(await self._lease_for(self.config.model))
+
+                def transcribe() -> TranscriptResult:
+                    samples = to_model_rate(pcm_to_mono(pcm, WIDTH, 1), rate)
+                    return result(lease.transcribe(samples, options, noted=noted))
+
+                self._work = asyncio.get_running_loop().run_in_executor(None, transcribe)
+            return await asyncio.shield(self._work)  # a lease given back waits for it
         except ServiceError as e:
             status = e.code
+            if e.status >= 500:
+                async with self._holding:
+                    await self._give_back()
             raise
         finally:
             timings = self._sessions.timings

@@ -27,7 +27,7 @@ from typing import Any
 
 from edge_asr.agreement import LocalAgreement
 from edge_asr.errors import ServiceError
-from edge_asr.realtime.events import SessionConfig, error_event, event, new_id
+from edge_asr.realtime.events import SessionConfig, TurnDetection, error_event, event, new_id
 from edge_asr.workers.protocol import TranscriptResult
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Turns:
         self._previous_item: str | None = None
         self._failure: str | None = None  # the last decode failure said
         self._wake = asyncio.Event()
+        self._ordering = asyncio.Lock()  # a turn's events, in order, before a commit's
 
     def _ms(self, size: int) -> float:
         return size / (self.config.rate * WIDTH) * 1000
@@ -75,12 +76,13 @@ class Turns:
     async def commit(self) -> bool:
         """The client's commit: False when there is no audio to commit. The turn is decoded once
         more, whole (``_complete``)."""
-        if not self.turn.pcm:
-            return False
-        turn = self._cut(len(self.turn.pcm))
-        self._closed.append(turn)
-        self._wake.set()
-        await self._committed(turn)
+        async with self._ordering:  # after the events of a turn the VAD is ending
+            if not self.turn.pcm:
+                return False
+            turn = self._cut(len(self.turn.pcm))
+            self._closed.append(turn)
+            self._wake.set()
+            await self._committed(turn)
         return True
 
     def clear(self) -> None:
@@ -128,30 +130,41 @@ class Turns:
                 await self._emit(error_event(e.message, e.code, e.type))
             return
         self._failure = None
-        if turn is not self.turn:  # committed or cleared meanwhile
-            return
+        async with self._ordering:
+            if turn is self.turn:  # not committed or cleared meanwhile
+                await self._heard(turn, size, transcript, detection)
+
+    async def _heard(self, turn: Turn, size: int, transcript: TranscriptResult, detection: TurnDetection) -> None:
+        """(Holding ``_ordering``.) What a partial decode of the open turn's first ``size`` bytes
+        found: speech starting, words agreed on, the turn's end. The turn is cut before any event
+        is sent, so a commit or clear meanwhile acts on the audio after it."""
         start, end = transcript["speech_start"], transcript["speech_end"]
-        if turn.item is None:
-            if start is None:  # silence: keep the padding that goes before speech
-                drop = max(0, size - self._bytes(detection.prefix_padding_ms / 1000))
-                del turn.pcm[:drop]
-                turn.start_ms, turn.decoded = turn.start_ms + self._ms(drop), size - drop
-                return
-            turn.item = new_id("item")
-            started = turn.start_ms + max(0.0, start * 1000 - detection.prefix_padding_ms)
-            await self._emit(
-                event("input_audio_buffer.speech_started", audio_start_ms=round(started), item_id=turn.item)
-            )
-        await self._send_words(turn, turn.agreement.update(transcript["text"]))
+        if turn.item is None and start is None:  # silence: keep the padding that goes before speech
+            drop = max(0, size - self._bytes(detection.prefix_padding_ms / 1000))
+            del turn.pcm[:drop]
+            turn.start_ms, turn.decoded = turn.start_ms + self._ms(drop), size - drop
+            return
+        started = turn.item is None
+        turn.item = turn.item or new_id("item")
+        words = turn.agreement.update(transcript["text"])
         silence = transcript["duration"] - (end or 0.0)
-        if silence * 1000 >= detection.silence_duration_ms or self._ms(size) >= MAX_TURN_SECONDS * 1000:
+        ended = silence * 1000 >= detection.silence_duration_ms or self._ms(size) >= MAX_TURN_SECONDS * 1000
+        if ended:
             # the turn ends with the audio this decode saw (its silence included, as OpenAI's
             # audio_end_ms does), so this decode is the turn's whole transcript: none runs again.
             # The next turn starts where the speech this decode heard ends: a word may begin in
             # the silence after it that the VAD did not hear yet (it needs a quarter second of it).
+            self._cut(size, min(size, self._bytes(end)) if end is not None else size)
+        if started:
+            audio_start = turn.start_ms + max(0.0, (start or 0.0) * 1000 - detection.prefix_padding_ms)
+            await self._emit(
+                event("input_audio_buffer.speech_started", audio_start_ms=round(audio_start), item_id=turn.item)
+            )
+        await self._send_words(turn, words)
+        if ended:
             stopped = turn.start_ms + self._ms(size)
             await self._emit(event("input_audio_buffer.speech_stopped", audio_end_ms=round(stopped), item_id=turn.item))
-            await self._committed(self._cut(size, min(size, self._bytes(end)) if end is not None else size))
+            await self._committed(turn)
             await self._finish(turn, transcript)
 
     async def _complete(self, turn: Turn) -> None:

@@ -14,12 +14,12 @@ hand a handler thread a body still arriving.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from edge_asr.server.errors import error_json
@@ -39,7 +39,7 @@ class ClientGone(Exception):
 class WsgiBridge:
     def __init__(self, app: Callable, threads: int, client_timeout: float, max_body: int):
         self.app, self.client_timeout, self.max_body = app, client_timeout, max_body
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="edge-asr-http")
+        self.executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="edge-asr-http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -111,7 +111,7 @@ class WsgiBridge:
             sending = asyncio.run_coroutine_threadsafe(send(message), loop)
             try:
                 sending.result(self.client_timeout)
-            except TimeoutError:
+            except concurrent.futures.TimeoutError:  # not the builtin one on Python 3.10
                 sending.cancel()
                 raise ClientGone from None
 
@@ -167,6 +167,7 @@ def wsgi_environ(scope: Scope, body: IO[bytes], size: int) -> dict[str, Any]:
         "REMOTE_ADDR": client[0],
         "REMOTE_PORT": str(client[1]),
         "CONTENT_LENGTH": str(size),
+        "wsgi.input_terminated": True,  # the body is whole (de-chunked): read it to its end
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http")),
         "wsgi.input": body,
@@ -179,7 +180,7 @@ def wsgi_environ(scope: Scope, body: IO[bytes], size: int) -> dict[str, Any]:
         name, value = raw_name.decode("latin-1").upper().replace("-", "_"), raw_value.decode("latin-1")
         if name == "CONTENT_TYPE":
             environ[name] = value
-        elif name != "CONTENT_LENGTH":
+        elif name not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):  # the body is spooled whole
             key = f"HTTP_{name}"
             environ[key] = f"{environ[key]},{value}" if key in environ else value
     return environ

@@ -6,8 +6,8 @@ the Flask app like any other (origins, host, API key, and its route's own checks
 event loop. Anything else the route answers is sent as the upgrade's refusal.
 
 ``FrontProtocol`` is uvicorn's HTTP/1.1 protocol with two bounds per client address: at most
-``max_client_connections`` connections at once (more are closed at once), and ``client_timeout``
-to send a request's head. A client that opens hundreds of sockets and stalls holds a few sockets
+``max_client_connections`` connections at once, WebSockets included (more are closed at once), and
+``client_timeout`` to send each request's head. A client that opens hundreds of sockets and stalls holds a few sockets
 of its own and nothing anyone else needs.
 """
 
@@ -57,6 +57,7 @@ def front_protocol(max_client_connections: int, client_timeout: float) -> type[H
     class FrontProtocol(H11Protocol):
         _address: str | None = None
         _head_deadline: asyncio.TimerHandle | None = None
+        _head_cycle: object = None  # the request under way when the deadline was set
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -73,11 +74,23 @@ def front_protocol(max_client_connections: int, client_timeout: float) -> type[H
                 return
             self._address = address
             open_by_client[address] += 1
+            self._await_head()
+
+        def _await_head(self) -> None:
+            """The next request's head must begin and end within ``client_timeout``."""
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+            self._head_cycle = self.cycle
             self._head_deadline = self.loop.call_later(client_timeout, self._head_late)
 
         def _head_late(self) -> None:
-            if self.cycle is None:  # no request has started: its head did not come in time
+            if self.cycle is self._head_cycle:  # no request has started since: its head did not come
                 self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_head()
 
         def _forget(self) -> None:
             if self._head_deadline is not None:
@@ -93,7 +106,17 @@ def front_protocol(max_client_connections: int, client_timeout: float) -> type[H
             super().connection_lost(exc)
 
         def handle_websocket_upgrade(self, event: Any) -> None:
-            self._forget()  # the WebSocket protocol takes the connection over (sessions have their own bound)
+            """The WebSocket protocol takes the connection over; it stays counted until it closes."""
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
             super().handle_websocket_upgrade(event)
+            websocket = self.transport.get_protocol()
+            lost = websocket.connection_lost
+
+            def connection_lost(exc: Exception | None) -> None:
+                self._forget()
+                lost(exc)
+
+            websocket.connection_lost = connection_lost  # type: ignore[method-assign]
 
     return FrontProtocol

@@ -508,17 +508,20 @@ function liveButtons(on) {
 async function startLive() {
   const key = localStorage.getItem(KEY_STORE);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
-  const context = new AudioContext({ sampleRate: LIVE_RATE });
-  await context.audioWorklet.addModule("/web/pcm-worklet.js");
+  live = { turns: new Map() }; // what is open so far: stopLive closes it, whatever fails next
+  liveButtons(true);
+  live.stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+  live.context = new AudioContext({ sampleRate: LIVE_RATE });
+  await live.context.audioWorklet.addModule("/web/pcm-worklet.js");
+  const { stream, context } = live;
   const node = new AudioWorkletNode(context, "pcm16");
+  context.createMediaStreamSource(stream).connect(node); // before the session: a failure here opens none
   const socket = new WebSocket(
     `${scheme}://${location.host}/v1/realtime?intent=transcription`,
     key ? ["realtime", `openai-insecure-api-key.${key}`] : ["realtime"],
   );
-  live = { stream, context, socket, turns: new Map() };
+  live.socket = socket;
   $("live-transcript").textContent = "";
-  liveButtons(true);
   socket.onopen = () => {
     const input = {
       format: { type: "audio/pcm", rate: LIVE_RATE },
@@ -531,7 +534,6 @@ async function startLive() {
         socket.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(m.data) }));
       }
     };
-    context.createMediaStreamSource(stream).connect(node);
     node.connect(context.destination); // silent: the worklet writes no output, but is pulled
   };
   socket.onmessage = (m) => showLive(JSON.parse(m.data));
@@ -546,9 +548,9 @@ function stopLive() {
   if (!live) return;
   const { stream, context, socket } = live;
   live = null;
-  stream.getTracks().forEach((t) => t.stop());
-  context.close();
-  if (socket.readyState <= WebSocket.OPEN) socket.close(1000);
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  if (context) context.close();
+  if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000);
   liveButtons(false);
 }
 
