@@ -23,7 +23,6 @@ usage: python -m bench.realtime [--rounds 2]   (after `source scripts/env.sh`)
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import tempfile
@@ -31,8 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import openai
-import soundfile
 
 from edge_asr.audio import SAMPLE_RATE, decode_audio
 from edge_asr.config import load_config
@@ -50,21 +47,14 @@ from tests.realtime_client import (
     stream,
     turns_done,
 )
-from tests.service import Service
+from tests.service import Service, wav
 
 GAP = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
 
 
-def wav(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    soundfile.write(buf, audio, SAMPLE_RATE, format="WAV")
-    return buf.getvalue()
-
-
 def live_turns(service: Service, audio: np.ndarray) -> list[dict]:
     """Each turn of ``audio`` streamed at real time: its span, transcript and latencies."""
-    client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
-    with client.realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with service.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         received = Events(connection)
         connection.send(session_update())
         received.until(lambda e: any(x["type"] == "session.updated" for x in e))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -10,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import openai
 import requests
+import soundfile
 
 from edge_asr.memory import meminfo
 
@@ -83,6 +86,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, raises: bool = T
     return value
 
 
+def wav(samples: np.ndarray, subtype: str = "PCM_16") -> bytes:
+    """16-kHz ``samples`` as a WAV file; 16-bit PCM has the canonical 44-byte header."""
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, 16000, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
 class Service:
     def __init__(self, state_dir: Path, **env: str):
         self.state_dir = state_dir
@@ -133,9 +143,9 @@ class Service:
 
     # -- API helpers -------------------------------------------------------------------------
 
-    def openai(self) -> openai.OpenAI:
+    def openai(self, api_key: str = "unused") -> openai.OpenAI:
         """The real openai SDK on this service; no retries, so a test sees the first answer."""
-        return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path, timeout=kw.pop("timeout", 60), **kw)

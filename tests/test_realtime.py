@@ -7,16 +7,13 @@ session under critical memory."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import signal
 import socket
 
 import numpy as np
-import openai
 import pytest
-import soundfile
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -37,7 +34,7 @@ from tests.realtime_client import (
     stream,
     turns_done,
 )
-from tests.service import ASR, Service, wait_for
+from tests.service import ASR, Service, wait_for, wav
 
 KEY = "realtime-test-key"
 
@@ -50,19 +47,15 @@ def unit(tmp_path_factory, whisper_spec):
     svc.stop()
 
 
-def client(unit: Service, key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=unit.url + "/v1", api_key=key, max_retries=0)
-
-
 def test_speech_at_real_time_is_cut_into_turns_with_words_as_they_are_spoken(unit: Service, speech):
     """Beckett twice, 1.5 s apart: every turn is started, stopped, committed and completed in that
     order; its deltas come while it is spoken and join to its transcript; the turns, together,
     are as good as the batch transcript of the same audio (within 2 points of word error)."""
     gap = np.zeros(24000, np.float32)
     recording = np.concatenate([speech["beckett"], gap, speech["beckett"], gap])
-    batch = unit.transcribe(pcm_wav(recording)).json()["text"]
+    batch = unit.transcribe(wav(recording)).json()["text"]
     reference = " ".join([REFERENCES["beckett"]] * 2)
-    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with unit.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         connection.send(session_update())
         received = Events(connection)
         sender = stream(connection, pcm16(recording))
@@ -87,12 +80,6 @@ def test_speech_at_real_time_is_cut_into_turns_with_words_as_they_are_spoken(uni
     assert [c["previous_item_id"] for c in committed] == [None, *(c["item_id"] for c in committed[:-1])]
 
 
-def pcm_wav(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    soundfile.write(buf, audio, 16000, format="WAV")
-    return buf.getvalue()
-
-
 def test_manual_commits_with_the_beta_shape(unit: Service, speech, clips):
     """Turn detection off: the client commits each turn. The beta ``transcription_session.update``
     is answered as the GA one is; a commit of nothing is an error, a clear drops the audio."""
@@ -100,7 +87,7 @@ def test_manual_commits_with_the_beta_shape(unit: Service, speech, clips):
         "type": "transcription_session.update",
         "session": {"input_audio_format": "pcm16", "input_audio_transcription": {"model": ASR}, "turn_detection": None},
     }
-    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with unit.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         received = Events(connection)
         connection.send_raw(json.dumps(update))
         connection.send({"type": "input_audio_buffer.commit"})
@@ -141,7 +128,7 @@ def test_bad_events_are_errors_and_the_session_goes_on(unit: Service, speech):
     ]
     sixteen = session_update(None)
     sixteen["session"]["audio"]["input"]["format"]["rate"] = 16000  # the extension
-    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with unit.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         received = Events(connection)
         connection.send_raw(json.dumps(sixteen))
         for event in bad:
@@ -160,7 +147,7 @@ def test_the_session_holds_its_model_and_gives_it_back(unit: Service, speech):
     """The first audio loads the model (reason ``realtime``); it stays leased, so an unload is
     refused, until the session closes."""
     assert unit.post(f"/api/models/{ASR}/unload?wait=30").ok
-    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with unit.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         connection.send(session_update())
         connection.send(append(pcm16(speech["beckett"][:8000])))
         wait_for(lambda: unit.model(ASR)["in_flight"] == 1 and unit.model(ASR)["state"] == "ready", 30)
@@ -196,10 +183,10 @@ def test_refusals_at_the_upgrade(unit: Service):
 def test_the_api_key_as_a_bearer_token_or_a_browsers_subprotocol(tmp_path, whisper_spec):
     svc = Service(tmp_path / "state", EDGE_ASR_API_KEY=KEY).start()
     try:
-        with pytest.raises(InvalidStatus) as refused, client(svc, "wrong").realtime.connect(extra_query=TRANSCRIPTION):
+        with pytest.raises(InvalidStatus) as refused, svc.openai("wrong").realtime.connect(extra_query=TRANSCRIPTION):
             pass
         assert refused.value.response.status_code == 401
-        with client(svc, KEY).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        with svc.openai(KEY).realtime.connect(extra_query=TRANSCRIPTION) as connection:
             assert connection.recv().type == "session.created"
         url = svc.url.replace("http", "ws") + "/v1/realtime?intent=transcription"
         protocols = ["realtime", f"openai-insecure-api-key.{KEY}"]
@@ -237,7 +224,7 @@ def test_a_flood_of_audio_is_an_error_and_a_close(unit: Service):
     """More audio waiting than ``realtime_max_buffer`` (40 s here): an error, then the session
     closes (1008); the front did not keep it."""
     noise = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 60).astype(np.float32)
-    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with unit.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         connection.send(session_update(None))
         stream(connection, pcm16(noise), pace=0)
         received = Events(connection)
@@ -256,7 +243,7 @@ def test_under_critical_memory_a_session_is_closed_not_the_unit(tmp_path, whispe
     replay(feed, RECORDED)
     svc = Service(tmp_path / "state", **pressure_env(feed)).start()
     try:
-        with client(svc).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        with svc.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
             received = Events(connection)
             connection.send(session_update())
             connection.send(append(pcm16(speech["beckett"][:16000])))
@@ -279,7 +266,7 @@ def test_a_worker_that_dies_under_a_session_is_leased_again(unit: Service, speec
     (``.failed``, said once), the session gives the lease back, and the one after loads the model
     again and is transcribed."""
     beckett = pcm16(speech["beckett"])
-    with client(unit).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    with unit.openai().realtime.connect(extra_query=TRANSCRIPTION) as connection:
         received = Events(connection)
         connection.send(session_update(None))
         stream(connection, beckett, pace=0).join()

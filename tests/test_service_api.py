@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import struct
 
 import numpy as np
 import pytest
-import soundfile
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import Service, wait_for
+from tests.service import Service, wait_for, wav
 
 MODEL_FIELDS = {
     "id",
@@ -115,13 +113,6 @@ def test_load_free_and_cli(service: Service):
     done = subprocess.run([*cli, "unload", "whisper-tiny-en"], capture_output=True, text=True, env=env, timeout=60)
     assert "was not loaded (unloaded)" in done.stdout
     assert service.workers() == []
-
-
-def wav(samples: np.ndarray, subtype: str = "PCM_16") -> bytes:
-    """A WAV file; 16-bit PCM has the canonical 44-byte header the header edits below rely on."""
-    buf = io.BytesIO()
-    soundfile.write(buf, samples, 16000, format="WAV", subtype=subtype)
-    return buf.getvalue()
 
 
 def tone(seconds: float, channels: int = 1, rate: int = 16000) -> np.ndarray:

@@ -83,8 +83,8 @@ class RealtimeSessions:
 class RealtimeSession:
     def __init__(self, sessions: RealtimeSessions, config: SessionConfig, options: TranscriptionOptions):
         self._sessions, self._manager = sessions, sessions.manager
-        self.config, self._options = config, options
-        self._turns = Turns(config, self._decode, self._emit)
+        self._options = options
+        self._turns = Turns(config, self._decode, self._emit)  # owns the session's configuration
         self._holds = ExitStack()  # the model's lease
         self._lease: asyncio.Future[Lease] | None = None  # taken at the first audio or session.update
         self._holding = asyncio.Lock()  # taking and giving back the lease, and starting a decode on it
@@ -94,6 +94,10 @@ class RealtimeSession:
         self._sending = asyncio.Lock()
         self._close_code: int | None = None  # set: the session ends with this code
         self._stalled = False  # the client stopped taking events
+
+    @property
+    def config(self) -> SessionConfig:
+        return self._turns.config
 
     async def run(self, receive: Any, send: Any, subprotocol: str | None) -> None:
         """Accept the WebSocket and serve it until the client leaves or the session is closed."""
@@ -184,8 +188,7 @@ class RealtimeSession:
             raise InvalidRequest("the audio rate cannot change while the buffer holds audio; commit or clear it first")
         async with self._holding:
             await self._lease_for(config.model)
-        self.config, self._options = config, options
-        self._turns.config = config
+        self._turns.config, self._options = config, options
         await self._emit(event("session.updated", session=session_object(config)))
 
     async def _append(self, message: dict[str, Any]) -> None:

@@ -200,7 +200,7 @@ class Turns:
         )
 
     async def _send_words(self, turn: Turn, words: list[str]) -> None:
-        if not words or turn.item is None:
+        if not words:
             return
         text = " ".join(words)
         delta = f" {text}" if turn.sent_delta else text
