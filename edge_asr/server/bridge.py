@@ -105,8 +105,8 @@ class WsgiBridge:
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             head[:] = [{"type": "http.response.start", "status": int(status.split()[0]), "headers": encoded(headers)}]
 
-        def emit(message: Message) -> None:
-            if left.is_set():
+        def emit(message: Message, last: bool = False) -> None:
+            if left.is_set() and not last:  # a client that closes once it has the whole body has not left it
                 raise ClientGone
             sending = asyncio.run_coroutine_threadsafe(send(message), loop)
             try:
@@ -127,7 +127,7 @@ class WsgiBridge:
                 emit({"type": "http.response.body", "body": chunk, "more_body": True})
             if not started:
                 emit(head[0])
-            emit({"type": "http.response.body", "body": b"", "more_body": False})
+            emit({"type": "http.response.body", "body": b"", "more_body": False}, last=True)
         except ClientGone:
             log.info("a client left (or stopped reading) %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
         finally:
