@@ -14,6 +14,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from edge_asr.errors import RequestError
 from edge_asr.whisper.features import SAMPLE_RATE
 
 MAX_SAMPLE_RATE = 768_000  # the highest rate libsndfile writes; anything above is a corrupt header
@@ -22,7 +23,7 @@ MIN_SECONDS = 0.1  # Whisper needs a syllable; shorter input is a mistake
 UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # what streaming recorders write when they cannot know the size
 
 
-class AudioError(ValueError):
+class AudioError(RequestError):
     """The input is not audio edge-asr can use; the message says why, for the caller."""
 
 

@@ -4,6 +4,12 @@ the server turns them into ``{"error": {"message", "type", "code"}}``."""
 from __future__ import annotations
 
 
+class RequestError(ValueError):
+    """Raised by model code inside a worker for a request it cannot serve as asked (a bad field,
+    unusable audio, a prompt longer than the context): the client's 400 ``invalid_request``. Any
+    other exception there is the model's own failure (or ours), a logged 500."""
+
+
 class ServiceError(Exception):
     status = 500
     type = "server_error"

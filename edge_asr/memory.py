@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_asr.config import Config
+from edge_asr.loops import LoopErrors
 from edge_asr.tegrastats import NoRamField, parse_line
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class MemorySource:
         """The system's figure at this instant (lifecycle accounting), not remembered."""
         return meminfo()
 
+    def loops(self) -> list[LoopErrors]:
+        """The source's own threads' failed iterations (none for on-demand sources)."""
+        return []
+
     def info(self) -> dict[str, Any]:
         """What the API shows about the source besides its readings."""
         return {"source": self.name}
@@ -135,8 +140,10 @@ class MemInfoSource(MemorySource):
 class TegrastatsSource(MemorySource):
     """``tegrastats --interval MS`` as a child process; each line it prints becomes the latest
     reading and goes into the history. A line without RAM is skipped and counted; if tegrastats
-    dies it is restarted (back-off up to 30 s); while it has said nothing for three intervals,
-    ``read()`` falls back to meminfo (and ``sample()`` keeps that reading). tegrastats prints RAM,
+    dies it is restarted (back-off up to 30 s); while it has said nothing for three intervals (on
+    the monotonic clock: a unit without an RTC battery steps its wall clock), ``read()`` falls back
+    to meminfo (and ``sample()`` keeps that reading). An exception in the reader is logged and
+    counted (``errors``), and tegrastats is restarted as if it had died. tegrastats prints RAM,
     SWAP and CPU without root; only some rails and clocks need it."""
 
     name = "tegrastats"
@@ -145,8 +152,10 @@ class TegrastatsSource(MemorySource):
         super().__init__(history)
         self.executable, self.interval_ms = executable, interval_ms
         self.lines = self.skipped = self.restarts = 0
-        self._latest: MemoryReading | None = None
+        self.errors = LoopErrors("tegrastats reader")
+        self._latest: tuple[float, MemoryReading] | None = None  # (monotonic time, reading)
         self._process: subprocess.Popen | None = None
+        self._process_lock = threading.Lock()  # a child is started and stopped under it, never both at once
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-asr-tegrastats", daemon=True)
 
@@ -154,8 +163,8 @@ class TegrastatsSource(MemorySource):
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        with self._lock:
+        with self._process_lock:  # a start under way finishes first, and no other begins
+            self._stopping.set()
             process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
@@ -170,9 +179,12 @@ class TegrastatsSource(MemorySource):
     def _fresh(self) -> MemoryReading | None:
         """The latest line's reading, unless tegrastats has been silent for three intervals."""
         latest = self._latest
-        if latest is None or time.time() - latest.time > 3 * self.interval_ms / 1000:
+        if latest is None or time.monotonic() - latest[0] > 3 * self.interval_ms / 1000:
             return None
-        return latest
+        return latest[1]
+
+    def loops(self) -> list[LoopErrors]:
+        return [self.errors]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -187,6 +199,21 @@ class TegrastatsSource(MemorySource):
     def _run(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
+            read = False
+            with self.errors.guard():
+                read = self._follow()
+            if self._stopping.is_set():
+                break
+            backoff = 1.0 if read else min(30.0, backoff * 2)
+            self.restarts += 1
+            self._stopping.wait(backoff)
+
+    def _follow(self) -> bool:
+        """Run tegrastats and take its lines until it ends (or ``stop``); whether it gave a
+        reading. Whatever ends it, the child is gone and reaped, its pipe closed."""
+        with self._process_lock:
+            if self._stopping.is_set():
+                return False
             try:
                 process = subprocess.Popen(
                     [self.executable, "--interval", str(self.interval_ms)],
@@ -198,20 +225,21 @@ class TegrastatsSource(MemorySource):
                 )
             except OSError as e:
                 log.warning("cannot run %s: %s", self.executable, e)
-            else:
-                with self._lock:
-                    self._process = process
-                assert process.stdout is not None
-                for line in process.stdout:
-                    if self._take(line):
-                        backoff = 1.0
-                process.wait()
-                if self._stopping.is_set():
-                    break
-                log.warning("tegrastats exited with status %s; restarting in %.0f s", process.returncode, backoff)
-            self.restarts += 1
-            self._stopping.wait(backoff)
-            backoff = min(30.0, backoff * 2)
+                return False
+            self._process = process
+        assert process.stdout is not None
+        read = False
+        try:
+            for line in process.stdout:
+                read = self._take(line) or read
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            process.stdout.close()
+            if not self._stopping.is_set():
+                log.warning("tegrastats exited with status %s; restarting it", process.returncode)
+        return read
 
     def _take(self, line: str) -> bool:
         try:
@@ -220,17 +248,16 @@ class TegrastatsSource(MemorySource):
             self.skipped += 1
             return False
         self.lines += 1
-        self._latest = self._remember(
-            MemoryReading(
-                time=time.time(),
-                total_bytes=t.ram_total_bytes,
-                available_bytes=t.ram_available_bytes,
-                used_bytes=t.ram_used_bytes,
-                swap_total_bytes=t.swap_total_bytes or 0,
-                swap_used_bytes=t.swap_used_bytes or 0,
-                source=self.name,
-            )
+        reading = MemoryReading(
+            time=time.time(),
+            total_bytes=t.ram_total_bytes,
+            available_bytes=t.ram_available_bytes,
+            used_bytes=t.ram_used_bytes,
+            swap_total_bytes=t.swap_total_bytes or 0,
+            swap_used_bytes=t.swap_used_bytes or 0,
+            source=self.name,
         )
+        self._latest = (time.monotonic(), self._remember(reading))
         return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,20 @@ class StateStore:
     def settings(self, model_id: str) -> dict[str, Any]:
         """The user's settings for a model (empty if none were stored)."""
         with self._lock:
-            if model_id not in self._settings:
-                path = self._settings_path(model_id)
-                self._settings[model_id] = json.loads(path.read_text()) if path.is_file() else {}
-            return dict(self._settings[model_id])
+            return dict(self._stored(model_id))
 
-    def save_settings(self, model_id: str, settings: dict[str, Any]) -> None:
+    def _stored(self, model_id: str) -> dict[str, Any]:
+        """(Under the lock.) The model's stored settings, read from disk once."""
+        if model_id not in self._settings:
+            path = self._settings_path(model_id)
+            self._settings[model_id] = json.loads(path.read_text()) if path.is_file() else {}
+        return self._settings[model_id]
+
+    def update_settings(self, model_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Store ``change(stored settings)``: read, changed and written under one lock (two
+        updates never lose one another); what ``change`` raises leaves everything as it was."""
         with self._lock:
+            settings = change(dict(self._stored(model_id)))
             try:
                 atomic_write_text(self._settings_path(model_id), json.dumps(settings, indent=1, sort_keys=True))
             except OSError as e:

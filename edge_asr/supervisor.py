@@ -18,6 +18,7 @@ import time
 
 from edge_asr.config import Config
 from edge_asr.lifecycle import ModelManager
+from edge_asr.loops import LoopErrors
 from edge_asr.systemd import Watchdog
 from edge_asr.units import format_size
 
@@ -33,6 +34,7 @@ class Supervisor:
         self.ticks = 0
         self.cpu_seconds = 0.0  # the loop's own CPU time, unloads included
         self.pressure_hibernations = 0
+        self.errors = LoopErrors("supervisor")
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-asr-supervisor", daemon=True)
 
@@ -61,24 +63,20 @@ class Supervisor:
         return self.manager.hibernate_expired()
 
     def _run(self) -> None:
-        failing: str | None = None
+        overrunning = False
         while not self._stopping.is_set():
             self.manager.lease_returned.clear()
             started = time.thread_time()
-            try:
+            next_expiry = None
+            with self.errors.guard():  # a bad moment must not end supervision; no pings while it lasts
                 next_expiry = self.check()
-            except Exception as e:  # a bad moment must not end supervision; no pings while it lasts
-                if repr(e) != failing:  # the same failure every tick is logged once
-                    log.exception("supervisor check failed")
-                failing, next_expiry = repr(e), None
-            else:
-                failing = None
+            if not self.errors.failing:
                 overrun = self.manager.overrun()
                 if overrun is None:
                     self.watchdog.ping()
-                elif failing is None:
+                elif not overrunning:
                     log.error("%s: no watchdog pings until it ends", overrun)
-                failing = overrun
+                overrunning = overrun is not None
             self.ticks += 1
             self.cpu_seconds += time.thread_time() - started
             timeout = self.interval if next_expiry is None else min(self.interval, next_expiry - time.monotonic())

@@ -129,6 +129,14 @@ class _StateCollector(Collector):
             "Models hibernated under memory pressure",
             value=self.supervisor.pressure_hibernations,
         )
+        loop_errors = CounterMetricFamily(
+            "edge_asr_loop_errors",
+            "Failed iterations of the lifecycle's own threads (logged; the loop went on)",
+            labels=["loop"],
+        )
+        for loop in (self.supervisor.errors, *self.manager.loops()):
+            loop_errors.add_metric([loop.loop], loop.count)
+        yield loop_errors
         info = self.manager.memory_source_info()
         for key in ("skipped_lines", "restarts"):
             if key in info:

@@ -131,3 +131,14 @@ def test_only_contract_moves_are_allowed_and_events_name_the_settled_origin():
         except IllegalMove:
             continue
         raise AssertionError(f"unloaded -> {illegal.value} was allowed")
+
+
+def test_a_model_never_measured_is_admitted_alone_past_the_budget_not_past_the_reserve():
+    idle = record("idle")
+    fp = {"idle": 300 * MB}
+    args = dict(available=4000 * MB, reserve=500 * MB, budget=400 * MB, footprints=fp, settings=settings(idle))
+    assert policy.admit(700 * MB, resident=[idle], measured=False, **args).victim is idle  # the others go first
+    assert policy.admit(700 * MB, resident=[], measured=False, **args).fits  # then its real footprint decides
+    assert not policy.admit(700 * MB, resident=[], measured=True, **args).fits  # measured: the budget holds
+    args["available"] = 1000 * MB
+    assert not policy.admit(700 * MB, resident=[], measured=False, **args).fits  # the reserve holds regardless

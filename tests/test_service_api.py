@@ -72,8 +72,8 @@ def test_models_listing_and_lifecycle_contract(service: Service, clips):
     events = service.get("/api/events").json()["events"]
     assert [(e["from"], e["to"]) for e in events] == [("unloaded", "ready"), ("ready", "unloaded")]
     assert all(set(e) >= EVENT_FIELDS for e in events)
-    delta = events[0]["mem_available_before"] - events[0]["mem_available_after"]
-    assert loaded["footprint_bytes"] == max(delta, events[0]["worker_rss_bytes"])
+    assert loaded["footprint_bytes"] == events[0]["worker_rss_bytes"] == events[0]["footprint_bytes"]  # its own
+    assert after["footprint_bytes"] == events[1]["worker"]["rss_peak"]  # the peak it reached serving
     lines = (service.state_dir / "events.jsonl").read_text().splitlines()
     assert len(lines) == 2
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -127,5 +129,90 @@ def test_jtop_source_reads_ram_and_falls_back_when_its_service_goes(monkeypatch)
         assert source.read().source == "meminfo"
         monkeypatch.setattr(jtop.jtop, "service_running", True)
         assert source.read().source == "jtop"
+    finally:
+        source.stop()
+
+
+@pytest.fixture
+def fake_tegrastats(tmp_path, monkeypatch) -> str:
+    """The fake tegrastats (tests/fakes), printing one recorded line per interval."""
+    feed = tmp_path / "lines.txt"
+    feed.write_text(LINES[3] + "\n")
+    monkeypatch.setenv("FAKE_TEGRASTATS_LINES", str(feed))
+    return str(Path(__file__).parent / "fakes" / "tegrastats")
+
+
+def fake_children() -> list[int]:
+    """This process's tegrastats children that have not ended."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(parent) == os.getpid() and b"tegrastats" in cmdline and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def test_the_reader_survives_an_exception_and_restarts_tegrastats(fake_tegrastats, monkeypatch, caplog):
+    from edge_asr.memory import TegrastatsSource
+
+    source = TegrastatsSource(fake_tegrastats, 50)
+    take, broken = source._take, [2]
+
+    def flaky_take(line: str) -> bool:
+        if broken[0]:
+            broken[0] -= 1
+            raise RuntimeError("a parser bug")
+        return take(line)
+
+    monkeypatch.setattr(source, "_take", flaky_take)
+    source.start()
+    try:
+        wait_for(lambda: source.lines >= 3, 10)
+        assert source.errors.count == 2 and source.restarts == 2
+        assert source.read().source == "tegrastats" and len(fake_children()) == 1  # the broken runs were reaped
+    finally:
+        source.stop()
+    assert "RuntimeError: a parser bug" in caplog.text and fake_children() == []
+
+
+def test_a_stop_while_tegrastats_starts_leaves_no_orphan(fake_tegrastats, monkeypatch):
+    """``stop()`` between the loop's check and the child's start used to miss the child."""
+    import subprocess
+
+    from edge_asr.memory import TegrastatsSource
+
+    source = TegrastatsSource(fake_tegrastats, 50)
+    popen, stopper = subprocess.Popen, []
+
+    def slow_start(*args, **kwargs):
+        stopping = threading.Thread(target=source.stop)
+        stopping.start()  # the service stops just as tegrastats starts
+        stopper.append(stopping)
+        time.sleep(0.3)
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", slow_start)
+    source.start()
+    wait_for(lambda: stopper, 5)
+    stopper[0].join(10)
+    assert not stopper[0].is_alive() and not source._thread.is_alive()
+    assert wait_for(lambda: fake_children() == [], 2, raises=False), "tegrastats outlived stop()"
+
+
+def test_a_wall_clock_step_does_not_make_a_fresh_reading_stale(fake_tegrastats, monkeypatch):
+    """A unit without an RTC battery sets its clock from the network hours after boot."""
+    from edge_asr import memory
+
+    source = memory.TegrastatsSource(fake_tegrastats, 200)
+    source.start()
+    try:
+        wait_for(lambda: source.read().source == "tegrastats", 10)
+        wall = time.time
+        monkeypatch.setattr(memory.time, "time", lambda: wall() + 86400)
+        assert source.read().source == "tegrastats"
     finally:
         source.stop()

@@ -36,12 +36,14 @@ from edge_asr.errors import (
 )
 from edge_asr.events import EventLog
 from edge_asr.lifecycle import policy
+from edge_asr.lifecycle.footprints import held_footprint, load_footprint, peak_footprint
 from edge_asr.lifecycle.lease import Lease
 from edge_asr.lifecycle.monitor import Monitor
 from edge_asr.lifecycle.operation import OperationLock
 from edge_asr.lifecycle.records import ModelRecord, State
 from edge_asr.lifecycle.registry import ModelRegistry
 from edge_asr.lifecycle.status import runtime_of
+from edge_asr.loops import LoopErrors
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
@@ -50,6 +52,7 @@ from edge_asr.workers.handle import KILL_GRACE, WorkerHandle
 
 log = logging.getLogger(__name__)
 LIFECYCLE_BUSY_RETRY = 0.25  # seconds before the supervisor tries again behind a load or unload
+SETTLE_READS, SETTLE_INTERVAL, SETTLE_RISE = 20, 0.1, 2**20  # an unload's reading settles (``_settled``)
 Spawn = Callable[[ModelSpec, Config], WorkerHandle]
 
 
@@ -77,6 +80,10 @@ class ModelManager(ModelRegistry):
     def kill_stalled(self) -> list[str]:
         """Kill the workers silent for ``stall_timeout`` mid-request; the ids of their models."""
         return self._monitor.kill_stalled()
+
+    def loops(self) -> list[LoopErrors]:
+        """The failed iterations of the threads the manager runs (the monitor, the memory source's)."""
+        return [self._monitor.errors, *self._memory.loops()]
 
     def overrun(self) -> str | None:
         """The lifecycle operation under way if it has run past any bound it should keep (its
@@ -214,9 +221,7 @@ class ModelManager(ModelRegistry):
             before = self._memory.measure()
             worker = self._spawn(rec.spec, self.config)
             after = self._memory.measure()
-            # What the system lost, or the worker's own size where that says more (GPU memory only
-            # shows in the former; a VM that hands pages back lazily hides memory from it).
-            footprint = max(before.available_bytes - after.available_bytes, worker.load_report["rss_loaded"])
+            footprint = load_footprint(worker.load_report)  # the worker's own figure (``footprints``)
             with self._cond:
                 rec.worker, rec.loaded_at, rec.last_used = worker, self._clock(), self._clock()
                 runtime = {k: v for k, v in runtime_of(rec).items() if k != "runtime_preferred"}
@@ -242,7 +247,7 @@ class ModelManager(ModelRegistry):
             if isinstance(e, ServiceError) and not isinstance(e, WorkerCrashed):
                 raise ModelLoadFailed(message) from None
             raise
-        self.footprints.learn(rec.spec.id, footprint)
+        self.footprints.loaded(rec.spec.id, footprint)
         if thrash:
             log.warning(
                 "model %s reloaded %.0f s after a pressure hibernation (%d times): memory is too tight",
@@ -266,6 +271,7 @@ class ModelManager(ModelRegistry):
                     resident,
                     self.footprints.known(),
                     self._all_settings(),
+                    measured=self.footprints.measured(rec.spec.id),
                 )
                 if plan.fits:
                     return
@@ -346,13 +352,13 @@ class ModelManager(ModelRegistry):
             before = self._memory.measure()
             report = worker.release(self.config.unload_timeout)
             trim_heap()
-            after = self._memory.measure()
+            held = held_footprint(worker.load_report, report) or self.footprints.get(rec.spec.id) or 0
+            after = self._settled(before, held)
         except BaseException as e:
             worker.kill()
             self._fail(rec, f"unload failed: {type(e).__name__}: {e}")
             raise
         reclaimed = after.available_bytes - before.available_bytes
-        footprint = max(self.footprints.get(rec.spec.id) or 0, report.get("rss_peak", 0))
         with self._cond:
             rec.drop_worker(reason, self._clock())
             self._transition(
@@ -361,11 +367,28 @@ class ModelManager(ModelRegistry):
                 reason,
                 **self._measured(before, after, start),
                 reclaimed_bytes=reclaimed,
-                residue_bytes=footprint - reclaimed,
+                residue_bytes=held - reclaimed,
                 worker=report,
             )
-        self.footprints.learn(rec.spec.id, footprint)
+        if (peak := peak_footprint(worker.load_report, report)) is not None:
+            self.footprints.released(rec.spec.id, peak)
         return {"model": rec.spec.id, "unloaded": True, "reclaimed_bytes": reclaimed, "worker": report}
+
+    def _settled(self, before: MemoryReading, held: int) -> MemoryReading:
+        """The reading after an unload once it settles: read again while it still rises, up to
+        ``SETTLE_READS`` times. A kernel may hand freed pages back lazily (a VM with free page
+        reporting shows a few kB back at once and the rest within a second or two); judged on the
+        first reading, every unload would cry residue for memory that came back."""
+        after = self._memory.measure()
+        for _ in range(SETTLE_READS):
+            if after.available_bytes - before.available_bytes >= held:
+                break  # all of it is back
+            time.sleep(SETTLE_INTERVAL)
+            again = self._memory.measure()
+            if again.available_bytes - after.available_bytes < SETTLE_RISE:
+                break  # no longer rising
+            after = again
+        return after
 
     def _measured(self, before: MemoryReading, after: MemoryReading, start: float) -> dict[str, Any]:
         return {
@@ -421,14 +444,19 @@ class ModelManager(ModelRegistry):
         return {"unloaded": [r["model"] for r in done], "reclaimed_bytes": sum(r["reclaimed_bytes"] for r in done)}
 
     def shutdown(self) -> None:
-        """Refuse new work, release every worker, busy or not (service stop), stop reading memory."""
+        """Refuse new work, release every worker, busy or not (service stop), stop reading memory:
+        each step whatever the one before it raised (the failures are logged)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._monitor.stop()
-        for rec in self._records.values():
-            try:
-                self._unload_if(rec, "shutdown", lambda r: r.state is State.READY, self.config.unload_timeout)
-            except ModelUnavailable:
-                log.warning("model %s: a load still runs at shutdown; its worker ends with the service", rec.spec.id)
-        self._memory.stop()
+        try:
+            self._monitor.stop()
+            for rec in self._records.values():
+                try:
+                    self._unload_if(rec, "shutdown", lambda r: r.state is State.READY, self.config.unload_timeout)
+                except ModelUnavailable:
+                    log.warning("model %s: a load still runs at shutdown; its worker ends with us", rec.spec.id)
+                except Exception:
+                    log.exception("model %s: its unload at shutdown failed (its worker was killed)", rec.spec.id)
+        finally:
+            self._memory.stop()

@@ -69,11 +69,16 @@ def admit(
     resident: Iterable[ModelRecord],
     footprints: Mapping[str, int],
     settings: Settings,
+    measured: bool = True,
 ) -> Admission:
-    """The next step to make room for a model needing ``need`` bytes among ``resident`` ones."""
+    """The next step to make room for a model needing ``need`` bytes among ``resident`` ones.
+
+    A model never ``measured`` has only a prediction, which may be well above what it takes: when
+    the budget alone stands in its way, it loads once it is the only one resident (the others
+    evicted first), and its real footprint decides from then on; refused unseen, it never could."""
     resident = list(resident)
     space = room(available, reserve, budget, (footprints.get(r.spec.id, 0) for r in resident))
-    if need <= space:
+    if need <= space or (not measured and not resident and need <= available - reserve):
         return Admission(True, space)
     unpinned = [r for r in resident if not settings[r.spec.id]["pinned"]]
     idle = [r for r in unpinned if is_idle(r)]

@@ -2,7 +2,8 @@
 
 It answers what the API, the page and the supervisor read (a model's spec, settings and status,
 the memory readings, the lifecycle events) and makes every state change: ``_transition`` checks
-the move against ``records.MOVES``, wakes the waiters and records the event. It starts and stops
+the move against ``records.MOVES``, wakes the waiters and stages the event, which is delivered
+(written, logged, given to the listeners) once the condition is released (``events``). It starts and stops
 nothing: the ``ModelManager`` (its subclass) adds the operations that do (leases, load, unload,
 hibernation), as Flask's ``Flask`` adds serving to its ``App``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from edge_asr import settings as model_settings
@@ -29,6 +31,27 @@ from edge_asr.units import parse_duration
 from edge_asr.workers.handle import WorkerHandle
 
 
+class _Condition(threading.Condition):
+    """The registry's condition (reentrant, so transitions nest): when the thread that holds it
+    releases it for the last time, it calls ``released`` (delivers the events staged under it)."""
+
+    def __init__(self, released: Callable[[], None]):
+        super().__init__(threading.RLock())
+        self._released = released
+        self._depth = threading.local()
+
+    def __enter__(self) -> bool:
+        entered = super().__enter__()
+        self._depth.n = getattr(self._depth, "n", 0) + 1
+        return entered
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        super().__exit__(*exc)
+        if self._depth.n == 0:
+            self._released()
+
+
 class ModelRegistry:
     def __init__(
         self,
@@ -43,7 +66,7 @@ class ModelRegistry:
         served = [spec for spec in load_manifest(config).values() if spec.task != "vad"]
         self._records = {spec.id: ModelRecord(spec) for spec in served}
         self.footprints = Footprints(store)
-        self._cond = threading.Condition()  # guards every record; reentrant, so transitions nest
+        self._cond = _Condition(events.deliver)  # guards every record
         self._stopping = False  # the service stops: no new work
 
     # -- queries ---------------------------------------------------------------------------
@@ -70,8 +93,7 @@ class ModelRegistry:
 
     def update_settings(self, model_id: str, patch: dict[str, Any]) -> dict[str, Any]:
         spec = self.spec(model_id)
-        with self._cond:
-            self._store.save_settings(model_id, model_settings.merge(spec, self._store.settings(model_id), patch))
+        self._store.update_settings(model_id, partial(model_settings.merge, spec, patch=patch))
         return self.settings(model_id)
 
     def _expires_at(self, rec: ModelRecord) -> float | None:
@@ -134,7 +156,7 @@ class ModelRegistry:
             origin = rec.move(to, reason)
             self._cond.notify_all()
             if event and to in SETTLED:
-                self._events.record(rec.spec.id, origin.value, to.value, reason, **details)
+                self._events.stage(rec.spec.id, origin.value, to.value, reason, **details)
 
     def _fail(self, rec: ModelRecord, reason: str, **details: Any) -> None:
         """The model's worker is gone or never came: ``failed``, counted for the back-off."""

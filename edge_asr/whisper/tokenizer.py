@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from edge_asr.errors import RequestError
+
 
 class WhisperTokenizer:
     def __init__(self, tokenizer_json: Path, special: dict[str, int], languages: dict[str, int]):
@@ -37,7 +39,7 @@ class WhisperTokenizer:
         ``max_previous`` tokens are kept.
         """
         if task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be transcribe or translate, not {task!r}")
+            raise RequestError(f"task must be transcribe or translate, not {task!r}")
         tokens = []
         if previous_text and previous_text.strip():
             tokens = [self.special["sot_prev"], *self.text_tokens(previous_text)[-max_previous:]]
@@ -45,12 +47,12 @@ class WhisperTokenizer:
         if self.languages:
             code = language or "en"
             if code not in self.languages:
-                raise ValueError(f"unsupported language {code!r}")
+                raise RequestError(f"unsupported language {code!r}")
             tokens += [self.languages[code], self.special[task]]
         elif language not in (None, "en"):
-            raise ValueError(f"this model is English-only; language {language!r} is not available")
+            raise RequestError(f"this model is English-only; language {language!r} is not available")
         elif task == "translate":
-            raise ValueError("this model is English-only; it cannot translate")
+            raise RequestError("this model is English-only; it cannot translate")
         return tokens if timestamps else [*tokens, self.special["no_timestamps"]]
 
     def text_tokens(self, text: str) -> list[int]:

@@ -48,16 +48,21 @@ class WorkerHandle:
 
     def __init__(self, spec: ModelSpec, config: Config):
         self.model_id = spec.id
-        self._conn, child = _SPAWN.Pipe()
-        self.process = _SPAWN.Process(
-            target=worker_main, args=(child, spec, config), name=f"edge-asr-worker-{spec.id}", daemon=True
-        )
         self._lock = threading.Lock()
         self._waiting_since: float | None = None  # a request's last message from the worker
         self._kill_reason: str | None = None
         self._reaping = threading.Lock()
-        self.process.start()
-        child.close()
+        self._conn, child = _SPAWN.Pipe()
+        try:
+            self.process = _SPAWN.Process(
+                target=worker_main, args=(child, spec, config), name=f"edge-asr-worker-{spec.id}", daemon=True
+            )
+            self.process.start()
+        except BaseException:  # no process (out of memory, fds): no pipe either
+            self._conn.close()
+            raise
+        finally:
+            child.close()  # the worker's end is the worker's
         try:
             answer = self._receive(config.load_timeout)
         except ServiceError as e:  # died or hung while loading: worth a retry (503), unlike a model that fails
@@ -150,6 +155,8 @@ class WorkerHandle:
                 raise self._died()
             yield
         finally:
+            if not self.alive():  # a kill() meanwhile left the pipe to this call, which held it
+                self._conn.close()
             self._lock.release()
 
     def release(self, timeout: float) -> dict[str, Any]:
@@ -182,7 +189,7 @@ class WorkerHandle:
     def kill(self) -> None:
         """Make sure the process is gone and reaped and the pipe closed (no zombies, no leaked fds).
         The pipe is closed only between calls: a call that holds it (one queued behind the call
-        that died may just have started) finds the process dead, and its own ``kill`` closes it."""
+        that died may just have started) finds the process dead and closes it as its turn ends."""
         if self._conn.closed:
             return
         with self._reaping:

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from edge_asr.config import Config
+from edge_asr.errors import RequestError
 from edge_asr.manifest import ModelSpec
 from edge_asr.steps import Steps
 from edge_asr.whisper import CPU_DECODER
@@ -56,9 +57,13 @@ class WhisperRunner(Runner):
 
     @classmethod
     def files_loaded(cls, spec: ModelSpec) -> list[str]:
-        """A Whisper folder holds a decoder for each runtime and a load reads one: the fp32 one
-        counts, the larger."""
-        return [f for f in spec.files if f != CPU_DECODER]
+        """A Whisper folder holds a decoder for each runtime and a load reads the one for the
+        providers this onnxruntime build has (``graphs.decoder_file``)."""
+        from edge_asr.runtime.onnx import provider_chain
+        from edge_asr.whisper.graphs import decoder_file
+
+        decoder = decoder_file(spec.directory, provider_chain(spec.providers))
+        return [f for f in spec.files if f not in (CPU_DECODER, "decoder.onnx") or f == decoder]
 
     def __init__(self, spec: ModelSpec, config: Config):
         from edge_asr.vad import SileroVad
@@ -129,7 +134,7 @@ class GenaiRunner(Runner):
         )
         room = self.context_length - len(prompt)
         if room < 1:
-            raise ValueError(f"the prompt is {len(prompt)} tokens; this model's context holds {self.context_length}")
+            raise RequestError(f"the prompt is {len(prompt)} tokens; this model's context holds {self.context_length}")
         limit = min(asked.max_tokens or room, room)
         params = self._og.GeneratorParams(self.model)
         search: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": asked.temperature > 0}

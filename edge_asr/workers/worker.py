@@ -14,8 +14,8 @@ from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from edge_asr.audio import AudioError
 from edge_asr.config import Config
+from edge_asr.errors import RequestError
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import trim_heap
 from edge_asr.runtime.onnx import share_one_thread_pool
@@ -88,7 +88,7 @@ def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> None:
         if inspect.isgenerator(result):
             result = _stream(conn, result)
         conn.send(protocol.Done(result))
-    except (AudioError, ValueError, TypeError) as e:
+    except RequestError as e:  # the runner found the request unusable: the client's to fix
         conn.send(protocol.Failed("invalid", str(e)))
     except Exception as e:
         log.exception("%s failed", request.method)

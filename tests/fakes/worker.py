@@ -22,6 +22,7 @@ class FakeWorkerHandle:
     fail_load: ClassVar[BaseException | None] = None
     fail_release: ClassVar[BaseException | None] = None
     detected: ClassVar[float | None] = None
+    broken_sentinels: ClassVar[int] = 0  # the next reads of ``sentinel`` that raise (a bug in the watch)
 
     def __init__(self, spec: Any, config: Any):
         if FakeWorkerHandle.fail_load is not None:
@@ -36,6 +37,9 @@ class FakeWorkerHandle:
 
     @property
     def sentinel(self) -> int:
+        if FakeWorkerHandle.broken_sentinels:
+            FakeWorkerHandle.broken_sentinels -= 1
+            raise RuntimeError("a bug in the watch")
         return self._read
 
     def alive(self) -> bool:
