@@ -1,15 +1,16 @@
 """Chaos: the service under a crowd of clients while an injector breaks what it can.
 
 Clients (threads) loop over random operations: transcriptions (short, long, streamed, bad audio),
-chats, pipelines, loads, unloads, frees and settings writes. Meanwhile an injector kills
-(SIGKILL) and freezes (SIGSTOP) workers, flips memory pressure through the fake tegrastats and
-fills the state directory (a small tmpfs: run as root). Counted and printed as JSON: requests by
-operation and outcome, and the invariants: no 500, no request past its bound, no zombie, no model
-stuck in loading/unloading past its bound, the settings as the last acknowledged write left them,
-and, once everything is freed, the memory processes hold (the kernel's anonymous and shared pages,
-page tables and unreclaimable slab) back within 16 MB of where it started. MemAvailable is
-reported but not judged: it also moves with the page cache and with what the rest of the machine
-(or its hypervisor) takes — a CI run once lost 194 MiB of it while those accounts grew by 20 MiB.
+chats, pipelines, loads, unloads, frees and settings writes. Meanwhile an injector kills (SIGKILL)
+and freezes (SIGSTOP) workers, kills the spare worker, flips memory pressure through the fake
+tegrastats and fills the state directory (a small tmpfs: run as root). Counted and printed as JSON:
+requests by operation and outcome, and the invariants: no 500, no request past its bound, no zombie,
+no model stuck in loading/unloading past its bound, the spare worker back once all is freed, the
+settings as the last acknowledged write left them, and, once everything is freed, the memory
+processes hold (the kernel's anonymous and shared pages, page tables and unreclaimable slab) back
+within 16 MB of where it started. MemAvailable is reported but not judged: it also moves with the
+page cache and with what the rest of the machine (or its hypervisor) takes — a CI run once lost 194
+MiB of it while those accounts grew by 20 MiB.
 
 usage: python -m bench.chaos [--seconds 600] [--clients 16] [--seed 0]   (root; after `source scripts/env.sh`)
 Exits 1 when an invariant broke. tests/test_chaos.py runs it for a short while in CI.
@@ -43,7 +44,7 @@ from edge_asr.config import load_config
 from edge_asr.memory import trim_heap
 from edge_asr.samples import sample_clips
 from tests.fakes.tegrastats_feed import RECORDED, pressure_env, replay, under_pressure
-from tests.service import Service, children, fill, settled_available
+from tests.service import Service, children, fill, settled_available, wait_for
 
 ASR, LLM = "whisper-tiny-en", "smollm2-135m-instruct"
 MODELS = (ASR, LLM)
@@ -182,6 +183,9 @@ class Chaos:
             workers = self.service.workers()
             with self.lock:
                 self.outcomes[f"inject {action}"] += 1
+            spare = self.service.spare()["pid"]
+            if action == "kill" and spare is not None:
+                workers.append(spare)  # the spare worker dies too (it is re-made)
             if action in ("kill", "freeze") and workers:
                 pid = self.rng.choice(workers)
                 with contextlib.suppress(ProcessLookupError):
@@ -257,6 +261,8 @@ class Chaos:
             time.sleep(1)
         else:
             self.violation(f"the models would not all unload: {states}")
+        if not wait_for(lambda: service.spare()["ready"], 60, raises=False):
+            self.violation(f"the spare worker did not come back: {service.spare()}")
 
     def settle(self, service: Service, baseline: int, front_start: int, own_start: int) -> dict:
         """After the storm: every worker gone, no zombie, settings as acknowledged, memory back."""

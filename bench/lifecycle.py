@@ -1,8 +1,10 @@
 """Lifecycle costs of the service, each as a ratio against a reference measured in the same run:
 
-(a) wake latency: the first transcription on an unloaded model through the service (HTTP, worker
-    spawn, sessions, inference) versus a fresh Python process that creates the same ONNX Runtime
-    sessions (Whisper and VAD) and runs the same inference;
+(a) wake latency, for Whisper, the LLM and the voice: the first request on an unloaded model
+    through the service (HTTP, the spare worker handed its model, sessions, inference) versus a
+    fresh Python process that creates the same sessions (the same runner) and serves the same
+    request; and the same wake with the spare worker off (``EDGE_ASR_SPARE_WORKER=0``: a new
+    process per wake, as before it existed). The spare worker's own memory is printed too;
 (b) HTTP overhead: a warm transcription through the service versus the library in-process;
 (c) N load/transcribe/unload cycles through the API: available memory at the end against the
     start (polled up to 30 s: this VM returns freed pages lazily), workers left, time per cycle.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -28,21 +31,64 @@ from edge_asr.samples import sample_clips
 from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
-from tests.service import Service, available, settled_available
+from edge_asr.workers.protocol import Chat, ChatOptions, Synthesize
+from tests.service import ASR, LLM, TTS, Service, available, settled_available, wait_for
 
 FRESH_PROCESS = """
-import sys, time
+import pickle, sys, time
 start = time.perf_counter()
-from pathlib import Path
-from bench._timing import median_time
 from edge_asr.audio import decode_audio
-from edge_asr.vad import SileroVad
-from edge_asr.whisper.model import WhisperModel
-from edge_asr.whisper.transcribe import transcribe
-model, vad = WhisperModel(Path(sys.argv[1])), SileroVad(Path(sys.argv[2]))
-text = transcribe(model, vad, decode_audio(sys.argv[3])).text
+from edge_asr.config import load_config
+from edge_asr.manifest import get_model
+from edge_asr.workers.protocol import Transcribe
+from edge_asr.workers.runners import create_runner
+config = load_config()
+runner = create_runner(get_model(config, sys.argv[1]), config)
+request = pickle.loads(bytes.fromhex(sys.argv[2])) if sys.argv[2] else Transcribe(decode_audio(sys.argv[3]))
+for _ in getattr(runner, request.method)(request):
+    pass
 print(time.perf_counter() - start)
 """
+MESSAGES = [{"role": "user", "content": "Say hello to the plant room."}]
+SENTENCE = "The pump in the plant room has stopped. Please check the pressure valve."
+
+
+def wakes(service: Service, clip: Path, repeats: int) -> dict[str, float]:
+    """Median seconds of each model's first request after an unload, the spare worker (if on)
+    ready first, as a user's wake finds it on an idle unit."""
+    requests = {
+        ASR: lambda: service.transcribe(clip.read_bytes()),
+        LLM: lambda: service.post(
+            "/v1/chat/completions", json={"model": LLM, "messages": MESSAGES, "max_tokens": 16, "temperature": 0}
+        ),
+        TTS: lambda: service.post("/v1/audio/speech", json={"model": TTS, "input": SENTENCE}),
+    }
+    spare_on = service.get("/api/system/memory").json()["spare_worker"]["enabled"]
+    times: dict[str, list[float]] = {model: [] for model in requests}
+    for _ in range(repeats):
+        for model, request in requests.items():
+            service.post(f"/api/models/{model}/unload")
+            if spare_on:
+                wait_for(lambda: service.get("/api/system/memory").json()["spare_worker"]["ready"], 60)
+            start = time.perf_counter()
+            assert request().ok
+            times[model].append(time.perf_counter() - start)
+    return {model: sorted(t)[len(t) // 2] for model, t in times.items()}
+
+
+def fresh_processes(clip: Path, repeats: int) -> dict[str, float]:
+    """Median seconds of a fresh process creating each model's sessions and serving its request."""
+    requests = {
+        ASR: "",
+        LLM: pickle.dumps(Chat(MESSAGES, ChatOptions(max_tokens=16, temperature=0))).hex(),
+        TTS: pickle.dumps(Synthesize(SENTENCE)).hex(),
+    }
+
+    def run(model: str) -> None:
+        command = [sys.executable, "-c", FRESH_PROCESS, model, requests[model], str(clip)]
+        subprocess.run(command, check=True, capture_output=True)
+
+    return {model: median_time(lambda m=model: run(m), repeats) for model in requests}
 
 
 def http_overhead(service: Service, data: bytes, model_dir: Path, vad_file: Path, clip: Path, repeats: int) -> None:
@@ -75,35 +121,37 @@ def main() -> None:
     clip = sample_clips(config)["beckett"]
     data = clip.read_bytes()
     with tempfile.TemporaryDirectory() as state:
-        service = Service(Path(state)).start()
+        off = Service(Path(state) / "off", EDGE_ASR_SPARE_WORKER="0").start()
         try:
-
-            def wake():
-                service.post("/api/models/whisper-tiny-en/unload")
-                assert service.transcribe(data).ok
-
-            def fresh_process():
-                subprocess.run(
-                    [sys.executable, "-c", FRESH_PROCESS, str(spec.directory), str(vad_file), str(clip)],
-                    check=True,
-                    capture_output=True,
+            without_spare = wakes(off, clip, args.repeats)
+        finally:
+            off.stop()
+        service = Service(Path(state) / "on").start()
+        try:
+            with_spare = wakes(service, clip, args.repeats)
+            fresh = fresh_processes(clip, args.repeats)
+            for model in (ASR, LLM, TTS):
+                print(
+                    json.dumps(
+                        {
+                            "bench": f"wake latency {model}",
+                            "service_first_request_s": round(with_spare[model], 3),
+                            "spare_off_s": round(without_spare[model], 3),
+                            "fresh_process_s": round(fresh[model], 3),
+                            "ratio": round(with_spare[model] / fresh[model], 3),
+                            "ratio_spare_off": round(without_spare[model] / fresh[model], 3),
+                        }
+                    )
                 )
-
-            wake_s, fresh_s = median_time(wake, args.repeats), median_time(fresh_process, args.repeats)
+            spare = wait_for(lambda: (s := service.get("/api/system/memory").json()["spare_worker"])["ready"] and s, 60)
             print(
-                json.dumps(
-                    {
-                        "bench": "wake latency",
-                        "service_first_request_s": round(wake_s, 3),
-                        "fresh_process_s": round(fresh_s, 3),
-                        "ratio": round(wake_s / fresh_s, 3),
-                    }
-                )
+                json.dumps({"bench": "spare worker memory", "footprint_mb": round(spare["footprint_bytes"] / 1e6, 1)})
             )
 
             http_overhead(service, data, spec.directory, vad_file, clip, args.repeats * 2)
 
-            service.post("/api/models/whisper-tiny-en/unload")
+            for model in (ASR, LLM, TTS):
+                service.post(f"/api/models/{model}/unload")
             start_available = settled_available()
             start = time.perf_counter()
             for _ in range(args.cycles):

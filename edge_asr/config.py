@@ -176,6 +176,12 @@ class Config:
     keep_alive: float = key(
         300.0, parse_duration, "Idle time before a model hibernates, unless its manifest entry or settings say."
     )
+    spare_worker: bool = key(
+        True, _bool, "Keep a worker process with its imports done and no model when memory allows: wakes use it."
+    )
+    prefetch: bool = key(
+        True, _bool, "Load a request's next model (a pipeline's next stage) at once when it fits beside the others."
+    )
     # supervisor
     memory_source: str = key("auto", str, "`auto`, `tegrastats`, `jtop` or `meminfo` (see `edge_asr/memory.py`).")
     tegrastats: str = key("tegrastats", str, "The tegrastats executable (a name on `PATH` or a path).")

@@ -3,8 +3,9 @@
 Every memory interval (and at once when a request gives its lease back: a keep-alive of 0 means
 "unload now") it asks the ModelManager for a memory sample (the history the page charts), to
 relieve memory pressure (below the low watermark: hibernate idle models until the high watermark),
-to kill workers that hang mid-request (``stall_timeout``) and to hibernate the idle models whose
-keep-alive has run out, then pings systemd's watchdog. It never touches a worker itself:
+to kill workers that hang mid-request (``stall_timeout``), to hibernate the idle models whose
+keep-alive has run out and to keep a spare worker ready when memory allows (a wake's process,
+``workers.spare``), then pings systemd's watchdog. It never touches a worker itself:
 the manager owns every lifecycle change. A loop that hangs, or a load or unload that runs past its
 bound (``ModelManager.overrun``), stops the pings, and systemd restarts the service (an unload
 waits at most ``unload_timeout`` for its worker, so a frozen worker alone does not).
@@ -60,7 +61,9 @@ class Supervisor:
                 ", ".join(hibernated),
             )
         self.manager.kill_stalled()
-        return self.manager.hibernate_expired()
+        next_expiry = self.manager.hibernate_expired()
+        self.manager.keep_spare()
+        return next_expiry
 
     def _run(self) -> None:
         overrunning = False

@@ -49,7 +49,7 @@ class Metrics:
         )
         self.residue = Histogram(
             "edge_asr_model_residue_bytes",
-            "Footprint minus what came back, per unload",
+            "What a worker held minus what came back once memory settled, per unload",
             ["model"],
             buckets=(-64e6, -16e6, 0, 4e6, 16e6, 64e6, 256e6),
             registry=self.registry,
@@ -64,9 +64,11 @@ class Metrics:
 
     def observe_event(self, event: dict[str, Any]) -> None:
         model, reason = event["model"], event["reason"]
-        if event["from"] == event["to"]:  # not a move: something the model found while serving
+        if event["from"] == event["to"]:  # not a move: what a model found serving, or its unload's residue
             if reason == "language detected":
                 self.languages.labels(model, event["language"]).inc()
+            elif reason == "memory settled":
+                self.residue.labels(model).observe(event["residue_bytes"])
         elif event["to"] == State.READY.value:
             self.loads.labels(model, reason).inc()
             self.load_seconds.labels(model).observe(event["duration_s"])
@@ -74,7 +76,6 @@ class Metrics:
             self.unloads.labels(model, reason).inc()
             self.unload_seconds.labels(model).observe(event["duration_s"])
             self.reclaimed.labels(model).inc(max(0, event["reclaimed_bytes"]))
-            self.residue.labels(model).observe(event["residue_bytes"])
         elif event["to"] == State.FAILED.value:
             self.failures.labels(model).inc()
 
@@ -120,6 +121,12 @@ class _StateCollector(Collector):
                 footprint.add_metric([model], status["footprint_bytes"])
             thrash.add_metric([model], status["thrashes"])
         yield from (states, in_flight, footprint, thrash)
+        spare = self.manager.spare_status()
+        yield GaugeMetricFamily(
+            "edge_asr_spare_worker_bytes",
+            "The spare worker's footprint while one is ready (a wake's process), else 0",
+            value=spare["footprint_bytes"] if spare["ready"] else 0,
+        )
         yield CounterMetricFamily("edge_asr_supervisor_ticks", "Supervisor checks", value=self.supervisor.ticks)
         yield CounterMetricFamily(
             "edge_asr_supervisor_cpu_seconds", "CPU time of the supervisor loop", value=self.supervisor.cpu_seconds

@@ -135,11 +135,17 @@ class Service:
         self.process.wait(10)
 
     def workers(self) -> list[int]:
-        """Worker processes (multiprocessing's resource tracker and tegrastats are not workers)."""
+        """Model worker processes (multiprocessing's resource tracker, tegrastats and the spare
+        worker are not model workers)."""
         assert self.process is not None
         others = (b"resource_tracker", b"tegrastats")
-        pids = children(self.process.pid)
+        before = self.spare()["pid"]  # read around the listing: a spare may start meanwhile
+        pids = [p for p in children(self.process.pid) if p not in (before, self.spare()["pid"])]
         return [p for p in pids if not any(name in Path(f"/proc/{p}/cmdline").read_bytes() for name in others)]
+
+    def spare(self) -> dict:
+        """The spare worker as the API shows it."""
+        return self.get("/api/system/memory").json()["spare_worker"]
 
     # -- API helpers -------------------------------------------------------------------------
 

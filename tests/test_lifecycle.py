@@ -20,7 +20,7 @@ import soundfile
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
 from edge_asr.samples import REFERENCES
-from tests.service import Service, available, settled_available, wait_for
+from tests.service import ASR, Service, available, settled_available, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_load_transcribe_unload_cycles_give_the_memory_back(service: Service, cl
     assert rss(service.process.pid) - start_rss < 4e6  # the front process does not grow per cycle
     came_back = wait_for(lambda: available() - start_available > -16e6, 60, 0.25, raises=False)
     assert came_back, f"MemAvailable is {(start_available - available()) / 1e6:.0f} MB under the start"
-    events = [e for e in service.get("/api/events").json()["events"] if e["to"] == "unloaded"]
+    events = [e for e in service.get("/api/events").json()["events"] if e["from"] == "ready" and e["to"] == "unloaded"]
     assert len(events) == CYCLES + 3 and all(e["worker"]["exit"] == "exited with status 0" for e in events)
 
 
@@ -334,3 +334,43 @@ def test_a_worker_that_hangs_mid_request_is_killed_and_the_request_fails_cleanly
         assert again.ok and word_error_rate(REFERENCES["beckett"], again.json()["text"]) < 0.05
     finally:
         svc.stop()
+
+
+def test_a_wake_hands_the_spare_worker_its_model_and_a_new_spare_follows(service: Service, clips):
+    spare = wait_for(lambda: (s := service.spare())["ready"] and s, 30)
+    assert 20e6 < spare["footprint_bytes"] < 300e6 and spare["pid"] not in service.workers()
+    assert service.transcribe(clips["beckett"]).ok
+    assert service.model()["worker_pid"] == spare["pid"]  # the spare became the model's worker
+    follower = wait_for(lambda: (s := service.spare())["ready"] and s["pid"] != spare["pid"] and s, 30)
+    os.kill(follower["pid"], signal.SIGKILL)  # the OOM killer's choice, say
+    replaced = wait_for(lambda: (s := service.spare())["ready"] and s["pid"] != follower["pid"] and s, 30)
+    wait_for(lambda: not Path(f"/proc/{follower['pid']}").exists(), 5)  # reaped
+    assert service.post(f"/api/models/{ASR}/unload").json()["unloaded"]
+    assert service.transcribe(clips["beckett"]).ok and service.model()["worker_pid"] == replaced["pid"]
+
+
+def test_without_the_spare_worker_setting_a_wake_starts_a_process(tmp_path, whisper_spec, clips):
+    svc = Service(tmp_path / "state", EDGE_ASR_SPARE_WORKER="0").start()
+    try:
+        time.sleep(1.5)  # a supervisor tick or more
+        spare = svc.spare()
+        assert not spare["enabled"] and spare["pid"] is None and not spare["ready"]
+        assert svc.transcribe(clips["beckett"]).ok and len(svc.workers()) == 1
+    finally:
+        svc.stop()
+
+
+def test_an_unloads_residue_is_judged_once_memory_has_settled(service: Service, clips):
+    """This VM hands a dead worker's pages back over tens of seconds: judged at the exit, the
+    unload cried ~all of the worker as residue (reclaimed 4 kB of 294 MB)."""
+    assert service.transcribe(clips["beckett"]).ok
+    wait_for(lambda: service.spare()["ready"], 30)  # no spare starts in the middle of the judgement
+    unload = service.post(f"/api/models/{ASR}/unload").json()
+    settled = wait_for(
+        lambda: [e for e in service.get("/api/events").json()["events"] if e["reason"] == "memory settled"], 90
+    )[0]
+    assert settled["model"] == ASR and settled["held_bytes"] > 100e6
+    assert settled["reclaimed_bytes"] >= unload["reclaimed_bytes"]
+    assert settled["residue_bytes"] < 0.2 * settled["held_bytes"], settled  # it cried ~100% at the exit
+    metrics = service.get("/metrics").text
+    assert f'edge_asr_model_residue_bytes_count{{model="{ASR}"}} 1.0' in metrics

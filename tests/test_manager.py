@@ -71,7 +71,13 @@ def models(tmp_path: Path) -> Config:
         '[models.asr]\ntask = "asr"\nfamily = "whisper"\nfiles = ["m.onnx"]\n'
         '[models.llm]\ntask = "llm"\nfamily = "genai"\nfiles = ["m.onnx"]\n'
     )
-    return Config(models_dir=tmp_path / "models", manifest=manifest, state_dir=tmp_path / "state", wait_timeout=2.0)
+    return Config(
+        models_dir=tmp_path / "models",
+        manifest=manifest,
+        state_dir=tmp_path / "state",
+        wait_timeout=2.0,
+        spare_worker=False,  # a real process (tests/test_worker.py); these drive the manager without any
+    )
 
 
 @pytest.fixture
@@ -331,9 +337,9 @@ def test_footprints_come_from_the_worker_not_from_what_the_system_moved(make):
     manager, memory, _ = make()
     spawn = manager._spawn
 
-    def noisy_spawn(spec, config):
+    def noisy_spawn(spec, config, spare, nice):
         memory.available -= 2 * GB
-        return spawn(spec, config)
+        return spawn(spec, config, spare, nice)
 
     manager._spawn = noisy_spawn
     manager.load("asr")
@@ -441,3 +447,26 @@ def test_the_supervisor_survives_a_failing_check_and_counts_it(make, caplog):
     finally:
         supervisor.stop()
     assert caplog.text.count("supervisor: an iteration failed") == 1
+
+
+def test_prefetch_loads_what_fits_beside_the_loaded_models_and_evicts_nothing(make):
+    manager, _, _ = make(memory_budget=250 * MB)  # asr 100 MB + llm 100 MB fit; a third would not
+    manager.load("asr")
+    manager.prefetch(["llm"])
+    assert wait_until(lambda: state(manager, "llm") == "ready")
+    assert [(e["model"], e["reason"]) for e in manager.recent_events()][-1] == ("llm", "prefetch")
+    manager.unload("llm")
+    manager._memory.available = 300 * MB  # now only the reserve's worth above asr: llm does not fit
+    moves = len(manager.recent_events())
+    manager.prefetch(["llm"])
+    time.sleep(0.3)
+    assert state(manager) == "ready" and state(manager, "llm") == "unloaded"  # nothing evicted, nothing loaded
+    assert len(manager.recent_events()) == moves
+
+
+def test_prefetch_is_off_with_its_setting(make):
+    manager, _, _ = make(prefetch=False)
+    manager.load("asr")
+    manager.prefetch(["llm"])
+    time.sleep(0.3)
+    assert state(manager, "llm") == "unloaded"

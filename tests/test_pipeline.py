@@ -8,6 +8,7 @@ import io
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import soundfile
 
@@ -83,7 +84,8 @@ def test_pipeline_streams_its_progress(service: Service, clips):
         events = sse_events(r)
     kinds = [e["type"] for e in events]
     stages = [e["stage"] for e in events if e["type"] == "pipeline.stage"]
-    assert stages == ["transcribing", "swapping", "generating"]  # the LLM was not loaded yet
+    # the LLM, not loaded yet, was prefetched while Whisper transcribed: a swap only if it was still loading
+    assert stages in (["transcribing", "generating"], ["transcribing", "swapping", "generating"])
     assert kinds[0] == "pipeline.stage" and kinds[-1] == "pipeline.done"
     first_output = kinds.index("output.text.delta")
     assert kinds.index("transcript.text.delta") < kinds.index("pipeline.done") and first_output > stages.index(
@@ -92,7 +94,12 @@ def test_pipeline_streams_its_progress(service: Service, clips):
     done = events[-1]
     assert "".join(e["delta"] for e in events if e["type"] == "transcript.text.delta") == done["transcript"]["text"]
     assert "".join(e["delta"] for e in events if e["type"] == "output.text.delta") == done["output"]
-    assert done["output"].strip() and done["timings"]["swap_s"] > 0
+    assert done["output"].strip()
+    loads = [(e["model"], e["reason"]) for e in done["events"] if e["to"] == "ready" and e["from"] != "ready"]
+    assert loads == [(ASR, "request"), (LLM, "prefetch")]
+    llm = service.model(LLM)["worker_pid"]  # it loaded niced; it serves at the service's priority
+    nice = {int(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in Path(f"/proc/{llm}/task").iterdir()}
+    assert nice == {0}
 
 
 def test_a_pipeline_and_transcriptions_at_the_same_time_all_complete(budget_service: Service, clips):

@@ -142,3 +142,10 @@ def test_a_model_never_measured_is_admitted_alone_past_the_budget_not_past_the_r
     assert not policy.admit(700 * MB, resident=[], measured=True, **args).fits  # measured: the budget holds
     args["available"] = 1000 * MB
     assert not policy.admit(700 * MB, resident=[], measured=False, **args).fits  # the reserve holds regardless
+
+
+def test_a_spare_worker_starts_only_above_the_high_watermark_and_within_the_budget():
+    assert policy.spare_fits(available=2000 * MB, high=1000 * MB, budget=0, resident_footprints=[], spare=100 * MB)
+    assert not policy.spare_fits(1050 * MB, 1000 * MB, 0, [], 100 * MB)  # it would bring memory into the band
+    assert policy.spare_fits(4000 * MB, 1000 * MB, 700 * MB, [600 * MB], 100 * MB)
+    assert not policy.spare_fits(4000 * MB, 1000 * MB, 650 * MB, [600 * MB], 100 * MB)  # past the budget

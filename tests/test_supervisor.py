@@ -204,3 +204,16 @@ def test_the_supervisor_never_waits_behind_a_long_load(tmp_path, config, whisper
         assert manager.status(ASR)["state"] == "unloaded" and manager.status(ASR)["last_unload_reason"] == "idle"
     finally:
         manager.shutdown()
+
+
+def test_the_spare_worker_goes_first_under_pressure_and_comes_back_with_the_room(pressure_service):
+    svc, feed = pressure_service
+    spare = wait_for(lambda: (s := svc.spare())["ready"] and s, 30)
+    replay(feed, [under_pressure(line, 300) for line in RECORDED])
+    wait_for(lambda: svc.spare()["pid"] is None, 5)
+    wait_for(lambda: not Path(f"/proc/{spare['pid']}").exists(), 5)  # ended and reaped
+    time.sleep(1)
+    assert svc.spare()["pid"] is None  # not made again while memory is short
+    replay(feed, RECORDED)
+    again = wait_for(lambda: (s := svc.spare())["ready"] and s, 30)
+    assert again["pid"] != spare["pid"]

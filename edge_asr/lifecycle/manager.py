@@ -35,7 +35,7 @@ from edge_asr.errors import (
     WorkerCrashed,
 )
 from edge_asr.events import EventLog
-from edge_asr.lifecycle import policy
+from edge_asr.lifecycle import policy, residue
 from edge_asr.lifecycle.footprints import held_footprint, load_footprint, peak_footprint
 from edge_asr.lifecycle.lease import Lease
 from edge_asr.lifecycle.monitor import Monitor
@@ -49,11 +49,13 @@ from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, t
 from edge_asr.state import StateStore
 from edge_asr.units import format_size
 from edge_asr.workers.handle import KILL_GRACE, WorkerHandle
+from edge_asr.workers.spare import Spare
 
 log = logging.getLogger(__name__)
 LIFECYCLE_BUSY_RETRY = 0.25  # seconds before the supervisor tries again behind a load or unload
-SETTLE_READS, SETTLE_INTERVAL, SETTLE_RISE = 20, 0.1, 2**20  # an unload's reading settles (``_settled``)
-Spawn = Callable[[ModelSpec, Config], WorkerHandle]
+SPARE_PREDICTED = 150 * 10**6  # a spare worker's footprint until one reports its own (bench/RESULTS.md)
+PREFETCH_NICE = 10  # a prefetch loads in the CPU time the running step leaves over
+Spawn = Callable[[ModelSpec, Config, Spare | None, int], WorkerHandle]
 
 
 class ModelManager(ModelRegistry):
@@ -65,9 +67,13 @@ class ModelManager(ModelRegistry):
         events: EventLog,
         spawn: Spawn = WorkerHandle,
         clock: Callable[[], float] = time.monotonic,
+        make_spare: Callable[[Config], Spare] = Spare,
     ):
         super().__init__(config, memory, store, events, clock)
         self._spawn = spawn
+        self._make_spare = make_spare
+        self._spare: Spare | None = None  # under the lifecycle lock, like every worker's start and end
+        self._spare_footprint = SPARE_PREDICTED  # the last spare's own figure once one reported
         self._operations = OperationLock(clock)  # one load or unload at a time
         self.lease_returned = threading.Event()  # wakes the supervisor: an idle timer may have started
         self._monitor = Monitor(self.workers, self.crashed, config.stall_timeout)
@@ -186,7 +192,27 @@ class ModelManager(ModelRegistry):
             self._load(rec, deadline, reason)
         return self.status(model_id)
 
-    def _load(self, rec: ModelRecord, deadline: float, reason: str) -> None:
+    def prefetch(self, model_ids: list[str]) -> None:
+        """Start loading ``model_ids`` (a request's next stages, in order) in a thread of their own,
+        each only if it fits beside what is loaded now, evicting nothing (by the footprints,
+        ``memory_budget`` and ``memory_reserve``): the request finds it loading or ready instead of
+        waiting for the stage before to end. What does not fit is left alone. Off with ``prefetch``."""
+        if not self.config.prefetch or self._stopping:
+            return
+        with self._cond:
+            todo = [m for m in model_ids if self._record(m).state in (State.UNLOADED, State.FAILED)]
+        if todo:
+            threading.Thread(target=self._prefetch, args=(todo,), name="edge-asr-prefetch", daemon=True).start()
+
+    def _prefetch(self, model_ids: list[str]) -> None:
+        for model_id in model_ids:
+            try:
+                self._load(self._record(model_id), self._clock() + self.config.wait_timeout, "prefetch", prefetch=True)
+            except Exception as e:  # the request's own lease loads it, or says why not
+                log.info("no prefetch of %s: %s", model_id, e.message if isinstance(e, ServiceError) else repr(e))
+                return  # the stages after it would not fit either
+
+    def _load(self, rec: ModelRecord, deadline: float, reason: str, prefetch: bool = False) -> None:
         if not rec.spec.present:
             raise ModelUnavailable(
                 f"the model {rec.spec.id!r} is not prepared (missing {', '.join(rec.spec.missing_files)}); "
@@ -203,13 +229,15 @@ class ModelManager(ModelRegistry):
                 thrash = policy.is_thrash(rec, self._clock(), self.config.thrash_window)
                 rec.thrashes += thrash
                 self._transition(rec, State.LOADING, f"loading ({reason})")
-            self._load_worker(rec, deadline, reason, thrash)
+            self._load_worker(rec, deadline, reason, thrash, prefetch)
 
-    def _load_worker(self, rec: ModelRecord, deadline: float, reason: str, thrash: bool) -> None:
-        """(Holding the lifecycle lock, ``rec`` LOADING.) Make room, start the worker, measure."""
+    def _load_worker(self, rec: ModelRecord, deadline: float, reason: str, thrash: bool, prefetch: bool) -> None:
+        """(Holding the lifecycle lock, ``rec`` LOADING.) Make room, start the worker, measure. A
+        ``prefetch`` evicts nothing (it fits as things are, or is refused) and loads at low CPU
+        priority (``PREFETCH_NICE``), so the step that runs meanwhile keeps its cores."""
         start = self._clock()
         try:
-            self._make_room(rec, deadline)
+            self._make_room(rec, deadline, evict=not prefetch)
         except InsufficientMemory as e:
             self._transition(rec, rec.origin, e.message, event=False)  # back where it was: nothing happened
             raise
@@ -219,7 +247,7 @@ class ModelManager(ModelRegistry):
         worker = None
         try:
             before = self._memory.measure()
-            worker = self._spawn(rec.spec, self.config)
+            worker = self._spawn(rec.spec, self.config, self._take_spare(), PREFETCH_NICE if prefetch else 0)
             after = self._memory.measure()
             footprint = load_footprint(worker.load_report)  # the worker's own figure (``footprints``)
             with self._cond:
@@ -232,6 +260,7 @@ class ModelManager(ModelRegistry):
                     **self._measured(before, after, start),
                     footprint_bytes=footprint,
                     worker_rss_bytes=worker.load_report["rss_loaded"],
+                    worker_load_s=worker.load_report.get("load_s"),
                     worker_pid=worker.pid,
                     **runtime,
                     gpu=worker.load_report.get("gpu"),
@@ -256,11 +285,13 @@ class ModelManager(ModelRegistry):
                 rec.thrashes,
             )
 
-    def _make_room(self, rec: ModelRecord, deadline: float) -> None:
-        """(Holding the lifecycle lock.) Evict idle models until ``rec`` fits, or raise."""
+    def _make_room(self, rec: ModelRecord, deadline: float, evict: bool = True) -> None:
+        """(Holding the lifecycle lock.) Evict idle models until ``rec`` fits, or raise; without
+        ``evict``, raise unless it fits now."""
         need = self.footprints.predict(rec.spec)
         while True:
-            available = self._memory.measure().available_bytes
+            # the spare's memory becomes the model's worker's: not in the way of its load
+            available = self._memory.measure().available_bytes + (self._spare_footprint if self._spare else 0)
             with self._cond:
                 resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
                 plan = policy.admit(
@@ -275,6 +306,8 @@ class ModelManager(ModelRegistry):
                 )
                 if plan.fits:
                     return
+                if not evict:
+                    raise InsufficientMemory(f"the model {rec.spec.id!r} does not fit beside the models loaded")
                 if plan.victim is not None:
                     self._transition(plan.victim, State.UNLOADING, f"evicted for {rec.spec.id}")
                 elif plan.wait and self._clock() < deadline:
@@ -288,6 +321,63 @@ class ModelManager(ModelRegistry):
                         retry_after=10,
                     )
             self._unload(plan.victim, f"evicted-for:{rec.spec.id}")
+
+    # -- the spare worker ------------------------------------------------------------------
+
+    def keep_spare(self) -> None:
+        """(The supervisor, each tick.) Start a spare worker (``workers.spare``) when there is none,
+        or it died, and it fits (``policy.spare_fits``); note when its imports are done. Behind a
+        load or unload it does not wait: the next tick looks again."""
+        if not self.config.spare_worker:
+            return
+        with self._operations.hold("spare worker", 0) as held:
+            if not held or self._stopping:
+                return
+            spare = self._spare
+            if spare is not None and spare.alive():
+                if spare.report is None and spare.poll():
+                    self._spare_footprint = spare.report["rss"]
+                    log.info("spare worker %s ready (%s)", spare.pid, format_size(self._spare_footprint))
+                return
+            if spare is not None:
+                log.warning("the spare worker %s died; another starts when memory allows", spare.pid)
+                self._drop_spare()
+            available = self._memory.read().available_bytes  # the supervisor's figure, as pressure reads it
+            with self._cond:
+                resident = [self.footprints.get(r.spec.id) or 0 for r in self._records.values() if r.worker]
+                busy = any(r.queued for r in self._records.values())
+            config = self.config
+            if not busy and policy.spare_fits(  # busy: its start would take cores from a request
+                available, config.memory_high_watermark, config.memory_budget, resident, self._spare_footprint
+            ):
+                self._spare = self._make_spare(config)
+                self.moves += 1
+
+    def spare_status(self) -> dict[str, Any]:
+        """The spare worker as the API shows it."""
+        spare = self._spare
+        report = spare.report if spare else None
+        return {
+            "enabled": self.config.spare_worker,
+            "pid": spare.pid if spare else None,
+            "ready": report is not None,
+            "footprint_bytes": self._spare_footprint,
+        }
+
+    def _take_spare(self) -> Spare | None:
+        """(Holding the lifecycle lock, for a load.) The spare, if a live one is there: its
+        process becomes the model's worker."""
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.alive():
+            spare.release()
+            return None
+        return spare
+
+    def _drop_spare(self) -> None:
+        """(Holding the lifecycle lock.) End the spare unused."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.release()
 
     # -- unloading -------------------------------------------------------------------------
 
@@ -353,7 +443,7 @@ class ModelManager(ModelRegistry):
             report = worker.release(self.config.unload_timeout)
             trim_heap()
             held = held_footprint(worker.load_report, report) or self.footprints.get(rec.spec.id) or 0
-            after = self._settled(before, held)
+            after = self._memory.measure()
         except BaseException as e:
             worker.kill()
             self._fail(rec, f"unload failed: {type(e).__name__}: {e}")
@@ -367,28 +457,41 @@ class ModelManager(ModelRegistry):
                 reason,
                 **self._measured(before, after, start),
                 reclaimed_bytes=reclaimed,
-                residue_bytes=held - reclaimed,
                 worker=report,
             )
+        self._judge_residue(rec.spec.id, before, held)
         if (peak := peak_footprint(worker.load_report, report)) is not None:
             self.footprints.released(rec.spec.id, peak)
         return {"model": rec.spec.id, "unloaded": True, "reclaimed_bytes": reclaimed, "worker": report}
 
-    def _settled(self, before: MemoryReading, held: int) -> MemoryReading:
-        """The reading after an unload once it settles: read again while it still rises, up to
-        ``SETTLE_READS`` times. A kernel may hand freed pages back lazily (a VM with free page
-        reporting shows a few kB back at once and the rest within a second or two); judged on the
-        first reading, every unload would cry residue for memory that came back."""
-        after = self._memory.measure()
-        for _ in range(SETTLE_READS):
-            if after.available_bytes - before.available_bytes >= held:
-                break  # all of it is back
-            time.sleep(SETTLE_INTERVAL)
-            again = self._memory.measure()
-            if again.available_bytes - after.available_bytes < SETTLE_RISE:
-                break  # no longer rising
-            after = again
-        return after
+    def _judge_residue(self, model_id: str, before: MemoryReading, held: int) -> None:
+        """Follow the memory reading after an unload in a thread of its own until it settles, then
+        record what did not come back (``residue``) in a ``memory settled`` event."""
+        moves = self.moves
+
+        def judge() -> None:
+            settled = residue.settle(
+                lambda: self._memory.measure().available_bytes,
+                before.available_bytes,
+                held,
+                lambda: self.moves != moves,
+            )
+            if settled is None:
+                log.debug("model %s: another move came before memory settled; residue not judged", model_id)
+                return
+            reclaimed, took = settled
+            self._events.record(
+                model_id,
+                "unloaded",
+                "unloaded",
+                "memory settled",
+                reclaimed_bytes=reclaimed,
+                residue_bytes=held - reclaimed,
+                settle_s=took,
+                held_bytes=held,
+            )
+
+        threading.Thread(target=judge, name=f"edge-asr-residue-{model_id}", daemon=True).start()
 
     def _measured(self, before: MemoryReading, after: MemoryReading, start: float) -> dict[str, Any]:
         return {
@@ -414,9 +517,15 @@ class ModelManager(ModelRegistry):
                 return now + LIFECYCLE_BUSY_RETRY
 
     def relieve_pressure(self, available: int) -> list[str]:
-        """Below the low watermark, hibernate idle models (reason ``pressure``) as
-        ``policy.pressure_victims`` orders; behind a load or unload, wait for the next reading."""
+        """Below the low watermark, give up the spare worker first, then hibernate idle models
+        (reason ``pressure``) as ``policy.pressure_victims`` orders; behind a load or unload, wait
+        for the next reading."""
         config = self.config
+        if available < config.memory_low_watermark and self._spare is not None:
+            with self._operations.hold("spare worker", 0) as held:
+                if held and self._spare is not None:
+                    log.warning("memory pressure: %s available; the spare worker goes first", format_size(available))
+                    self._drop_spare()
         with self._cond:
             victims = policy.pressure_victims(
                 available,
@@ -459,4 +568,7 @@ class ModelManager(ModelRegistry):
                 except Exception:
                     log.exception("model %s: its unload at shutdown failed (its worker was killed)", rec.spec.id)
         finally:
+            with self._operations.hold("shutdown", self.config.unload_timeout) as held:
+                if held:  # else a load still runs (it may be taking the spare), and the spare ends with us
+                    self._drop_spare()
             self._memory.stop()

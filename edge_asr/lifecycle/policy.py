@@ -87,6 +87,13 @@ def admit(
     return Admission(False, space, wait=any(r.state is State.READY for r in unpinned))
 
 
+def spare_fits(available: int, high: int, budget: int, resident_footprints: Iterable[int], spare: int) -> bool:
+    """Whether a spare worker taking ``spare`` bytes may start: available memory stays above the
+    ``high`` watermark (so it never brings pressure on, nor is made and given up in turn), and
+    within the ``budget`` (0 = none) beside the resident models."""
+    return available - spare >= high and (not budget or sum(resident_footprints) + spare <= budget)
+
+
 def pressure_victims(
     available: int,
     low: int,

@@ -68,6 +68,7 @@ class ModelRegistry:
         self.footprints = Footprints(store)
         self._cond = _Condition(events.deliver)  # guards every record
         self._stopping = False  # the service stops: no new work
+        self.moves = 0  # lifecycle moves so far (state changes, spare starts): memory moved with each
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -154,6 +155,7 @@ class ModelRegistry:
         state, the event recorded (from the settled state the operation started in)."""
         with self._cond:
             origin = rec.move(to, reason)
+            self.moves += 1
             self._cond.notify_all()
             if event and to in SETTLED:
                 self._events.stage(rec.spec.id, origin.value, to.value, reason, **details)

@@ -58,6 +58,7 @@ def memory() -> Response:
             "source": info["source"],
             "info": info,
             "current": models.memory_now().as_dict(),
+            "spare_worker": models.spare_status(),
             "history": [r.as_dict() for r in models.memory_history(seconds_arg("since") or 0.0)],
         }
     )

@@ -1,10 +1,11 @@
 """``POST /api/pipeline``: audio in, transcript and the LLM's work on it out, and with
 ``speak=true`` that work spoken by a voice.
 
-The steps take their models in turn through the manager: when they do not fit together (the
-memory reserve or budget), admission unloads the idle model of the step before the next loads,
-and the reply lists the lifecycle events the request caused. With ``stream=true`` the same steps
-arrive as server-sent events while they happen:
+The steps take their models in turn through the manager: once Whisper is leased, the LLM and the
+voice are prefetched (``ModelManager.prefetch``: loaded meanwhile where they fit beside it); when
+they do not fit together (the memory reserve or budget), admission unloads the idle model of the
+step before the next loads, and the reply lists the lifecycle events the request caused. With
+``stream=true`` the same steps arrive as server-sent events while they happen:
 
     {"type": "pipeline.stage", "stage": "transcribing", "model": ...}
     {"type": "transcript.text.delta", "delta": ...}          one per segment
@@ -105,6 +106,7 @@ def _steps(
     since, start = time.time(), time.monotonic()
     yield {"type": "pipeline.stage", "stage": "transcribing", "model": asr_model}
     with manager.lease(asr_model, keep_alive) as lease:
+        manager.prefetch([llm_model, *([voice.model] if voice else [])])  # where they fit: loading meanwhile
         transcript = yield from relay(lease.transcribe(audio, transcription), text_deltas())
     transcribed = time.monotonic()
     if manager.status(llm_model)["state"] != "ready":

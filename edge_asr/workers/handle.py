@@ -7,10 +7,11 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import wait
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 from edge_asr.config import Config
 from edge_asr.errors import InvalidRequest, ModelLoadFailed, ServiceError, WorkerCrashed
@@ -19,8 +20,11 @@ from edge_asr.workers import protocol
 from edge_asr.workers.protocol import P, R, Request
 from edge_asr.workers.worker import worker_main
 
+if TYPE_CHECKING:  # the spare hands its process over; the handle never starts one
+    from edge_asr.workers.spare import Spare
+
 # CUDA does not survive fork: workers are always spawned.
-_SPAWN = multiprocessing.get_context("spawn")
+SPAWN = multiprocessing.get_context("spawn")
 KILL_GRACE = 5.0  # seconds a killed process may take to be reaped
 TURN_POLL = 1.0  # seconds between looks at whether the worker a call queues for still lives
 
@@ -40,34 +44,49 @@ def describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+def start_process(name: str, target: Callable[..., None], *args: Any) -> tuple[BaseProcess, Connection]:
+    """A new process running ``target(its end of a pipe, *args)``, and the front's end; if the
+    process cannot start (out of memory, of descriptors), no pipe end is left open."""
+    conn, child = SPAWN.Pipe()
+    try:
+        process = SPAWN.Process(target=target, args=(child, *args), name=name, daemon=True)
+        process.start()
+    except BaseException:
+        conn.close()
+        raise
+    finally:
+        child.close()  # the child's end is the child's
+    return process, conn
+
+
 class WorkerHandle:
     """One worker process. Requests are serialised: a worker serves one at a time, the
     others queue on its lock (how many may queue is the manager's ``max_queue``). A queued call
     never outlives the worker: the lock is awaited in short steps, giving up when the process is
     gone; a hung worker is killed by the monitor's stall check, which frees the lock."""
 
-    def __init__(self, spec: ModelSpec, config: Config):
+    def __init__(self, spec: ModelSpec, config: Config, spare: Spare | None = None, nice: int = 0):
+        """Start a worker for ``spec``, or hand ``spare`` (a process with its imports done) the
+        model; either way, wait for it to load (at ``nice``: a prefetch)."""
         self.model_id = spec.id
         self._lock = threading.Lock()
         self._waiting_since: float | None = None  # a request's last message from the worker
         self._kill_reason: str | None = None
         self._reaping = threading.Lock()
-        self._conn, child = _SPAWN.Pipe()
+        if spare is not None:
+            self.process, self._conn = spare.process, spare.conn
+        else:
+            self.process, self._conn = start_process(f"edge-asr-worker-{spec.id}", worker_main, spec, config, nice)
         try:
-            self.process = _SPAWN.Process(
-                target=worker_main, args=(child, spec, config), name=f"edge-asr-worker-{spec.id}", daemon=True
-            )
-            self.process.start()
-        except BaseException:  # no process (out of memory, fds): no pipe either
-            self._conn.close()
-            raise
-        finally:
-            child.close()  # the worker's end is the worker's
-        try:
+            if spare is not None:
+                self._conn.send(protocol.Load(spec, nice))
             answer = self._receive(config.load_timeout)
-        except ServiceError as e:  # died or hung while loading: worth a retry (503), unlike a model that fails
+            if isinstance(answer, protocol.Idle):  # the spare's imports ended after it was handed over
+                answer = self._receive(config.load_timeout)
+        except (ServiceError, BrokenPipeError, OSError) as e:  # died or hung while loading: worth a retry (503)
             self.kill()
-            raise WorkerDied(f"model {spec.id!r} did not load: {e.message}") from None
+            why = e.message if isinstance(e, ServiceError) else f"{type(e).__name__}: {e}"
+            raise WorkerDied(f"model {spec.id!r} did not load: {why}") from None
         if not isinstance(answer, protocol.Ready):
             self.kill()
             raise ModelLoadFailed(f"model {spec.id!r} failed to load: {answer.message}")

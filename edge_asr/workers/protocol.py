@@ -12,7 +12,9 @@ stream to the client) and what it returns. The messages over the worker's duplex
                               is Done(None). A cancel that arrives after the answer is ignored.
     front -> Release()        worker -> Released(report), then it exits
 On start the worker sends Ready(report) or LoadFailed(message). If the front process goes away,
-the pipe closes and the worker releases its model and exits.
+the pipe closes and the worker releases its model and exits. A spare worker (``workers.spare``)
+starts without a model: it sends Idle(report) once its imports are done, and becomes a model's
+worker on Load(spec), answering Ready or LoadFailed as above.
 
 A new runner method (live audio, say) is one request class here, its method on a runner, and the
 lease's method that sends it.
@@ -26,6 +28,8 @@ from multiprocessing.connection import Connection
 from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar
 
 import numpy as np
+
+from edge_asr.manifest import ModelSpec
 
 P = TypeVar("P")  # what a method yields as it works
 R = TypeVar("R")  # what it returns
@@ -145,6 +149,17 @@ class Cancel:
 @dataclass(frozen=True)
 class Release:
     pass
+
+
+@dataclass(frozen=True)
+class Load:
+    spec: ModelSpec  # the model a spare worker is to load
+    nice: int = 0  # its load's CPU priority (a prefetch loads in the time the CPU has left over)
+
+
+@dataclass(frozen=True)
+class Idle:
+    report: dict[str, Any]  # a spare worker's pid and resident size, its imports done
 
 
 @dataclass(frozen=True)

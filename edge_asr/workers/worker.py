@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import signal
+import time
 from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -39,19 +40,43 @@ def peak_rss_bytes() -> int:
     return rss_bytes()
 
 
-def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
+def prepare(config: Config) -> None:
+    """What a worker does before it knows its model (a spare does it ahead of a wake)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the front process's to handle
+    share_one_thread_pool(config.ort_threads)  # the worker's cores are its model's (numpy is loaded)
+
+
+def worker_main(conn: Connection, spec: ModelSpec, config: Config, nice: int = 0) -> None:
+    prepare(config)
+    serve(conn, spec, config, nice)
+
+
+def serve(conn: Connection, spec: ModelSpec, config: Config, nice: int = 0) -> None:
+    """Load ``spec`` (at ``nice``, a prefetch: in the time the CPU has left over), serve its
+    requests until released, destroy it and report."""
     logging.basicConfig(level=logging.INFO, format=f"[worker {spec.id} %(process)d] %(message)s")
-    rss_start = rss_bytes()
+    rss_start, started = rss_bytes(), time.perf_counter()
+    normal = os.getpriority(os.PRIO_PROCESS, 0)
     try:
-        share_one_thread_pool(config.ort_threads)  # the worker's cores are its model's (numpy is loaded)
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, normal + nice)  # this thread (Linux), where the sessions are made
         runner = create_runner(spec, config)
     except Exception as e:  # the front process reports it; the worker just ends
         conn.send(protocol.LoadFailed(f"{type(e).__name__}: {e}"))
         return
+    if nice:
+        _serve_at(normal, spec.id)
     rss_loaded = rss_bytes()
     conn.send(
-        protocol.Ready({"pid": os.getpid(), "rss_start": rss_start, "rss_loaded": rss_loaded, **runner.describe()})
+        protocol.Ready(
+            {
+                "pid": os.getpid(),
+                "rss_start": rss_start,
+                "rss_loaded": rss_loaded,
+                "load_s": round(time.perf_counter() - started, 3),
+                **runner.describe(),
+            }
+        )
     )
     while True:
         try:
@@ -77,6 +102,18 @@ def worker_main(conn: Connection, spec: ModelSpec, config: Config) -> None:
     }
     with contextlib.suppress(BrokenPipeError, OSError):
         conn.send(protocol.Released(report))
+
+
+def _serve_at(priority: int, model_id: str) -> None:
+    """Every thread of the worker (the runtime's made theirs while loading) back to the service's
+    ``priority`` for its requests. Unprivileged, raising it back takes RLIMIT_NICE
+    (``LimitNICE=`` in the systemd unit); without it the model serves niced, which only matters
+    while something else wants the CPU."""
+    try:
+        for thread in os.listdir("/proc/self/task"):
+            os.setpriority(os.PRIO_PROCESS, int(thread), priority)
+    except OSError as e:
+        log.warning("model %s serves at a lower CPU priority than the service: %s (see LimitNICE)", model_id, e)
 
 
 def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> None:

@@ -24,7 +24,7 @@ class FakeWorkerHandle:
     detected: ClassVar[float | None] = None
     broken_sentinels: ClassVar[int] = 0  # the next reads of ``sentinel`` that raise (a bug in the watch)
 
-    def __init__(self, spec: Any, config: Any):
+    def __init__(self, spec: Any, config: Any, spare: Any = None, nice: int = 0):
         if FakeWorkerHandle.fail_load is not None:
             raise FakeWorkerHandle.fail_load
         self.model_id = spec.id
