@@ -39,6 +39,7 @@ class EventLog:
         self._lock = threading.Lock()  # the lists
         self._staged: deque[dict[str, Any]] = deque()  # stamped, not yet delivered
         self._delivering = threading.Lock()  # one deliverer at a time: the order holds
+        self._stager = threading.local()  # ``staged``: this thread has staged events since it delivered
         self._write_failures = WriteFailures(log)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. the metrics
 
@@ -55,11 +56,16 @@ class EventLog:
             event |= details
             self._recent.append(event)
             self._staged.append(event)
+        self._stager.staged = True
         return event
 
     def deliver(self) -> None:
         """Write, log and tell the listeners of every staged event, in the order staged. It never
-        waits: while another thread delivers, that one takes these events too."""
+        waits: while another thread delivers, that one takes these events too. Only a thread that
+        staged delivers (a status read that happens to release the lock does not)."""
+        if not getattr(self._stager, "staged", False):
+            return
+        self._stager.staged = False
         while self._staged and self._delivering.acquire(blocking=False):
             try:
                 while event := self._next_staged():
@@ -72,10 +78,15 @@ class EventLog:
             return self._staged.popleft() if self._staged else None
 
     def _deliver(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event)
-        with self._write_failures.guard(f"events to {self.path}"):
-            self._append(line + "\n")
-        log.info(line)
+        """Whatever fails here is logged: the event stays in the API's list, the next ones go on."""
+        try:
+            line = json.dumps(event, default=repr)
+            with self._write_failures.guard(f"events to {self.path}"):
+                self._append(line + "\n")
+            log.info(line)
+        except Exception:
+            log.exception("an event could not be written: %r", event)
+            line = repr(event)
         for listener in self.listeners:
             try:
                 listener(event)

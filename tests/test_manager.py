@@ -23,7 +23,7 @@ from edge_asr.memory import MemoryReading, MemorySource
 from edge_asr.state import StateStore
 from edge_asr.supervisor import Supervisor
 from edge_asr.workers.protocol import TranscriptionOptions
-from tests.fakes.worker import MB, FakeWorkerHandle
+from tests.fakes.worker import MB, FakeSpare, FakeWorkerHandle
 
 GB = 1000 * MB
 AUDIO = np.zeros(16000, np.float32)
@@ -89,7 +89,7 @@ def make(models: Config):
         config = replace(models, **overrides)
         memory, clock = FakeMemory(), Clock()
         store, events = StateStore(config.state_dir), EventLog(config.state_dir / "events.jsonl")
-        manager = ModelManager(config, memory, store, events, spawn=FakeWorkerHandle, clock=clock)
+        manager = ModelManager(config, memory, store, events, spawn=FakeWorkerHandle, clock=clock, make_spare=FakeSpare)
         made.append(manager)
         return manager, memory, clock
 
@@ -97,7 +97,7 @@ def make(models: Config):
     for manager in made:
         manager.shutdown()
     FakeWorkerHandle.fail_load = FakeWorkerHandle.fail_release = FakeWorkerHandle.detected = None
-    FakeWorkerHandle.broken_sentinels = 0
+    FakeWorkerHandle.broken_sentinels, FakeWorkerHandle.spares_die, FakeSpare.made = 0, False, []
 
 
 def state(manager: ModelManager, model_id: str = "asr") -> str:
@@ -470,3 +470,34 @@ def test_prefetch_is_off_with_its_setting(make):
     manager.prefetch(["llm"])
     time.sleep(0.3)
     assert state(manager, "llm") == "unloaded"
+
+
+def test_a_load_takes_the_spare_and_one_the_spare_dies_taking_still_loads(make, caplog):
+    manager, _, clock = make(spare_worker=True, failure_backoff=2.0)
+    manager.keep_spare()
+    spare = FakeSpare.made[-1]
+    manager.load("asr")
+    assert FakeWorkerHandle.spawned[-1].spare is spare and manager.spare_status()["pid"] is None
+    manager.keep_spare()  # the next tick makes another
+    FakeWorkerHandle.spares_die = True
+    manager.load("llm")  # the spare dies taking it: a process of its own loads it
+    assert state(manager, "llm") == "ready" and FakeWorkerHandle.spawned[-1].spare is None
+    assert "the spare worker died taking llm" in caplog.text
+    made = len(FakeSpare.made)
+    manager.keep_spare()
+    assert len(FakeSpare.made) == made  # not every tick: after a back-off
+    clock.now += 3
+    manager.keep_spare()
+    assert len(FakeSpare.made) == made + 1
+
+
+def test_under_pressure_the_spare_goes_first_and_counts_for_the_room_it_gives(make):
+    manager, _, clock = make(
+        spare_worker=True, memory_low_watermark=500 * MB, memory_high_watermark=540 * MB, min_residency=0
+    )
+    manager.load("asr")
+    manager.keep_spare()
+    clock.now += 100
+    assert manager.relieve_pressure(490 * MB) == []  # the spare's footprint brings it above the high watermark
+    assert FakeSpare.made[-1].released and state(manager) == "ready"
+    assert manager.relieve_pressure(490 * MB) == ["asr"]  # no spare left: the idle model goes

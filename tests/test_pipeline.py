@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,9 +98,10 @@ def test_pipeline_streams_its_progress(service: Service, clips):
     assert done["output"].strip()
     loads = [(e["model"], e["reason"]) for e in done["events"] if e["to"] == "ready" and e["from"] != "ready"]
     assert loads == [(ASR, "request"), (LLM, "prefetch")]
-    llm = service.model(LLM)["worker_pid"]  # it loaded niced; it serves at the service's priority
-    nice = {int(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in Path(f"/proc/{llm}/task").iterdir()}
-    assert nice == {0}
+    if os.geteuid() == 0:  # as root, the service may raise a niced thread's priority back (LimitNICE in its unit)
+        llm = service.model(LLM)["worker_pid"]  # it loaded niced; it serves at the service's priority
+        tasks = Path(f"/proc/{llm}/task").iterdir()
+        assert {int(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks} == {0}
 
 
 def test_a_pipeline_and_transcriptions_at_the_same_time_all_complete(budget_service: Service, clips):

@@ -51,3 +51,10 @@ def test_the_judgement_is_bounded_and_given_up_when_another_move_disturbs_it():
     _, took = settle(slow, held=3000 * MB)
     assert took <= residue.BOUND + residue.POLL
     assert settle(LazyKernel(gives_back=300 * MB), 300 * MB, disturbed=lambda: True) is None
+
+
+def test_a_slow_return_is_followed_too():
+    """4 MB a poll or less never looked like a rise to a poll-by-poll comparison."""
+    kernel = LazyKernel(gives_back=200 * MB, rate=5 * MB)
+    reclaimed, _ = settle(kernel, held=200 * MB)
+    assert 200 * MB - reclaimed <= residue.SLACK + 20 * MB  # the bound cuts the slowest last part

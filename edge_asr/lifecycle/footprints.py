@@ -1,5 +1,5 @@
 """Each model's footprint: what it takes when loaded and serving, from its worker's own accounting
-(the worker's peak resident memory, plus the GPU memory its runtime measured its load take), learnt
+(the worker's peak resident memory, plus the GPU memory its load took: ``gpu_bytes``), learnt
 at each load and unload, predicted before the first one, persisted in the state directory.
 
 Why the worker's own figures and not the system's: the change in available memory around a load
@@ -21,34 +21,40 @@ from edge_asr.workers.runners import files_loaded
 
 FILES_TO_FOOTPRINT = 3  # before any measurement: 3x the model's files (see ``predict``)
 DECAY = 0.5  # how far a smaller measurement pulls the learnt peak down
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
-def gpu_bytes(load_report: dict[str, Any]) -> int:
-    """The device memory the worker's runtime saw its load take (its CUDA context's free memory
-    before and after, TensorRT); 0 where nothing ran on a GPU."""
+def gpu_bytes(load_report: dict[str, Any], system_delta: int) -> int:
+    """The device memory a load took: what the worker's runtime measured (TensorRT's CUDA context,
+    its free memory before and after), else for a runtime on a GPU provider that measures nothing
+    (ONNX Runtime's and onnxruntime-genai's CUDA), the part of the system's loss around the load
+    that the worker's resident size does not show (on a Jetson, CUDA's allocations are not in a
+    process's RSS); 0 on the CPU. The manager keeps it in the load report as ``gpu_bytes``."""
     gpu = load_report.get("gpu") or {}
     if "free_before_load" in gpu and "free_after_load" in gpu:
         return max(0, gpu["free_before_load"] - gpu["free_after_load"])
+    if any(provider in GPU_PROVIDERS for provider in load_report.get("providers", [])):
+        return max(0, system_delta - load_report["rss_loaded"])
     return 0
 
 
 def load_footprint(load_report: dict[str, Any]) -> int:
     """A load's figure: resident after the load plus its GPU memory."""
-    return load_report["rss_loaded"] + gpu_bytes(load_report)
+    return load_report["rss_loaded"] + load_report.get("gpu_bytes", 0)
 
 
 def held_footprint(load_report: dict[str, Any], release_report: dict[str, Any]) -> int | None:
     """What the worker held just before its release (what an unload should give back); None when
     the release could not report."""
     held = release_report.get("rss_before_release")
-    return None if held is None else held + gpu_bytes(load_report)
+    return None if held is None else held + load_report.get("gpu_bytes", 0)
 
 
 def peak_footprint(load_report: dict[str, Any], release_report: dict[str, Any]) -> int | None:
     """An unload's figure: the worker's peak resident memory plus its GPU memory; None when the
     release could not report (a killed worker)."""
     peak = release_report.get("rss_peak")
-    return None if peak is None else peak + gpu_bytes(load_report)
+    return None if peak is None else peak + load_report.get("gpu_bytes", 0)
 
 
 def decayed_peak(learnt: int | None, measured: int) -> int:

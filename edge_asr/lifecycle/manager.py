@@ -36,7 +36,7 @@ from edge_asr.errors import (
 )
 from edge_asr.events import EventLog
 from edge_asr.lifecycle import policy, residue
-from edge_asr.lifecycle.footprints import held_footprint, load_footprint, peak_footprint
+from edge_asr.lifecycle.footprints import gpu_bytes, held_footprint, load_footprint, peak_footprint
 from edge_asr.lifecycle.lease import Lease
 from edge_asr.lifecycle.monitor import Monitor
 from edge_asr.lifecycle.operation import OperationLock
@@ -48,7 +48,7 @@ from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
 from edge_asr.units import format_size
-from edge_asr.workers.handle import KILL_GRACE, WorkerHandle
+from edge_asr.workers.handle import KILL_GRACE, WorkerDied, WorkerHandle
 from edge_asr.workers.spare import Spare
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class ModelManager(ModelRegistry):
         self._make_spare = make_spare
         self._spare: Spare | None = None  # under the lifecycle lock, like every worker's start and end
         self._spare_footprint = SPARE_PREDICTED  # the last spare's own figure once one reported
+        self._spare_failures, self._spare_retry_at = 0, 0.0  # spares that died or could not start, in a row
         self._operations = OperationLock(clock)  # one load or unload at a time
         self.lease_returned = threading.Event()  # wakes the supervisor: an idle timer may have started
         self._monitor = Monitor(self.workers, self.crashed, config.stall_timeout)
@@ -199,8 +200,8 @@ class ModelManager(ModelRegistry):
         waiting for the stage before to end. What does not fit is left alone. Off with ``prefetch``."""
         if not self.config.prefetch or self._stopping:
             return
-        with self._cond:
-            todo = [m for m in model_ids if self._record(m).state in (State.UNLOADED, State.FAILED)]
+        with self._cond:  # not a model that failed (its retry is a request's), nor one that would expire at once
+            todo = [m for m in model_ids if self._record(m).state is State.UNLOADED and self._keeps(self._record(m))]
         if todo:
             threading.Thread(target=self._prefetch, args=(todo,), name="edge-asr-prefetch", daemon=True).start()
 
@@ -247,8 +248,11 @@ class ModelManager(ModelRegistry):
         worker = None
         try:
             before = self._memory.measure()
-            worker = self._spawn(rec.spec, self.config, self._take_spare(), PREFETCH_NICE if prefetch else 0)
+            worker = self._start_worker(rec, PREFETCH_NICE if prefetch else 0)
             after = self._memory.measure()
+            worker.load_report["gpu_bytes"] = gpu_bytes(
+                worker.load_report, before.available_bytes - after.available_bytes
+            )
             footprint = load_footprint(worker.load_report)  # the worker's own figure (``footprints``)
             with self._cond:
                 rec.worker, rec.loaded_at, rec.last_used = worker, self._clock(), self._clock()
@@ -291,7 +295,10 @@ class ModelManager(ModelRegistry):
         need = self.footprints.predict(rec.spec)
         while True:
             # the spare's memory becomes the model's worker's: not in the way of its load
-            available = self._memory.measure().available_bytes + (self._spare_footprint if self._spare else 0)
+            spare = self._spare
+            available = self._memory.measure().available_bytes + (
+                self._spare_footprint if spare and spare.report else 0
+            )
             with self._cond:
                 resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
                 plan = policy.admit(
@@ -327,8 +334,9 @@ class ModelManager(ModelRegistry):
     def keep_spare(self) -> None:
         """(The supervisor, each tick.) Start a spare worker (``workers.spare``) when there is none,
         or it died, and it fits (``policy.spare_fits``); note when its imports are done. Behind a
-        load or unload it does not wait: the next tick looks again."""
-        if not self.config.spare_worker:
+        load or unload it does not wait: the next tick looks again. A spare that dies, or cannot
+        start, is tried again after a back-off (``policy.backoff_until``), never every tick."""
+        if not self.config.spare_worker or self._clock() < self._spare_retry_at:
             return
         with self._operations.hold("spare worker", 0) as held:
             if not held or self._stopping:
@@ -336,22 +344,35 @@ class ModelManager(ModelRegistry):
             spare = self._spare
             if spare is not None and spare.alive():
                 if spare.report is None and spare.poll():
-                    self._spare_footprint = spare.report["rss"]
+                    self._spare_footprint, self._spare_failures = spare.report["rss"], 0
                     log.info("spare worker %s ready (%s)", spare.pid, format_size(self._spare_footprint))
                 return
             if spare is not None:
-                log.warning("the spare worker %s died; another starts when memory allows", spare.pid)
-                self._drop_spare()
+                self._spare_failed(f"the spare worker {spare.pid} died")
+                return
             available = self._memory.read().available_bytes  # the supervisor's figure, as pressure reads it
             with self._cond:
                 resident = [self.footprints.get(r.spec.id) or 0 for r in self._records.values() if r.worker]
                 busy = any(r.queued for r in self._records.values())
             config = self.config
-            if not busy and policy.spare_fits(  # busy: its start would take cores from a request
+            if busy or not policy.spare_fits(  # busy: its start would take cores from a request
                 available, config.memory_high_watermark, config.memory_budget, resident, self._spare_footprint
             ):
+                return
+            try:
                 self._spare = self._make_spare(config)
-                self.moves += 1
+            except Exception as e:  # out of processes or descriptors: the models still load without it
+                self._spare_failed(f"the spare worker could not start ({type(e).__name__}: {e})")
+            self.moves += 1
+
+    def _spare_failed(self, what: str) -> None:
+        """(Holding the lifecycle lock.) Drop the spare; the next one after a back-off."""
+        self._drop_spare()
+        self._spare_failures += 1
+        self._spare_retry_at = policy.backoff_until(
+            self._spare_failures + 1, self.config.failure_backoff, self._clock()
+        )
+        log.warning("%s; the next one in %.0f s", what, self._spare_retry_at - self._clock())
 
     def spare_status(self) -> dict[str, Any]:
         """The spare worker as the API shows it."""
@@ -364,20 +385,26 @@ class ModelManager(ModelRegistry):
             "footprint_bytes": self._spare_footprint,
         }
 
-    def _take_spare(self) -> Spare | None:
-        """(Holding the lifecycle lock, for a load.) The spare, if a live one is there: its
-        process becomes the model's worker."""
+    def _start_worker(self, rec: ModelRecord, nice: int) -> WorkerHandle:
+        """(Holding the lifecycle lock, for a load.) ``rec``'s worker: the spare handed its model if
+        a live one is there, else a new process; a spare that dies taking it (a runtime that breaks
+        its imports) costs the load nothing but the time."""
         spare, self._spare = self._spare, None
-        if spare is not None and not spare.alive():
+        if spare is not None and spare.alive():
+            try:
+                return self._spawn(rec.spec, self.config, spare, nice)
+            except WorkerDied as e:
+                self._spare_failed(f"the spare worker died taking {rec.spec.id} ({e.message})")
+        elif spare is not None:
             spare.release()
-            return None
-        return spare
+        return self._spawn(rec.spec, self.config, None, nice)
 
     def _drop_spare(self) -> None:
         """(Holding the lifecycle lock.) End the spare unused."""
         spare, self._spare = self._spare, None
         if spare is not None:
             spare.release()
+            self.moves += 1
 
     # -- unloading -------------------------------------------------------------------------
 
@@ -467,15 +494,21 @@ class ModelManager(ModelRegistry):
     def _judge_residue(self, model_id: str, before: MemoryReading, held: int) -> None:
         """Follow the memory reading after an unload in a thread of its own until it settles, then
         record what did not come back (``residue``) in a ``memory settled`` event."""
+        if self._stopping:
+            return  # nothing is judged on the way out
         moves = self.moves
 
         def judge() -> None:
-            settled = residue.settle(
-                lambda: self._memory.measure().available_bytes,
-                before.available_bytes,
-                held,
-                lambda: self.moves != moves,
-            )
+            try:
+                settled = residue.settle(
+                    lambda: self._memory.measure().available_bytes,
+                    before.available_bytes,
+                    held,
+                    lambda: self.moves != moves,
+                )
+            except Exception:  # a reading that fails: no judgement, logged
+                log.exception("model %s: its residue could not be judged", model_id)
+                return
             if settled is None:
                 log.debug("model %s: another move came before memory settled; residue not judged", model_id)
                 return
@@ -526,6 +559,7 @@ class ModelManager(ModelRegistry):
                 if held and self._spare is not None:
                     log.warning("memory pressure: %s available; the spare worker goes first", format_size(available))
                     self._drop_spare()
+                    available += self._spare_footprint  # what it gave back, before any model goes
         with self._cond:
             victims = policy.pressure_victims(
                 available,
@@ -559,7 +593,10 @@ class ModelManager(ModelRegistry):
             self._stopping = True
             self._cond.notify_all()
         try:
-            self._monitor.stop()
+            try:
+                self._monitor.stop()
+            except Exception:
+                log.exception("the worker monitor did not stop")
             for rec in self._records.values():
                 try:
                     self._unload_if(rec, "shutdown", lambda r: r.state is State.READY, self.config.unload_timeout)
@@ -568,7 +605,7 @@ class ModelManager(ModelRegistry):
                 except Exception:
                     log.exception("model %s: its unload at shutdown failed (its worker was killed)", rec.spec.id)
         finally:
-            with self._operations.hold("shutdown", self.config.unload_timeout) as held:
+            with self._operations.hold("shutdown", 0) as held:
                 if held:  # else a load still runs (it may be taking the spare), and the spare ends with us
                     self._drop_spare()
             self._memory.stop()

@@ -101,6 +101,14 @@ class ModelRegistry:
         settings = self.settings(rec.spec.id)
         return policy.expires_at(rec, parse_duration(settings["keep_alive"]), settings["pinned"])
 
+    def _keeps(self, rec: ModelRecord) -> bool:
+        """Whether ``rec``, loaded now, would stay loaded while idle (its last request's keep-alive,
+        else its setting's, is not 0): a model loaded ahead of a request must still be there."""
+        keep = (
+            rec.keep_alive if rec.keep_alive is not None else parse_duration(self.settings(rec.spec.id)["keep_alive"])
+        )
+        return keep != 0
+
     def _expired(self, rec: ModelRecord) -> bool:
         at = self._expires_at(rec)
         return at is not None and at <= self._clock()

@@ -31,13 +31,13 @@ def settle(
     ``held`` bytes until all of it is back, or it has not risen for ``QUIET`` seconds, or
     ``BOUND``: (the bytes that came back, the seconds it took). None if ``disturbed()``."""
     start = clock()
-    best, risen_at = available() - before, start
+    best = level = available() - before  # ``level``: where it stood at the last rise that counted
+    risen_at = start
     while best < held - SLACK and clock() - risen_at < QUIET and clock() - start < BOUND:
         sleep(POLL)
         if disturbed():
             return None
-        now = available() - before
-        if now > best + SLACK:
-            risen_at = clock()
-        best = max(best, now)
+        best = max(best, available() - before)
+        if best > level + SLACK:  # a slow return counts too, once it adds up
+            level, risen_at = best, clock()
     return best, round(clock() - start, 3)

@@ -77,13 +77,14 @@ class WorkerHandle:
             self.process, self._conn = spare.process, spare.conn
         else:
             self.process, self._conn = start_process(f"edge-asr-worker-{spec.id}", worker_main, spec, config, nice)
+        deadline = time.monotonic() + config.load_timeout
         try:
             if spare is not None:
                 self._conn.send(protocol.Load(spec, nice))
             answer = self._receive(config.load_timeout)
             if isinstance(answer, protocol.Idle):  # the spare's imports ended after it was handed over
-                answer = self._receive(config.load_timeout)
-        except (ServiceError, BrokenPipeError, OSError) as e:  # died or hung while loading: worth a retry (503)
+                answer = self._receive(max(0.0, deadline - time.monotonic()))
+        except (ServiceError, OSError) as e:  # died or hung while loading: worth a retry (503)
             self.kill()
             why = e.message if isinstance(e, ServiceError) else f"{type(e).__name__}: {e}"
             raise WorkerDied(f"model {spec.id!r} did not load: {why}") from None

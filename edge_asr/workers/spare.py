@@ -2,11 +2,13 @@
 Runtime, onnxruntime-genai, the runners' modules) and no model. A wake hands it its model
 (``WorkerHandle(spec, config, spare)``) instead of starting a process, so a hibernated model pays
 for its sessions only, not for a Python start and its imports again. The ModelManager owns it:
-kept ready when memory allows, counted like a model, given up first under pressure."""
+kept ready when memory allows (its footprint counted against the budget and the watermarks), given
+up first under pressure."""
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from multiprocessing.connection import Connection
 from typing import Any
@@ -29,7 +31,10 @@ def spare_main(conn: Connection, config: Config) -> None:
     """Import what every runner needs, say so, and wait for a model (or a release)."""
     prepare(config)
     for module in RUNNER_MODULES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # that runner's load will say why; the others still gain
+            logging.getLogger(__name__).warning("spare worker: %s not imported: %s: %s", module, type(e).__name__, e)
     try:
         conn.send(protocol.Idle({"pid": os.getpid(), "rss": rss_bytes()}))
         message = conn.recv()
@@ -66,9 +71,7 @@ class Spare:
         return not self.conn.closed and self.process.is_alive()
 
     def release(self) -> None:
-        """End it unused: its pipe closed, it exits (killed if it does not at once)."""
+        """End it unused: it holds nothing worth a clean exit, so it is killed and reaped."""
         self.conn.close()
-        self.process.join(1)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(KILL_GRACE)
+        self.process.kill()
+        self.process.join(KILL_GRACE)

@@ -109,11 +109,14 @@ def _serve_at(priority: int, model_id: str) -> None:
     ``priority`` for its requests. Unprivileged, raising it back takes RLIMIT_NICE
     (``LimitNICE=`` in the systemd unit); without it the model serves niced, which only matters
     while something else wants the CPU."""
-    try:
-        for thread in os.listdir("/proc/self/task"):
+    for thread in os.listdir("/proc/self/task"):
+        try:
             os.setpriority(os.PRIO_PROCESS, int(thread), priority)
-    except OSError as e:
-        log.warning("model %s serves at a lower CPU priority than the service: %s (see LimitNICE)", model_id, e)
+        except ProcessLookupError:  # the thread has ended
+            continue
+        except OSError as e:
+            log.warning("model %s serves at a lower CPU priority than the service: %s (see LimitNICE)", model_id, e)
+            return
 
 
 def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> None:

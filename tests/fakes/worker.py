@@ -23,10 +23,15 @@ class FakeWorkerHandle:
     fail_release: ClassVar[BaseException | None] = None
     detected: ClassVar[float | None] = None
     broken_sentinels: ClassVar[int] = 0  # the next reads of ``sentinel`` that raise (a bug in the watch)
+    spares_die: ClassVar[bool] = False  # a spare handed a model dies taking it (a runtime's imports broke it)
 
     def __init__(self, spec: Any, config: Any, spare: Any = None, nice: int = 0):
         if FakeWorkerHandle.fail_load is not None:
             raise FakeWorkerHandle.fail_load
+        if spare is not None and FakeWorkerHandle.spares_die:
+            spare.release()
+            raise WorkerDied(f"model {spec.id!r} did not load: the worker died (exited with status 1)")
+        self.spare = spare
         self.model_id = spec.id
         self._read, self._write = os.pipe()
         self.killed = self.released = False
@@ -74,3 +79,23 @@ class FakeWorkerHandle:
         if not self.killed:
             self.killed = True
             os.close(self._write)
+
+
+class FakeSpare:
+    """A fake of ``edge_asr.workers.spare.Spare`` (``make_spare=``): ready at once, no process."""
+
+    made: ClassVar[list[FakeSpare]] = []
+
+    def __init__(self, config: Any):
+        self.report: dict[str, Any] | None = {"pid": 525252, "rss": 60 * MB}
+        self.pid, self.released = 525252, False
+        FakeSpare.made.append(self)
+
+    def poll(self) -> bool:
+        return True
+
+    def alive(self) -> bool:
+        return not self.released
+
+    def release(self) -> None:
+        self.released = True
