@@ -3,8 +3,9 @@
 (a) wake latency, for Whisper, the LLM and the voice: the first request on an unloaded model
     through the service (HTTP, the spare worker handed its model, sessions, inference) versus a
     fresh Python process that creates the same sessions (the same runner) and serves the same
-    request; and the same wake with the spare worker off (``EDGE_ASR_SPARE_WORKER=0``: a new
-    process per wake, as before it existed). The spare worker's own memory is printed too;
+    request; the load alone (the load event's duration) versus a fresh process that only creates
+    the sessions; each also with the spare worker off (``EDGE_ASR_SPARE_WORKER=0``: a new process
+    per wake, as before it existed). The spare worker's own memory is printed too;
 (b) HTTP overhead: a warm transcription through the service versus the library in-process;
 (c) N load/transcribe/unload cycles through the API: available memory at the end against the
     start (polled up to 30 s: this VM returns freed pages lazily), workers left, time per cycle.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,18 +46,20 @@ from edge_asr.workers.protocol import Transcribe
 from edge_asr.workers.runners import create_runner
 config = load_config()
 runner = create_runner(get_model(config, sys.argv[1]), config)
-request = pickle.loads(bytes.fromhex(sys.argv[2])) if sys.argv[2] else Transcribe(decode_audio(sys.argv[3]))
-for _ in getattr(runner, request.method)(request):
-    pass
+if sys.argv[4] == "serve":
+    request = pickle.loads(bytes.fromhex(sys.argv[2])) if sys.argv[2] else Transcribe(decode_audio(sys.argv[3]))
+    for _ in getattr(runner, request.method)(request):
+        pass
 print(time.perf_counter() - start)
 """
 MESSAGES = [{"role": "user", "content": "Say hello to the plant room."}]
 SENTENCE = "The pump in the plant room has stopped. Please check the pressure valve."
 
 
-def wakes(service: Service, clip: Path, repeats: int) -> dict[str, float]:
+def wakes(service: Service, clip: Path, repeats: int) -> dict[str, tuple[float, float]]:
     """Median seconds of each model's first request after an unload, the spare worker (if on)
-    ready first, as a user's wake finds it on an idle unit."""
+    ready first, as a user's wake finds it on an idle unit; and of its load alone (the load
+    event's duration: the worker started or the spare handed its model, until it is ready)."""
     requests = {
         ASR: lambda: service.transcribe(clip.read_bytes()),
         LLM: lambda: service.post(
@@ -65,19 +69,23 @@ def wakes(service: Service, clip: Path, repeats: int) -> dict[str, float]:
     }
     spare_on = service.get("/api/system/memory").json()["spare_worker"]["enabled"]
     times: dict[str, list[float]] = {model: [] for model in requests}
+    loads: dict[str, list[float]] = {model: [] for model in requests}
     for _ in range(repeats):
         for model, request in requests.items():
             service.post(f"/api/models/{model}/unload")
             if spare_on:
-                wait_for(lambda: service.get("/api/system/memory").json()["spare_worker"]["ready"], 60)
+                wait_for(lambda: service.spare()["ready"], 60)
             start = time.perf_counter()
             assert request().ok
             times[model].append(time.perf_counter() - start)
-    return {model: sorted(t)[len(t) // 2] for model, t in times.items()}
+            events = service.get("/api/events", params={"model": model}).json()["events"]
+            loads[model].append(next(e["duration_s"] for e in reversed(events) if e["to"] == "ready" != e["from"]))
+    return {model: (statistics.median(times[model]), statistics.median(loads[model])) for model in requests}
 
 
-def fresh_processes(clip: Path, repeats: int) -> dict[str, float]:
-    """Median seconds of a fresh process creating each model's sessions and serving its request."""
+def fresh_processes(clip: Path, repeats: int, serve: bool) -> dict[str, float]:
+    """Median seconds of a fresh process creating each model's sessions (and, to ``serve``,
+    serving its request)."""
     requests = {
         ASR: "",
         LLM: pickle.dumps(Chat(MESSAGES, ChatOptions(max_tokens=16, temperature=0))).hex(),
@@ -85,7 +93,7 @@ def fresh_processes(clip: Path, repeats: int) -> dict[str, float]:
     }
 
     def run(model: str) -> None:
-        command = [sys.executable, "-c", FRESH_PROCESS, model, requests[model], str(clip)]
+        command = [sys.executable, "-c", FRESH_PROCESS, model, requests[model], str(clip), "serve" if serve else "load"]
         subprocess.run(command, check=True, capture_output=True)
 
     return {model: median_time(lambda m=model: run(m), repeats) for model in requests}
@@ -129,17 +137,23 @@ def main() -> None:
         service = Service(Path(state) / "on").start()
         try:
             with_spare = wakes(service, clip, args.repeats)
-            fresh = fresh_processes(clip, args.repeats)
+            fresh, fresh_load = fresh_processes(clip, args.repeats, True), fresh_processes(clip, args.repeats, False)
             for model in (ASR, LLM, TTS):
+                (first, load), (first_off, load_off) = with_spare[model], without_spare[model]
                 print(
                     json.dumps(
                         {
                             "bench": f"wake latency {model}",
-                            "service_first_request_s": round(with_spare[model], 3),
-                            "spare_off_s": round(without_spare[model], 3),
+                            "service_first_request_s": round(first, 3),
+                            "spare_off_s": round(first_off, 3),
                             "fresh_process_s": round(fresh[model], 3),
-                            "ratio": round(with_spare[model] / fresh[model], 3),
-                            "ratio_spare_off": round(without_spare[model] / fresh[model], 3),
+                            "ratio": round(first / fresh[model], 3),
+                            "ratio_spare_off": round(first_off / fresh[model], 3),
+                            "service_load_s": round(load, 3),
+                            "spare_off_load_s": round(load_off, 3),
+                            "fresh_process_load_s": round(fresh_load[model], 3),
+                            "load_ratio": round(load / fresh_load[model], 3),
+                            "load_ratio_spare_off": round(load_off / fresh_load[model], 3),
                         }
                     )
                 )

@@ -48,7 +48,8 @@ from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource, create_memory_source, trim_heap
 from edge_asr.state import StateStore
 from edge_asr.units import format_size
-from edge_asr.workers.handle import KILL_GRACE, WorkerDied, WorkerHandle
+from edge_asr.workers.handle import WorkerDied, WorkerHandle
+from edge_asr.workers.processes import KILL_GRACE
 from edge_asr.workers.spare import Spare
 
 log = logging.getLogger(__name__)

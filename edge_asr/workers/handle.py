@@ -3,29 +3,25 @@ its death."""
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from edge_asr.config import Config
 from edge_asr.errors import InvalidRequest, ModelLoadFailed, ServiceError, WorkerCrashed
 from edge_asr.manifest import ModelSpec
 from edge_asr.workers import protocol
+from edge_asr.workers.processes import KILL_GRACE, start_process
 from edge_asr.workers.protocol import P, R, Request
 from edge_asr.workers.worker import worker_main
 
 if TYPE_CHECKING:  # the spare hands its process over; the handle never starts one
     from edge_asr.workers.spare import Spare
 
-# CUDA does not survive fork: workers are always spawned.
-SPAWN = multiprocessing.get_context("spawn")
-KILL_GRACE = 5.0  # seconds a killed process may take to be reaped
 TURN_POLL = 1.0  # seconds between looks at whether the worker a call queues for still lives
 
 
@@ -42,21 +38,6 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
-
-
-def start_process(name: str, target: Callable[..., None], *args: Any) -> tuple[BaseProcess, Connection]:
-    """A new process running ``target(its end of a pipe, *args)``, and the front's end; if the
-    process cannot start (out of memory, of descriptors), no pipe end is left open."""
-    conn, child = SPAWN.Pipe()
-    try:
-        process = SPAWN.Process(target=target, args=(child, *args), name=name, daemon=True)
-        process.start()
-    except BaseException:
-        conn.close()
-        raise
-    finally:
-        child.close()  # the child's end is the child's
-    return process, conn
 
 
 class WorkerHandle:

@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_asr.config import Config
 from edge_asr.workers import protocol
-from edge_asr.workers.handle import KILL_GRACE, start_process
+from edge_asr.workers.processes import KILL_GRACE, start_process
 from edge_asr.workers.worker import prepare, rss_bytes, serve
 
 RUNNER_MODULES = (  # what the runners import when they load (``workers.runners``)
