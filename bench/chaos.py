@@ -179,26 +179,32 @@ class Chaos:
 
     def inject(self) -> None:
         while not self.stop.wait(self.rng.uniform(1.0, 3.0)):
-            action = self.rng.choice(["kill", "freeze", "pressure", "disk"])
-            workers = self.service.workers()
-            with self.lock:
-                self.outcomes[f"inject {action}"] += 1
-            spare = self.service.spare()["pid"]
-            if action == "kill" and spare is not None:
-                workers.append(spare)  # the spare worker dies too (it is re-made)
-            if action in ("kill", "freeze") and workers:
-                pid = self.rng.choice(workers)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL if action == "kill" else signal.SIGSTOP)
-            elif action == "pressure":
-                replay(self.feed, [under_pressure(line, 300) for line in RECORDED])
-                self.stop.wait(2)
-                replay(self.feed, RECORDED)
-            elif action == "disk":
-                filler = fill(self.state)
-                self.stop.wait(self.rng.uniform(2, 6))
-                filler.unlink(missing_ok=True)
+            try:
+                self.inject_one()
+            except Exception as e:  # a run whose injector stopped would prove nothing
+                self.violation(f"the injector failed: {e!r}")
         replay(self.feed, RECORDED)
+
+    def inject_one(self) -> None:
+        action = self.rng.choice(["kill", "freeze", "pressure", "disk"])
+        workers = self.service.workers()
+        spare = self.service.spare_pid()
+        if action == "kill" and spare is not None:
+            workers.append(spare)  # the spare worker dies too (it is re-made)
+        with self.lock:
+            self.outcomes[f"inject {action}"] += 1
+        if action in ("kill", "freeze") and workers:
+            pid = self.rng.choice(workers)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL if action == "kill" else signal.SIGSTOP)
+        elif action == "pressure":
+            replay(self.feed, [under_pressure(line, 300) for line in RECORDED])
+            self.stop.wait(2)
+            replay(self.feed, RECORDED)
+        elif action == "disk":
+            filler = fill(self.state)
+            self.stop.wait(self.rng.uniform(2, 6))
+            filler.unlink(missing_ok=True)
 
     def watch(self) -> None:
         while not self.stop.wait(0.5):

@@ -27,6 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cmdline(pid: int) -> bytes | None:
+    """The process's command line (empty for a zombie); None once it is gone (it may be, between a
+    listing and this)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def children(pid: int) -> list[int]:
     """Child processes of ``pid``, zombies included (an unreaped worker is a leak too)."""
     found = []
@@ -139,13 +148,19 @@ class Service:
         worker are not model workers)."""
         assert self.process is not None
         others = (b"resource_tracker", b"tegrastats")
-        before = self.spare()["pid"]  # read around the listing: a spare may start meanwhile
-        pids = [p for p in children(self.process.pid) if p not in (before, self.spare()["pid"])]
-        return [p for p in pids if not any(name in Path(f"/proc/{p}/cmdline").read_bytes() for name in others)]
+        before = self.spare_pid()  # read around the listing: a spare may start meanwhile
+        pids = [p for p in children(self.process.pid) if p not in (before, self.spare_pid())]
+        return [p for p in pids if (line := cmdline(p)) is not None and not any(name in line for name in others)]
 
     def spare(self) -> dict:
         """The spare worker as the API shows it."""
         return self.get("/api/system/memory").json()["spare_worker"]
+
+    def spare_pid(self) -> int | None:
+        """The spare worker's pid; None when there is none, or the service is too busy to say
+        (every request slot taken: a chaos run)."""
+        r = self.get("/api/system/memory", timeout=10)
+        return r.json()["spare_worker"]["pid"] if r.ok else None
 
     # -- API helpers -------------------------------------------------------------------------
 

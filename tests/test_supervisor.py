@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.tegrastats_feed import INTERVAL_MS, RECORDED, pressure_env, replay, under_pressure
-from tests.service import Service, children, wait_for
+from tests.service import Service, children, cmdline, wait_for
 
 ASR, LLM = "whisper-tiny-en", "smollm2-135m-instruct"
 
@@ -128,7 +128,7 @@ def test_pressure_hibernates_the_idle_model_not_the_busy_one(pressure_service, c
 
 def tegrastats_children(svc: Service) -> list[int]:
     assert svc.process is not None
-    return [p for p in children(svc.process.pid) if b"tegrastats" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [p for p in children(svc.process.pid) if b"tegrastats" in (cmdline(p) or b"")]
 
 
 def test_tegrastats_is_restarted_when_it_dies_and_stopped_with_the_service(pressure_service):
