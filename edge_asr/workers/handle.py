@@ -159,6 +159,8 @@ class WorkerHandle:
             if not self.alive():  # a kill() meanwhile left the pipe to this call, which held it
                 self._conn.close()
             self._lock.release()
+            if not self._conn.closed and not self.alive():  # killed between that look and the release
+                self._close_between_calls()
 
     def release(self, timeout: float) -> dict[str, Any]:
         """Ask the worker to destroy its model and exit; kill it if it does not within ``timeout``."""
@@ -197,6 +199,10 @@ class WorkerHandle:
             if self.process.is_alive():
                 self.process.kill()
             self.process.join(KILL_GRACE)
+        self._close_between_calls()
+
+    def _close_between_calls(self) -> None:
+        """Close the pipe unless a call holds it (that call closes it as its turn ends)."""
         if self._lock.acquire(blocking=False):
             try:
                 self._conn.close()
