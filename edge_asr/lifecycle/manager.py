@@ -364,7 +364,8 @@ class ModelManager(ModelRegistry):
                 self._spare = self._make_spare(config)
             except Exception as e:  # out of processes or descriptors: the models still load without it
                 self._spare_failed(f"the spare worker could not start ({type(e).__name__}: {e})")
-            self.moves += 1
+            else:
+                self.moves += 1
 
     def _spare_failed(self, what: str) -> None:
         """(Holding the lifecycle lock.) Drop the spare; the next one after a back-off."""

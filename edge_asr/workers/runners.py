@@ -38,6 +38,7 @@ from edge_asr.workers.protocol import (
 
 class Runner:
     requests: ClassVar[frozenset[type[Request]]] = frozenset()
+    modules: ClassVar[tuple[str, ...]] = ()  # what a load imports (a spare worker imports them ahead)
 
     @classmethod
     def files_loaded(cls, spec: ModelSpec) -> list[str]:
@@ -54,6 +55,7 @@ class Runner:
 
 class WhisperRunner(Runner):
     requests = frozenset({Transcribe})
+    modules = ("edge_asr.vad", "edge_asr.whisper.model", "edge_asr.whisper.transcribe")
 
     @classmethod
     def files_loaded(cls, spec: ModelSpec) -> list[str]:
@@ -105,6 +107,7 @@ class GenaiRunner(Runner):
     job). ``chat`` streams text deltas as tokens are generated."""
 
     requests = frozenset({Chat})
+    modules = ("onnxruntime_genai",)
 
     def __init__(self, spec: ModelSpec, config: Config):
         import onnxruntime_genai as og
@@ -180,6 +183,7 @@ class PiperRunner(Runner):
     """A Piper voice. ``synthesize`` streams each sentence's samples as it is made."""
 
     requests = frozenset({Synthesize})
+    modules = ("edge_asr.tts",)
 
     def __init__(self, spec: ModelSpec, config: Config):
         from edge_asr.tts import PiperSpeaker

@@ -16,21 +16,14 @@ from typing import Any
 from edge_asr.config import Config
 from edge_asr.workers import protocol
 from edge_asr.workers.processes import KILL_GRACE, start_process
+from edge_asr.workers.runners import RUNNERS
 from edge_asr.workers.worker import prepare, rss_bytes, serve
-
-RUNNER_MODULES = (  # what the runners import when they load (``workers.runners``)
-    "onnxruntime_genai",
-    "edge_asr.tts",
-    "edge_asr.vad",
-    "edge_asr.whisper.model",
-    "edge_asr.whisper.transcribe",
-)
 
 
 def spare_main(conn: Connection, config: Config) -> None:
     """Import what every runner needs, say so, and wait for a model (or a release)."""
     prepare(config)
-    for module in RUNNER_MODULES:
+    for module in (module for runner in RUNNERS.values() for module in runner.modules):
         try:
             importlib.import_module(module)
         except Exception as e:  # that runner's load will say why; the others still gain
