@@ -37,7 +37,9 @@ class Recipe:
 
 
 # The runtime's modules a conversion module imports (features, the cache layout it checks with).
-SHARED = {"whisper_to_onnx": ("whisper/__init__.py", "whisper/features.py", "whisper/kv_cache.py")}
+SHARED = {
+    "whisper_to_onnx": ("whisper/__init__.py", "whisper/features.py", "whisper/kv_cache.py", "trt/onnx_support.py")
+}
 RECIPES = {
     "whisper-ct2": Recipe(("ct2", "whisper_from_ct2", "whisper_to_onnx"), 4, True),
     "whisper-hf": Recipe(("whisper_to_onnx",), 2, False),

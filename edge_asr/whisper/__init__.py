@@ -11,3 +11,6 @@ length to text).
 CPU_DECODER = "decoder-cpu.onnx"
 # Its output the alignment heads' cross-attention logits come out of (word alignment reads them).
 ALIGNMENT = "alignment_qk"
+# The graphs TensorRT builds engines from (the encoder, and the decoder the GPU providers run too):
+# exported for the oldest TensorRT parser supported (``edge_asr/trt/onnx_support.py``).
+TENSORRT_GRAPHS = ("encoder.onnx", "decoder.onnx")

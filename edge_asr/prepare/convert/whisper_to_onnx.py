@@ -15,6 +15,9 @@
 plus ``tokenizer.json`` and ``whisper.json`` (dimensions and special tokens, so the runtime needs
 neither transformers nor the HF config). Each graph is checked against the PyTorch model.
 
+``encoder.onnx`` and ``decoder.onnx`` (``TENSORRT_GRAPHS``), which TensorRT builds engines from, are
+opset 17, what every supported TensorRT's parser imports (``for_tensorrt``).
+
 usage: python -m edge_asr.prepare.convert.whisper_to_onnx HF_DIR OUT_DIR
 """
 
@@ -31,15 +34,18 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+from onnx import helper, numpy_helper, version_converter
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from torch import nn
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from edge_asr.whisper import ALIGNMENT, CPU_DECODER
+from edge_asr.trt.onnx_support import import_problems
+from edge_asr.whisper import ALIGNMENT, CPU_DECODER, TENSORRT_GRAPHS
 from edge_asr.whisper.features import log_mel_spectrogram
 from edge_asr.whisper.kv_cache import KvCacheLayout
 
 log = logging.getLogger("edge_asr.prepare")
+TENSORRT_OPSET = 17  # what TensorRT 8.6 (JetPack 6.0) imports: edge_asr/trt/onnx_support.py
 MAX_DIFF = 1e-3  # fp32 graphs: differences beyond this mean a wrong export, not rounding
 MULTILINGUAL_VOCAB = 51865  # the reference implementation's test: English-only vocabularies are smaller
 # The CPU decoder (ONNX Runtime on the CPU; TensorRT and the GPU providers take ``decoder.onnx``):
@@ -241,6 +247,39 @@ def _check(name: str, expected: np.ndarray, actual: np.ndarray, limit: float = M
         raise RuntimeError(f"{name}: ONNX output differs from PyTorch by {diff:.3g} (limit {limit})")
 
 
+def for_tensorrt(path: Path) -> None:
+    """Make the graph at ``path`` one every supported TensorRT's parser imports, in place: each
+    ``Gelu`` (an opset-20 operator) written as its erf formula, as exporters write it below opset
+    20, then the graph converted to ``TENSORRT_OPSET``; fail if a parser still cannot import it.
+    ONNX Runtime fuses the formula back into its Gelu kernel: the same results, as fast."""
+    model = onnx.load(path)
+    constants = {"gelu_sqrt2": 2**0.5, "gelu_one": 1.0, "gelu_half": 0.5}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "Gelu":
+            nodes.append(node)
+            continue
+        if any(a.name == "approximate" and a.s != b"none" for a in node.attribute):
+            raise RuntimeError(f"{path.name}: {node.name} is a tanh-approximated Gelu; only the exact one is rewritten")
+        x, y, p = node.input[0], node.output[0], node.name or node.output[0]
+        nodes += [
+            helper.make_node("Div", [x, "gelu_sqrt2"], [f"{p}/div"]),
+            helper.make_node("Erf", [f"{p}/div"], [f"{p}/erf"]),
+            helper.make_node("Add", [f"{p}/erf", "gelu_one"], [f"{p}/add"]),
+            helper.make_node("Mul", [x, f"{p}/add"], [f"{p}/mul"]),
+            helper.make_node("Mul", [f"{p}/mul", "gelu_half"], [y]),
+        ]
+    if len(nodes) > len(model.graph.node):
+        model.graph.initializer.extend(numpy_helper.from_array(np.float32(v), n) for n, v in constants.items())
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model = version_converter.convert_version(model, TENSORRT_OPSET)
+    onnx.checker.check_model(model, full_check=True)
+    if problems := import_problems(model):
+        raise RuntimeError(f"{path.name}: TensorRT cannot import it: {problems}")
+    onnx.save(model, path)
+
+
 def quantize_text_projection(path: Path) -> None:
     """Make the CPU decoder's text projection int8, in place; every other MatMul stays fp32."""
     model = onnx.load(path)
@@ -357,6 +396,8 @@ def export(hf_dir: Path, out_dir: Path) -> None:
                 external_data=False,
                 optimize=True,
             )
+        for name in TENSORRT_GRAPHS:
+            for_tensorrt(out_dir / name)
         quantize_text_projection(out_dir / CPU_DECODER)
         # Check the graphs against the reference model, the decoders with a filled KV cache.
         ref_hidden = hf.model.encoder(mel).last_hidden_state
