@@ -135,6 +135,10 @@ def engines_list(config: Config) -> None:
             why = found.mismatches(device, spec.directory) if device else ["no TensorRT here"]
             fit = "fits" if not why else "; ".join(why)
             click.echo(f"{spec.id:28} {found.describe()}: {fit}")
+            for name, engine in found.record["engines"].items():
+                memory = engine.get("device_memory_bytes")  # absent from sets built before it was recorded
+                held = f", {format_size(memory)} of device memory when loaded" if memory is not None else ""
+                click.echo(f"{'':28}   {name}: {format_size(engine['bytes'])}{held}")
 
 
 @cli.command()

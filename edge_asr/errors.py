@@ -10,6 +10,13 @@ class RequestError(ValueError):
     other exception there is the model's own failure (or ours), a logged 500."""
 
 
+class Unrecoverable(RuntimeError):
+    """Raised by model code inside a worker when the process can serve nothing more: its GPU
+    context hit a sticky CUDA error (an illegal address, a failed launch), which every later call
+    in that context repeats. The worker exits at once (``protocol.EXIT_UNRECOVERABLE``); the
+    manager reports the crash and the next request gets a fresh worker."""
+
+
 class ServiceError(Exception):
     status = 500
     type = "server_error"

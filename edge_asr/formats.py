@@ -2,7 +2,8 @@
 
 A transcript here is the dict a speech runner returns: ``text``, ``duration``, ``segments``
 (each ``id, start, end, text, tokens, temperature, avg_logprob, compression_ratio,
-no_speech_prob``), ``language`` (a code) and ``language_probability`` (None unless detected)."""
+no_speech_prob``), ``language`` (a code), ``language_probability`` (None unless detected) and
+``beam_size`` (the beam the windows were decoded with)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ def vtt(transcript: dict[str, Any]) -> str:
 
 
 def verbose_json(transcript: dict[str, Any], task: str) -> dict[str, Any]:
-    """OpenAI's verbose form; ``language_probability`` (an extension, as faster-whisper reports it)
-    says how sure the detection was, and is absent when the language was given."""
+    """OpenAI's verbose form. Extensions: ``language_probability`` (as faster-whisper reports it)
+    says how sure the detection was, and is absent when the language was given; ``beam_size`` is
+    the beam the windows were decoded with (less than asked where TensorRT engines built with a
+    smaller ``--max-batch`` hold no more)."""
     segments = [{"seek": 0, **s} for s in transcript["segments"]]
     language = transcript["language"]
     detected = transcript["language_probability"]
@@ -55,6 +58,7 @@ def verbose_json(transcript: dict[str, Any], task: str) -> dict[str, Any]:
         "duration": round(transcript["duration"], 3),
         "text": transcript["text"],
         "segments": segments,
+        "beam_size": transcript["beam_size"],
     }
 
 

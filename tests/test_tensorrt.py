@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from edge_asr.config import Config
+from edge_asr.errors import Unrecoverable
 from edge_asr.manifest import get_model
 from edge_asr.trt import engine_set
 from edge_asr.trt.build import BuildError, build_engines, profile_shapes
 from edge_asr.trt.cuda import size_class
 from edge_asr.trt.engine_set import ENGINE_JSON
+from edge_asr.units import format_size
 from edge_asr.whisper.graphs import OnnxWhisperGraphs, open_graphs
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
@@ -105,11 +107,19 @@ def test_build_records_what_the_engines_were_built_from_and_for(gpu, models: Con
     for name in ("encoder.onnx", "decoder.onnx"):
         digest = hashlib.sha256((whisper_dir(models) / name).read_bytes()).hexdigest()
         assert record["onnx"][name]["sha256"] == digest
-    decoder = record["engines"]["decoder.engine"]["profiles"]
-    assert set(decoder) == {"tokens", "self_k", "self_v"} | {f"cross_{kv}_{i}" for i in range(4) for kv in "kv"}
-    assert decoder["self_k"] == {"min": [4, 1, 0, 384], "opt": [4, 1, 112, 384], "max": [4, 5, 447, 384]}
-    assert decoder["tokens"]["max"] == [5, 448] and decoder["cross_k_0"]["max"] == [1, 6, 64, 1500]  # one window
-    assert record["engines"]["encoder.engine"]["profiles"]["mel"]["max"] == [1, 80, 3000]
+    # The decoder's two profiles: single-token steps of up to 5 beams; one sequence's prompt.
+    steps, prompt = record["engines"]["decoder.engine"]["profiles"]
+    for profile in (steps, prompt):
+        assert set(profile) == {"tokens", "self_k", "self_v"} | {f"cross_{kv}_{i}" for i in range(4) for kv in "kv"}
+        assert profile["cross_k_0"]["max"] == [1, 6, 64, 1500]  # one window
+    assert steps["tokens"] == {"min": [1, 1], "opt": [5, 1], "max": [5, 1]}
+    assert steps["self_k"] == {"min": [4, 1, 1, 384], "opt": [4, 5, 112, 384], "max": [4, 5, 447, 384]}
+    assert prompt["tokens"] == {"min": [1, 1], "opt": [1, 3], "max": [1, 448]}
+    assert prompt["self_k"] == {"min": [4, 1, 0, 384], "opt": [4, 1, 0, 384], "max": [4, 1, 447, 384]}
+    (encoder,) = record["engines"]["encoder.engine"]["profiles"]
+    assert encoder["mel"]["max"] == [1, 80, 3000]
+    # Each engine's execution context memory, read from the built engine (the fake's: 8 MiB).
+    assert {e["device_memory_bytes"] for e in record["engines"].values()} == {8 << 20}
     assert sorted(p.name for p in built.iterdir()) == ["decoder.engine", "encoder.engine", ENGINE_JSON]
     assert [p.name for p in built.parent.iterdir()] == [built.name]  # no temporary folder left
     # The timing cache is kept (per TensorRT version and GPU) and fed to the next build.
@@ -162,6 +172,21 @@ def test_build_engines_py_without_tensorrt_or_gpu_says_why_and_writes_nothing(mo
     assert "[whisper-tiny-en] 2/2 decoder.engine from decoder.onnx (fp32) done" in built.stderr
     record = json.loads((Path(built.stdout.strip()) / ENGINE_JSON).read_text())
     assert record["precision"] == "fp32" and record["workspace_bytes"] == 256 << 20
+    listed = subprocess.run(
+        [sys.executable, "-m", "edge_asr", "engines", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGE_ASR_MODELS_DIR": str(models.models_path), "PYTHONPATH": str(FAKES)},
+        timeout=120,
+    )
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "this unit: Orin (compute capability 8.7) with TensorRT 10.3.0", listed.stderr
+    built_for = "built for Orin (compute capability 8.7) with TensorRT 10.3.0: fits"
+    assert " ".join(lines[1].split()) == f"whisper-tiny-en engines {record['fingerprint']} (fp32), {built_for}"
+    built_dir = Path(built.stdout.strip())
+    for line, name in zip(lines[2:], ("encoder.engine", "decoder.engine"), strict=True):
+        size = format_size((built_dir / name).stat().st_size)
+        assert " ".join(line.split()) == f"{name}: {size}, 8.39 MB of device memory when loaded"
 
 
 # -- the runtime ------------------------------------------------------------------------------
@@ -285,12 +310,83 @@ def test_engines_built_for_another_device_or_other_onnx_are_refused(gpu, models:
     assert gpu.retained_contexts() == 0
 
 
+def test_out_of_gpu_memory_while_a_buffer_grows_leaves_no_freed_address_behind(gpu, models: Config, vad, speech):
+    """Fault injection: the device fills up (another process on a unit's shared memory) just as
+    beam search needs larger buffers than greedy decoding made. The request fails; the next one,
+    with room again, decodes right, and the release frees every buffer once and runs every step."""
+    build_engines(models, ["whisper-tiny-en"])
+    model = WhisperModel.open(get_model(models, "whisper-tiny-en"), models)
+    greedy = transcribe(model, vad, speech["beckett"], beam_size=1).text
+    full = gpu.PRIMARY_CONTEXT_BYTES * gpu.retained_contexts() + gpu.allocated_bytes()
+    os.environ["FAKE_CUDA_TOTAL"] = str(full + 4096)  # (monkeypatch would restore it after the gpu fixture)
+    mark = len(gpu.JOURNAL)
+    try:
+        with pytest.raises(gpu.MemoryError):
+            transcribe(model, vad, speech["beckett"], beam_size=5)
+    finally:
+        del os.environ["FAKE_CUDA_TOTAL"]
+    assert "free" in journal_since(gpu, mark)  # it failed while growing: a smaller buffer was freed first
+    assert transcribe(model, vad, speech["beckett"], beam_size=5).text.startswith("Ever tried. Ever failed.")
+    assert transcribe(model, vad, speech["beckett"], beam_size=1).text == greedy
+    report = model.release()
+    assert [s["step"] for s in report["steps"]] == RELEASE_ORDER and not [s for s in report["steps"] if "error" in s]
+    assert gpu.VIOLATIONS == [] and gpu.allocated_bytes() == 0 and gpu.retained_contexts() == 0
+
+
+def test_the_decoder_runs_each_call_in_the_profile_shaped_like_it(gpu, models: Config, vad, speech):
+    build_engines(models, ["whisper-tiny-en"])
+    model = WhisperModel.open(get_model(models, "whisper-tiny-en"), models)
+    decoder = model.graphs.session["decoder"]
+    profiles = []
+    select = decoder.context.set_optimization_profile_async
+    decoder.context.set_optimization_profile_async = lambda i, stream: profiles.append(i) or select(i, stream)
+    decode, shapes = model.graphs.decode, []
+    model.graphs.decode = lambda tokens, *rest: shapes.append((tokens.shape, decoder.profile)) or decode(tokens, *rest)
+    transcribe(model, vad, speech["beckett"], beam_size=5)
+    # The prompt (one sequence, no cache yet) in profile 1; the beams' steps in profile 0; one
+    # switch each way per window, not one per step.
+    assert shapes[0] == ((1, 1), 0) and decoder.profile == 0 and len(shapes) > 20
+    assert profiles == [1, 0] and model.graphs.max_batch == 5
+    model.release()
+
+
+def test_engines_built_for_fewer_beams_serve_with_the_beam_they_hold(gpu, models: Config, vad, speech, caplog):
+    """Decided: a request asking for a wider beam than the engines were built for is served with
+    the widest they take, with a warning and the beam in the transcript; not refused, not moved to
+    ONNX Runtime (docs/jetson.md)."""
+    build_engines(models, ["whisper-tiny-en"], max_batch=2)
+    spec = get_model(models, "whisper-tiny-en")
+    model = WhisperModel.open(spec, models)
+    assert model.graphs.max_batch == 2
+    got = transcribe(model, vad, speech["beckett"], beam_size=5)
+    assert "the engines take 2 sequences a step: beam 5, best of 5 asked" in caplog.text
+    on_onnxruntime = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory, decoder="decoder.onnx"))
+    expected = transcribe(on_onnxruntime, vad, speech["beckett"], beam_size=2)
+    assert got.beam_size == expected.beam_size == 2 and got.text == expected.text and len(got.text) > 40
+    model.release()
+    on_onnxruntime.release()
+    assert gpu.VIOLATIONS == []
+
+
+def test_a_sticky_cuda_error_is_unrecoverable(gpu, models: Config, vad, speech, tmp_path, monkeypatch):
+    """An illegal address in a kernel breaks the context for good: the next calls fail too, so
+    the failure is raised as Unrecoverable (the worker exits on it), not as an ordinary error."""
+    build_engines(models, ["whisper-tiny-en"])
+    model = WhisperModel.open(get_model(models, "whisper-tiny-en"), models)
+    fault = tmp_path / "fault"
+    fault.touch()
+    monkeypatch.setenv("FAKE_CUDA_FAULT", str(fault))
+    with pytest.raises(Unrecoverable, match=r"the GPU context is broken: LaunchError: .* illegal memory access"):
+        transcribe(model, vad, speech["beckett"])
+    assert not fault.exists()
+
+
 def test_an_input_outside_the_profile_is_a_clear_error(gpu, models: Config):
     from edge_asr.trt.engine import EngineError, TensorRTSession
 
     (built,) = build_engines(models, ["whisper-tiny-en"])
     session = TensorRTSession(built, ["encoder.engine"])
-    with session.active(), pytest.raises(EngineError, match=r"input mel of shape \(2, 80, 3000\) is outside"):
+    with session.active(), pytest.raises(EngineError, match=r"shapes mel \(2, 80, 3000\) are outside the engine's"):
         session["encoder"].run({"mel": np.zeros((2, 80, 3000), np.float32)})
     session.release()
     assert gpu.VIOLATIONS == [] and gpu.allocated_bytes() == 0
@@ -345,5 +441,34 @@ def test_the_service_runs_whisper_on_tensorrt_and_unloads_it_cleanly(gpu, tmp_pa
         assert {pid for pid, *_ in entries} == {loaded["worker_pid"]}
         assert [e[1] for e in entries][-2:] == ["pop", "detach"]
         assert not [e for e in entries if e[1] == "violation"]
+    finally:
+        service.stop()
+
+
+def test_a_worker_whose_gpu_context_broke_exits_and_the_next_request_gets_a_fresh_one(
+    gpu, tmp_path, models: Config, clips
+):
+    build_engines(models, ["whisper-tiny-en"])
+    fault = tmp_path / "fault"
+    service = Service(
+        tmp_path / "state",
+        PYTHONPATH=str(FAKES),
+        EDGE_ASR_MODELS_DIR=str(models.models_path),
+        FAKE_CUDA_FAULT=str(fault),
+    ).start()
+    try:
+        assert service.transcribe(clips["beckett"], response_format="text").ok
+        broken_pid = service.model()["worker_pid"]
+        fault.touch()  # the worker's next kernel hits an illegal address
+        failed = service.transcribe(clips["beckett"], response_format="text")
+        error = failed.json()["error"]
+        assert failed.status_code == 503 and error["code"] == "worker_crashed", failed.text
+        assert "exited after an unrecoverable GPU error (status 3" in error["message"]
+        assert not fault.exists() and service.model()["state"] == "failed"
+        again = service.transcribe(clips["beckett"], response_format="text")
+        assert again.ok and again.text.startswith("Ever tried. Ever failed.")
+        assert service.model()["worker_pid"] != broken_pid and service.model()["runtime"] == "tensorrt"
+        reasons = [e["reason"] for e in service.get("/api/events").json()["events"]]
+        assert any(r.startswith("crashed: exited after an unrecoverable GPU error") for r in reasons), reasons
     finally:
         service.stop()

@@ -13,7 +13,7 @@ from multiprocessing import Pipe
 import pytest
 
 from edge_asr.config import Config
-from edge_asr.errors import RequestError
+from edge_asr.errors import RequestError, Unrecoverable
 from edge_asr.manifest import get_model
 from edge_asr.workers import protocol
 from edge_asr.workers.handle import WorkerDied, WorkerHandle
@@ -44,10 +44,16 @@ class RaisingRunner:
 )
 def test_only_a_request_error_is_the_clients_fault(error, kind, caplog):
     front, worker = Pipe()
-    _serve(worker, RaisingRunner(error), Synthesize("hello"))
+    assert _serve(worker, RaisingRunner(error), Synthesize("hello"))  # the worker goes on
     answer = front.recv()
     assert isinstance(answer, protocol.Failed) and answer.kind == kind and str(error) in answer.message
     assert (kind == "internal") == ("Traceback" in caplog.text)  # our failures are logged with their traceback
+
+
+def test_an_unrecoverable_error_ends_the_worker_without_an_answer(caplog):
+    front, worker = Pipe()
+    assert not _serve(worker, RaisingRunner(Unrecoverable("the GPU context is broken")), Synthesize("hello"))
+    assert not front.poll() and "can serve nothing more" in caplog.text and "Traceback" in caplog.text
 
 
 def open_fds() -> set[str]:

@@ -1,8 +1,10 @@
 """Building TensorRT engines from a prepared model's ONNX files, for the GPU this runs on
 (``build_engines.py``, ``edge-asr engines build``).
 
-Each engine gets one optimisation profile covering every dynamic axis of its inputs (a model
-family says the ranges: ``edge_asr.whisper.trt_graphs.engine_recipes``). The timing cache is kept
+Each engine gets the optimisation profiles its model family's recipe gives, each covering every
+dynamic axis of its inputs (``edge_asr.whisper.trt_graphs.engine_recipes``). Once built, an engine
+is deserialised once to read the device memory its execution context will take (the largest of its
+profiles), which ``engine.json`` and ``edge-asr engines list`` show. The timing cache is kept
 per TensorRT version and GPU and reused, so a rebuild skips the kernel timing it already did. A
 set is built in a temporary folder and renamed into place with its ``engine.json`` only when
 every engine is there, as ``models prepare`` does with models.
@@ -29,6 +31,7 @@ from edge_asr.manifest import ModelSpec, load_manifest
 from edge_asr.settings import MAX_BEAM
 from edge_asr.steps import Job, Steps
 from edge_asr.trt import TensorRTUnavailable, major_version, tensorrt
+from edge_asr.trt.cuda import CudaDevice
 from edge_asr.trt.engine_set import ENGINE_JSON, ENGINES_DIR, DeviceInfo, EngineSet, file_digest, fingerprint
 from edge_asr.trt.recipe import EngineRecipe, Range
 from edge_asr.units import parse_size
@@ -77,8 +80,9 @@ class EngineBuilder:
         except TypeError as e:  # the library returned no builder: what it does without a usable GPU
             raise TensorRTUnavailable(f"TensorRT could not create a builder ({e}): no usable GPU?") from None
 
-    def build(self, onnx: Path, recipe: EngineRecipe, out: Path) -> dict[str, dict[str, list[int]]]:
-        """Build ``recipe`` from ``onnx`` into ``out``; return the profile it was built with."""
+    def build(self, onnx: Path, recipe: EngineRecipe, out: Path) -> dict[str, Any]:
+        """Build ``recipe`` from ``onnx`` into ``out``; return the profiles it was built with and
+        the device memory its execution context takes."""
         trt = self.trt
         network = self.builder.create_network(network_flags(trt))
         parser = trt.OnnxParser(network, self.logger)
@@ -92,20 +96,34 @@ class EngineBuilder:
         cache_data = self.timing_cache.read_bytes() if self.timing_cache.is_file() else b""
         if not config.set_timing_cache(config.create_timing_cache(cache_data), False):
             log.warning("TensorRT refused the timing cache %s; building without it", self.timing_cache)
-        profile = self.builder.create_optimization_profile()
-        profiles = {}
-        for i in range(network.num_inputs):
-            tensor = network.get_input(i)
-            shapes = profile_shapes(tensor.name, tuple(tensor.shape), recipe.axes.get(tensor.name, {}))
-            profile.set_shape(tensor.name, *shapes)
-            profiles[tensor.name] = dict(zip(("min", "opt", "max"), map(list, shapes), strict=True))
-        config.add_optimization_profile(profile)
+        profiles = []
+        for axes in recipe.profiles:
+            profile, shapes_by_input = self.builder.create_optimization_profile(), {}
+            for i in range(network.num_inputs):
+                tensor = network.get_input(i)
+                shapes = profile_shapes(tensor.name, tuple(tensor.shape), axes.get(tensor.name, {}))
+                profile.set_shape(tensor.name, *shapes)
+                shapes_by_input[tensor.name] = dict(zip(("min", "opt", "max"), map(list, shapes), strict=True))
+            config.add_optimization_profile(profile)
+            profiles.append(shapes_by_input)
         serialized = self.builder.build_serialized_network(network, config)
         if serialized is None:
             raise BuildError(f"TensorRT could not build {recipe.engine} (its log above says why)")
         out.write_bytes(serialized)
         atomic_write_bytes(self.timing_cache, config.get_timing_cache().serialize())
-        return profiles
+        return {"profiles": profiles, "device_memory_bytes": self.device_memory(serialized)}
+
+    def device_memory(self, serialized: Any) -> int:
+        """The device memory an execution context of this engine allocates (its activations: the
+        largest of its profiles'), read from the engine deserialised once."""
+        runtime = self.trt.Runtime(self.logger)
+        engine = runtime.deserialize_cuda_engine(serialized)
+        if engine is None:
+            raise BuildError("TensorRT could not deserialise the engine it had just built")
+        size = getattr(engine, "device_memory_size_v2", None)  # 10.1 on; device_memory_size before
+        size = int(engine.device_memory_size if size is None else size)
+        del engine, runtime  # the engine first, in this context
+        return size
 
 
 def engine_recipes(spec: ModelSpec, max_batch: int) -> list[EngineRecipe]:
@@ -141,16 +159,24 @@ def build_engines(
     trt = tensorrt()
     device = DeviceInfo.detect()
     slug = f"trt{device.tensorrt}-sm{device.compute_capability.replace('.', '')}"
-    builder = EngineBuilder(trt, precision, workspace, config.models_path / ".tensorrt" / f"timing-{slug}.cache")
-    log.info("building for %s, %s, workspace %d MiB", device.describe(), precision, workspace >> 20)
-    return [_build_set(builder, device, spec, engine_recipes(spec, max_batch), force) for spec in chosen]
+    timing_cache = config.models_path / ".tensorrt" / f"timing-{slug}.cache"
+    gpu = CudaDevice()
+    try:
+        with gpu.active():  # the primary context, which TensorRT's own allocations use
+            builder = EngineBuilder(trt, precision, workspace, timing_cache)
+            log.info("building for %s, %s, workspace %d MiB", device.describe(), precision, workspace >> 20)
+            built = [_build_set(builder, device, spec, engine_recipes(spec, max_batch), force) for spec in chosen]
+            del builder  # before the context goes
+    finally:
+        gpu.detach()
+    return built
 
 
 def _build_set(
     builder: EngineBuilder, device: DeviceInfo, spec: ModelSpec, recipes: list[EngineRecipe], force: bool
 ) -> Path:
     onnx = {r.onnx: file_digest(spec.directory / r.onnx) for r in recipes}
-    key = fingerprint(device, builder.precision, onnx, {r.engine: r.axes for r in recipes})
+    key = fingerprint(device, builder.precision, onnx, {r.engine: r.profiles for r in recipes})
     root = spec.directory / ENGINES_DIR
     final = root / key
     if not force and (final / ENGINE_JSON).is_file() and not EngineSet.read(final).mismatches(device, spec.directory):
@@ -169,10 +195,10 @@ def _build_set(
 
             def build(recipe: EngineRecipe = recipe) -> None:
                 began = time.monotonic()
-                profiles = builder.build(spec.directory / recipe.onnx, recipe, out / recipe.engine)
+                made = builder.build(spec.directory / recipe.onnx, recipe, out / recipe.engine)
                 engines[recipe.engine] = {
                     "onnx": recipe.onnx,
-                    "profiles": profiles,
+                    **made,
                     "bytes": (out / recipe.engine).stat().st_size,
                     "build_seconds": round(time.monotonic() - began, 1),
                 }

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -53,6 +53,16 @@ class CudaDevice:
         finally:
             self.pop()
 
+    def broken(self) -> str | None:
+        """Why the current context can be used no more, or None: a sticky error (an illegal
+        address, a failed launch) is reported again by every later call, synchronising included;
+        an ordinary failure (out of memory) is not."""
+        try:
+            self.cuda.Context.synchronize()
+        except self.cuda.Error as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+
     def free_memory(self) -> tuple[int, int]:
         """(free, total) device memory in bytes, as the driver reports it (the context must be
         current, so what the context itself holds is never counted free). On a Jetson the GPU
@@ -78,8 +88,7 @@ class Buffers:
         held = self._device.get(name)
         if held is None or held[1] < nbytes:
             if held is not None:
-                self._stream.synchronize()  # work queued on the stream may still read it
-                held[0].free()
+                self._drop(self._device, name, lambda: held[0].free())
             capacity = size_class(nbytes)
             held = self._device[name] = (self.cuda.mem_alloc(capacity), capacity)
         return int(held[0])
@@ -90,16 +99,29 @@ class Buffers:
         held = self._host.get(name)
         if held is None or held.nbytes < nbytes:
             if held is not None:
-                self._stream.synchronize()
-                held.base.free()
+                self._drop(self._host, name, held.base.free)
             held = self._host[name] = self.cuda.pagelocked_empty(size_class(nbytes), np.uint8)
         return held[:nbytes].view(dtype).reshape(shape)
 
+    def _drop(self, buffers: dict[str, Any], name: str, free: Callable[[], None]) -> None:
+        """Free buffer ``name`` to make room for a larger one, its entry gone first: if the larger
+        one cannot be allocated (out of memory), no freed address is left to hand out or free again."""
+        self._stream.synchronize()  # work queued on the stream may still read it
+        del buffers[name]
+        free()
+
     def free(self) -> None:
-        """Free every buffer now (not whenever the garbage collector gets to them)."""
-        for allocation, _ in self._device.values():
-            allocation.free()
-        for array in self._host.values():
-            array.base.free()
+        """Free every buffer now (not whenever the garbage collector gets to them): each one, even
+        after another's free failed; the first failure is raised at the end."""
+        frees = [allocation.free for allocation, _ in self._device.values()]
+        frees += [array.base.free for array in self._host.values()]
         self._device.clear()
         self._host.clear()
+        failure = None
+        for free in frees:
+            try:
+                free()
+            except Exception as e:
+                failure = failure or e
+        if failure is not None:
+            raise failure

@@ -1,8 +1,9 @@
 """TensorRT engines in a worker: deserialised into one CUDA context, run by tensor name, and
 destroyed in the order TensorRT needs.
 
-Only names every TensorRT of JetPack 5, 6 and 7 has (8.5 to 10.x) are used: ``num_io_tensors``,
-``get_tensor_name/mode/dtype/shape``, ``set_input_shape``, ``set_tensor_address``,
+Only names every TensorRT of JetPack 6 and 7 has (8.6 to 10.x) are used: ``num_io_tensors``,
+``get_tensor_name/mode/dtype/shape``, ``num_optimization_profiles``, ``get_tensor_profile_shape``,
+``set_optimization_profile_async``, ``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``. The binding-index API (``get_binding_*``, ``execute_async_v2``) is gone in 10.x.
 """
 
@@ -11,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import traceback
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_asr.errors import Unrecoverable
 from edge_asr.steps import Steps
 from edge_asr.trt import tensorrt
 from edge_asr.trt.cuda import Buffers, CudaDevice
@@ -40,8 +42,13 @@ class DeviceTensor:
     dtype: np.dtype
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
 class Engine:
-    """One engine and its execution context."""
+    """One engine and its execution context. A call runs in the first of the engine's
+    optimisation profiles that takes its input shapes; the context switches profile only when
+    the kind of call changes (a window's prompt, then its steps)."""
 
     def __init__(self, trt: Any, runtime: Any, path: Path, buffers: Buffers, stream: Any):
         self.name = path.stem
@@ -55,6 +62,12 @@ class Engine:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        # Per profile, per input: the (min, max) shapes it takes.
+        self.profiles: list[dict[str, tuple[Shapes, Shapes]]] = []
+        for index in range(self.engine.num_optimization_profiles):
+            ranges = {n: self.engine.get_tensor_profile_shape(n, index) for n in self.inputs}
+            self.profiles.append({n: (tuple(low), tuple(high)) for n, (low, _, high) in ranges.items()})
+        self.profile = 0  # what a new context has selected
         self._buffers, self._stream = buffers, stream
 
     def declared_shape(self, name: str) -> tuple[int, ...]:
@@ -70,10 +83,11 @@ class Engine:
         buffer, or to the buffer ``into`` names for it, and stays there until that buffer is
         written again."""
         into = into or {}
-        for name in self.inputs:
-            tensor = self._on_device(name, feeds[name])
+        tensors = {name: self._on_device(name, feeds[name]) for name in self.inputs}
+        self._select_profile({name: tensor.shape for name, tensor in tensors.items()})
+        for name, tensor in tensors.items():
             if not self.context.set_input_shape(name, tensor.shape):
-                raise EngineError(f"{self.name}: input {name} of shape {tensor.shape} is outside the engine's profile")
+                raise EngineError(f"{self.name}: TensorRT refused input {name} of shape {tensor.shape}")
             self._bind(name, tensor.pointer)
         outputs = {}
         for name in self.outputs:
@@ -84,6 +98,20 @@ class Engine:
         if not self.context.execute_async_v3(self._stream.handle):
             raise EngineError(f"{self.name}: TensorRT could not run the engine (its log above says why)")
         return outputs
+
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        """The largest shape of input ``name`` any profile takes, axis by axis."""
+        return tuple(max(sizes) for sizes in zip(*(p[name][1] for p in self.profiles), strict=True))
+
+    def _select_profile(self, shapes: Shapes) -> None:
+        fits = [i for i, p in enumerate(self.profiles) if all(_within(s, *p[n]) for n, s in shapes.items())]
+        if not fits:
+            outside = ", ".join(f"{n} {s}" for n, s in shapes.items())
+            raise EngineError(f"{self.name}: inputs of shapes {outside} are outside the engine's profiles")
+        if fits[0] != self.profile:
+            if not self.context.set_optimization_profile_async(fits[0], self._stream.handle):
+                raise EngineError(f"{self.name}: TensorRT could not switch to optimisation profile {fits[0]}")
+            self.profile = fits[0]
 
     def _bind(self, name: str, pointer: int) -> None:
         if not self.context.set_tensor_address(name, pointer):
@@ -100,6 +128,10 @@ class Engine:
         pointer = self._buffers.device(f"{self.name}.{name}", staging.nbytes)
         self._buffers.cuda.memcpy_htod_async(pointer, staging, self._stream)
         return DeviceTensor(pointer, value.shape, value.dtype)
+
+
+def _within(shape: tuple[int, ...], low: tuple[int, ...], high: tuple[int, ...]) -> bool:
+    return len(shape) == len(low) and all(a <= s <= b for s, a, b in zip(shape, low, high, strict=True))
 
 
 class TensorRTSession:
@@ -140,9 +172,17 @@ class TensorRTSession:
     def __getitem__(self, name: str) -> Engine:
         return self.engines[name]
 
-    def active(self) -> AbstractContextManager[None]:
-        """The CUDA context current around a piece of work."""
-        return self.device.active()
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """The CUDA context current around a piece of work. A failure that left the context
+        broken is raised as ``Unrecoverable``: the worker must end (CUDA cannot mend a context)."""
+        with self.device.active():
+            try:
+                yield
+            except Exception as e:
+                if broken := self.device.broken():
+                    raise Unrecoverable(f"the GPU context is broken: {broken}") from e
+                raise
 
     def to_host(self, tensor: DeviceTensor) -> np.ndarray:
         """Copy ``tensor`` back (through a page-locked buffer) once the stream has produced it."""

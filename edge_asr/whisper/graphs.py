@@ -49,6 +49,7 @@ class WhisperGraphs(Protocol):
     reason: str  # why this runtime: the engines in use, or why TensorRT is not
     providers: list[str]
     load_report: dict[str, Any]  # what the runtime measured while loading (GPU memory)
+    max_batch: int | None  # the most sequences one decoding step takes; None: any
 
     def encode(self, mel: np.ndarray) -> Any: ...
 
@@ -72,6 +73,7 @@ def decoder_file(directory: Path, providers: Sequence[str]) -> str:
 
 class OnnxWhisperGraphs:
     runtime = "onnxruntime"
+    max_batch = None
 
     def __init__(
         self,

@@ -28,9 +28,10 @@ does, and decodes every window in it; ``task="translate"`` decodes into English.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,8 @@ from edge_asr.vad import SAMPLE_RATE, SileroVad, SpeechMap, VadOptions
 from edge_asr.whisper.alignment import POSITIONS_PER_SECOND, end_of_last_word, token_starts
 from edge_asr.whisper.decoding import compression_ratio
 from edge_asr.whisper.model import SECONDS_PER_TIMESTAMP, WhisperModel, WindowResult
+
+log = logging.getLogger(__name__)
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 TEMPERATURE_STEP = 0.2
@@ -81,12 +84,14 @@ class Transcript:
 
     speech_start: float | None  # where the first speech the VAD heard starts, seconds (None: no speech)
     speech_end: float | None  # where the last speech the VAD heard ends, seconds (None: no speech)
+    beam_size: int  # the beam the windows were decoded with (``SearchOptions.within``)
 
     @classmethod
-    def of(cls, segments: list[Segment], audio: np.ndarray, language: Language, speech: SpeechMap) -> Transcript:
-        heard = speech.speech
+    def of(cls, segments: list[Segment], audio: np.ndarray, decoding: Decoding) -> Transcript:
+        heard = decoding.speech.speech
         start, end = (heard[0].start / SAMPLE_RATE, heard[-1].end / SAMPLE_RATE) if heard else (None, None)
-        return cls(" ".join(s.text for s in segments), len(audio) / SAMPLE_RATE, segments, language, start, end)
+        text, duration = " ".join(s.text for s in segments), len(audio) / SAMPLE_RATE
+        return cls(text, duration, segments, decoding.language, start, end, decoding.search.beam_size)
 
     def as_dict(self) -> dict:
         """The form the formats (``edge_asr.formats``) and the worker protocol use."""
@@ -98,6 +103,7 @@ class Transcript:
             "language_probability": self.language.probability,
             "speech_start": self.speech_start,
             "speech_end": self.speech_end,
+            "beam_size": self.beam_size,
         }
 
 
@@ -107,6 +113,25 @@ class SearchOptions:
     best_of: int = 5  # samples at a fallback temperature
     patience: float = 1.0
     length_penalty: float | None = None
+
+    def within(self, max_batch: int | None) -> SearchOptions:
+        """These options with no more sequences than a decoding step of the model's runtime takes
+        (``WhisperGraphs.max_batch``: TensorRT engines built with a smaller ``--max-batch``): the
+        request is served with the beam the engines hold, with a warning, rather than refused."""
+        if max_batch is None or max(self.beam_size, self.best_of) <= max_batch:
+            return self
+        asked = (self.beam_size, self.best_of)
+        log.warning("the engines take %d sequences a step: beam %d, best of %d asked", max_batch, *asked)
+        return replace(self, beam_size=min(self.beam_size, max_batch), best_of=min(self.best_of, max_batch))
+
+
+class Decoding(NamedTuple):
+    """What ``transcribe_windows`` found before decoding, and the windows' segments to come."""
+
+    language: Language
+    speech: SpeechMap
+    search: SearchOptions
+    windows: Iterator[list[Segment]]
 
 
 def _decode_with_fallback(
@@ -237,11 +262,11 @@ def transcribe_windows(
     prefix: str | None = None,
     live: bool = False,
     vad_threshold: float = 0.5,
-) -> tuple[Language, SpeechMap, Iterator[list[Segment]]]:
+) -> Decoding:
     """The language of 16 kHz mono float32 ``audio`` (detected on the first window of speech when
     a multilingual model is given none; English when there is no speech), the speech the VAD
-    heard, and its segments, one list per 30-s window, as each is decoded. The VAD and the
-    detection run now; the windows as the segments are read.
+    heard, the search, and the segments, one list per 30-s window, as each is decoded. The VAD
+    and the detection run now; the windows as the segments are read.
 
     ``prefix``: text the transcript is known to begin with (words live decoding has committed):
     forced at the start of the first window, not decoded again. ``live``: a decode of audio still
@@ -254,9 +279,9 @@ def transcribe_windows(
         found = Language(*model.detect_language(encoded))
     else:
         found = Language(language or "en")
-    search = SearchOptions(beam_size, best_of, patience, length_penalty)
+    search = SearchOptions(beam_size, best_of, patience, length_penalty).within(model.graphs.max_batch)
     decoding = (prompt, temperature, search, condition_on_previous_text, prefix, live)
-    return found, speech, _windows(model, speech, audio, found.code, task, encoded, *decoding)
+    return Decoding(found, speech, search, _windows(model, speech, audio, found.code, task, encoded, *decoding))
 
 
 def _windows(
@@ -326,5 +351,5 @@ def _windows(
 
 def transcribe(model: WhisperModel, vad: SileroVad, audio: np.ndarray, **options) -> Transcript:
     """The whole transcript (``options`` as for ``transcribe_windows``)."""
-    language, speech, windows = transcribe_windows(model, vad, audio, **options)
-    return Transcript.of([s for window in windows for s in window], audio, language, speech)
+    decoding = transcribe_windows(model, vad, audio, **options)
+    return Transcript.of([s for window in decoding.windows for s in window], audio, decoding)

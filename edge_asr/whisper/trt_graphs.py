@@ -24,18 +24,23 @@ ENGINES = ("encoder.engine", "decoder.engine")
 
 
 def engine_recipes(directory: Path, max_batch: int) -> list[EngineRecipe]:
-    """One window of 30 s through the encoder; decoder steps of up to ``max_batch`` sequences
-    (the beams), any number of new tokens and any cache length within the text context."""
+    """One window of 30 s through the encoder. The decoder in two profiles shaped like the calls
+    ``WhisperModel.decode`` makes: first the steps, one new token for each of up to ``max_batch``
+    sequences (the beams) over a cache of any length; then one sequence's prompt, any number of
+    tokens (previous text, a prefix) over an empty or short cache."""
     meta = json.loads((directory / "whisper.json").read_text())
     context = meta["n_text_ctx"]
-    batch = (1, 1, max_batch)
-    past = (0, context // 4, context - 1)
+    beams, one = (1, max_batch, max_batch), (1, 1, 1)
+    steps, prompt = (1, context // 4, context - 1), (0, 0, context - 1)  # cache lengths
     return [
-        EngineRecipe("encoder.engine", "encoder.onnx", {"mel": {0: (1, 1, 1)}}),
+        EngineRecipe("encoder.engine", "encoder.onnx", ({"mel": {0: one}},)),
         EngineRecipe(
             "decoder.engine",
             "decoder.onnx",
-            {"tokens": {0: batch, 1: (1, 1, context)}, "self_k": {1: batch, 2: past}, "self_v": {1: batch, 2: past}},
+            (
+                {"tokens": {0: beams, 1: one}, "self_k": {1: beams, 2: steps}, "self_v": {1: beams, 2: steps}},
+                {"tokens": {0: one, 1: (1, 3, context)}, "self_k": {1: one, 2: prompt}, "self_v": {1: one, 2: prompt}},
+            ),
         ),
     ]
 
@@ -57,6 +62,7 @@ class TensorRTWhisperGraphs:
         try:
             decoder = self.session["decoder"]
             layers, _, _, width = decoder.declared_shape("self_k")  # [L, B, P, D]
+            self.max_batch: int | None = decoder.max_shape("tokens")[0]
         except BaseException:
             self.session.release()
             raise

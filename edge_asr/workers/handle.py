@@ -37,6 +37,8 @@ def describe_exit(code: int | None) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
+    if code == protocol.EXIT_UNRECOVERABLE:
+        return f"exited after an unrecoverable GPU error (status {code}; its log says which)"
     return f"exited with status {code}"
 
 

@@ -11,6 +11,8 @@ stream to the client) and what it returns. The messages over the worker's duplex
     front -> Cancel()         (while partials flow) the method's generator is closed; the answer
                               is Done(None). A cancel that arrives after the answer is ignored.
     front -> Release()        worker -> Released(report), then it exits
+A model that can serve nothing more (``errors.Unrecoverable``) ends its worker mid-request with
+status ``EXIT_UNRECOVERABLE``, no answer sent.
 On start the worker sends Ready(report) or LoadFailed(message). If the front process goes away,
 the pipe closes and the worker releases its model and exits. A spare worker (``workers.spare``)
 starts without a model: it sends Idle(report) once its imports are done, and becomes a model's
@@ -31,6 +33,9 @@ import numpy as np
 
 from edge_asr.manifest import ModelSpec
 
+# The status a worker exits with when its model raised ``errors.Unrecoverable``: its request
+# fails as a crash, and the next one starts a fresh worker.
+EXIT_UNRECOVERABLE = 3
 P = TypeVar("P")  # what a method yields as it works
 R = TypeVar("R")  # what it returns
 
@@ -52,6 +57,7 @@ class TranscriptResult(TypedDict):
     language_probability: float | None  # None when the language was given, not detected
     speech_start: float | None  # where the first speech the VAD heard starts, seconds; None: no speech
     speech_end: float | None  # where the last speech the VAD heard ends, seconds; None: no speech
+    beam_size: int  # the beam the windows were decoded with (at most what TensorRT engines hold)
 
 
 class ChatDelta(TypedDict):

@@ -88,12 +88,12 @@ class WhisperRunner(Runner):
         from edge_asr.whisper.transcribe import Transcript, transcribe_windows
 
         options = dataclasses.asdict(request.options)
-        language, speech, windows = transcribe_windows(self.model, self.vad, request.audio, **options)
+        decoding = transcribe_windows(self.model, self.vad, request.audio, **options)
         segments = []
-        for window in windows:
+        for window in decoding.windows:
             segments += window
             yield {"segments": [s.as_dict() for s in window]}
-        return Transcript.of(segments, request.audio, language, speech).as_dict()
+        return Transcript.of(segments, request.audio, decoding).as_dict()
 
     def release(self) -> dict[str, Any]:
         report = self.model.release()

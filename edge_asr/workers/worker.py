@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from edge_asr.config import Config
-from edge_asr.errors import RequestError
+from edge_asr.errors import RequestError, Unrecoverable
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import trim_heap
 from edge_asr.runtime.onnx import share_one_thread_pool
@@ -87,7 +87,10 @@ def serve(conn: Connection, spec: ModelSpec, config: Config, nice: int = 0) -> N
             break
         if isinstance(message, protocol.Cancel):  # the request it meant had already ended
             continue
-        _serve(conn, runner, protocol.receive_arrays(conn, message))
+        if not _serve(conn, runner, protocol.receive_arrays(conn, message)):
+            # No release: the broken context's destructors would only fail, or hang; the process's
+            # exit gives the driver back everything it held.
+            os._exit(protocol.EXIT_UNRECOVERABLE)
     rss_before = rss_bytes()
     released = runner.release()
     del runner
@@ -119,10 +122,11 @@ def _serve_at(priority: int, model_id: str) -> None:
             return
 
 
-def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> None:
+def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> bool:
+    """Serve ``request``; whether the worker can go on (not after ``Unrecoverable``)."""
     if type(request) not in runner.requests:
         conn.send(protocol.Failed("invalid", f"this model does not support {request.method!r}"))
-        return
+        return True
     try:
         result = getattr(runner, request.method)(request)
         if inspect.isgenerator(result):
@@ -130,9 +134,13 @@ def _serve(conn: Connection, runner: Runner, request: protocol.Request) -> None:
         conn.send(protocol.Done(result))
     except RequestError as e:  # the runner found the request unusable: the client's to fix
         conn.send(protocol.Failed("invalid", str(e)))
+    except Unrecoverable:
+        log.exception("%s failed and this worker can serve nothing more: it exits", request.method)
+        return False
     except Exception as e:
         log.exception("%s failed", request.method)
         conn.send(protocol.Failed("internal", f"{type(e).__name__}: {e}"))
+    return True
 
 
 def _stream(conn: Connection, generator: Generator[Any, None, Any]) -> Any:

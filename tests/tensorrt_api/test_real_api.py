@@ -285,8 +285,25 @@ def patch_builder(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     return made
 
 
+def built_engine() -> Any:
+    """What the builder's check of a built engine deserialises: its device memory, by the name
+    this version reads (``device_memory_size_v2`` from 10.1; ``device_memory_size`` before)."""
+    sizes = {"device_memory_size_v2": 24 << 20} if MAJOR >= 10 else {"device_memory_size": 24 << 20}
+    return Handle(real(trt.ICudaEngine, **sizes), "built engine")
+
+
 def test_build_engines_against_the_real_classes(monkeypatch, whisper_dir: Path):
     made = patch_builder(monkeypatch)
+    runtimes = []
+
+    def runtime() -> Any:
+        r = real(Runtime)
+        answer(r, "deserialize_cuda_engine", lambda data: built_engine())
+        runtimes.append(r)
+        return Handle(r, "runtime")
+
+    monkeypatch.setattr(trt, "Runtime", constructor(Runtime, runtime))
+    mark = len(cuda.JOURNAL)
     config = load_config(environ={"EDGE_ASR_MODELS_DIR": str(whisper_dir.parent)})
     (built,) = build_engines(config, ["whisper-tiny-en"], precision="fp16", workspace=512 << 20)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if MAJOR < 10 else 0
@@ -297,13 +314,25 @@ def test_build_engines_against_the_real_classes(monkeypatch, whisper_dir: Path):
         cfg.set_flag.assert_called_once_with(trt.BuilderFlag.FP16)
         cfg.create_timing_cache.assert_called_once()
         cfg.set_timing_cache.assert_called_once()
-    encoder_profile, decoder_profile = made["profile"]
+    encoder_profile, steps_profile, prompt_profile = made["profile"]
     encoder_profile.set_shape.assert_called_once_with("mel", (1, 80, 3000), (1, 80, 3000), (1, 80, 3000))
-    shapes = {c.args[0]: c.args[1:] for c in decoder_profile.set_shape.mock_calls}
-    assert shapes["self_k"] == ((4, 1, 0, 384), (4, 1, 112, 384), (4, 5, 447, 384))
-    assert shapes["tokens"] == ((1, 1), (1, 1), (5, 448)) and len(shapes) == 11
+    encoder_config, decoder_config = made["config"]
+    encoder_config.add_optimization_profile.assert_called_once_with(encoder_profile)
+    assert [c.args for c in decoder_config.add_optimization_profile.mock_calls] == [(steps_profile,), (prompt_profile,)]
+    steps = {c.args[0]: c.args[1:] for c in steps_profile.set_shape.mock_calls}
+    assert steps["self_k"] == ((4, 1, 1, 384), (4, 5, 112, 384), (4, 5, 447, 384))
+    assert steps["tokens"] == ((1, 1), (5, 1), (5, 1)) and len(steps) == 11
+    prompt = {c.args[0]: c.args[1:] for c in prompt_profile.set_shape.mock_calls}
+    assert prompt["self_k"] == ((4, 1, 0, 384), (4, 1, 0, 384), (4, 1, 447, 384))
+    assert prompt["tokens"] == ((1, 1), (1, 3), (1, 448)) and len(prompt) == 11
     assert (built / "decoder.engine").read_bytes() == b"serialized-plan"
-    assert json.loads((built / ENGINE_JSON).read_text())["device"]["tensorrt"] == trt.__version__
+    record = json.loads((built / ENGINE_JSON).read_text())
+    assert record["device"]["tensorrt"] == trt.__version__
+    assert [e["device_memory_bytes"] for e in record["engines"].values()] == [24 << 20] * 2
+    # Each engine was deserialised once, in the primary context, and gone before it was detached.
+    assert [c[0] for c in runtimes[0].mock_calls] == ["deserialize_cuda_engine"] and len(runtimes) == 2
+    journal = [e[0] for e in cuda.JOURNAL[mark:] if e[0] in ("push", "pop", "detach") or e[0].startswith("delete")]
+    assert journal == ["push", *["delete built engine", "delete runtime"] * 2, "pop", "detach"]
     assert (
         config.models_path / ".tensorrt" / f"timing-trt{trt.__version__}-sm87.cache"
     ).read_bytes() == b"timing-cache"
@@ -336,7 +365,11 @@ ENGINE_IO = {  # name -> (mode, dtype, declared shape) of each engine's tensors
         "tokens": ("INPUT", trt.int32 if MAJOR < 10 else trt.int64, (-1, -1)),
         "self_k": ("INPUT", trt.float32, (4, -1, -1, 384)),
         "self_v": ("INPUT", trt.float32, (4, -1, -1, 384)),
-        **{f"cross_{kv}_{i}": ("INPUT", trt.float32, (1, 6, 64, 1500)) for i in range(4) for kv in "kv"},
+        **{
+            f"cross_{kv}_{i}": ("INPUT", trt.float32, ONNX_INPUTS["decoder.onnx"][f"cross_{kv}_{i}"])
+            for i in range(4)
+            for kv in "kv"
+        },
         "logits": ("OUTPUT", trt.float32, (-1, 51864)),
         "new_self_k": ("OUTPUT", trt.float32, (4, -1, -1, 384)),
         "new_self_v": ("OUTPUT", trt.float32, (4, -1, -1, 384)),
@@ -344,10 +377,33 @@ ENGINE_IO = {  # name -> (mode, dtype, declared shape) of each engine's tensors
 }
 
 
-def engine_for(name: str) -> Any:
+PROFILES = {  # each engine's profiles: input -> (min, opt, max), as engine_recipes makes them for tiny
+    "encoder": [{"mel": ((1, 80, 3000),) * 3}],
+    "decoder": [
+        {
+            "tokens": ((1, 1), (5, 1), (5, 1)),
+            "self_k": ((4, 1, 1, 384), (4, 5, 112, 384), (4, 5, 447, 384)),
+            "self_v": ((4, 1, 1, 384), (4, 5, 112, 384), (4, 5, 447, 384)),
+        },
+        {
+            "tokens": ((1, 1), (1, 3), (1, 448)),
+            "self_k": ((4, 1, 0, 384), (4, 1, 0, 384), (4, 1, 447, 384)),
+            "self_v": ((4, 1, 0, 384), (4, 1, 0, 384), (4, 1, 447, 384)),
+        },
+    ],
+}
+
+
+def profile_shape(engine: str, name: str, index: int) -> list[tuple[int, ...]]:
+    shape = ENGINE_IO[engine][name][2]
+    return list(PROFILES[engine][index].get(name, (shape,) * 3))
+
+
+def engine_for(name: str, switches: list[tuple[str, int]]) -> Any:
     io = ENGINE_IO[name]
     names = list(io)
-    engine = real(trt.ICudaEngine, num_io_tensors=len(names))
+    engine = real(trt.ICudaEngine, num_io_tensors=len(names), num_optimization_profiles=len(PROFILES[name]))
+    answer(engine, "get_tensor_profile_shape", lambda n, i: profile_shape(name, n, i))
     answer(engine, "get_tensor_name", lambda i: names[i])
     answer(engine, "get_tensor_mode", lambda n: getattr(trt.TensorIOMode, io[n][0]))
     answer(engine, "get_tensor_dtype", lambda n: io[n][1])
@@ -360,6 +416,7 @@ def engine_for(name: str) -> Any:
         answer(ctx, "set_input_shape", lambda n, s: shapes.update({n: tuple(s)}) or True)
         answer(ctx, "get_tensor_shape", lambda n: output_shape(n, shapes))
         answer(ctx, "set_tensor_address", lambda n, a: bound.update({n: a}) or True)
+        answer(ctx, "set_optimization_profile_async", lambda i, stream: switches.append((name, i)) or True)
 
         def execute(stream_handle: int) -> bool:
             """Runs only with every tensor bound, and each output where no other tensor is."""
@@ -384,9 +441,11 @@ def output_shape(name: str, inputs: dict[str, tuple]) -> tuple[int, ...]:
 
 
 def test_whisper_graphs_on_the_real_classes_release_in_order(monkeypatch, tmp_path: Path):
+    switches: list[tuple[str, int]] = []
+
     def runtime() -> Any:
         r = real(Runtime)
-        answer(r, "deserialize_cuda_engine", lambda data: engine_for(bytes(data).decode()))
+        answer(r, "deserialize_cuda_engine", lambda data: engine_for(bytes(data).decode(), switches))
         return Handle(r, "runtime")
 
     monkeypatch.setattr(trt, "Runtime", constructor(Runtime, runtime))
@@ -408,6 +467,8 @@ def test_whisper_graphs_on_the_real_classes_release_in_order(monkeypatch, tmp_pa
     assert beams.k.shape == (4, 3, 3, 384) and beams.pair == 0 and beams.k.pointer != cache.k.pointer
     logits, beams = graphs.decode(np.array([[1], [2], [3]], np.int64), beams, encoded)
     assert logits.shape == (3, 51864) and beams.k.shape == (4, 3, 4, 384) and beams.pair == 1
+    # The prompt ran in the decoder's prompt profile, the steps in its steps profile: one switch each.
+    assert switches == [("decoder", 1), ("decoder", 0)] and graphs.max_batch == 5
     assert graphs.session["decoder"].dtypes["tokens"] == (np.int32 if MAJOR < 10 else np.int64)
     mark = len(cuda.JOURNAL)
     report = graphs.release()
@@ -436,5 +497,6 @@ def test_engine_recipes_cover_every_dynamic_axis(whisper_dir: Path):
     from edge_asr.trt.build import profile_shapes
 
     for recipe in engine_recipes(whisper_dir, 5):
-        for name, shape in ONNX_INPUTS[recipe.onnx].items():
-            profile_shapes(name, shape, recipe.axes.get(name, {}))
+        for axes in recipe.profiles:
+            for name, shape in ONNX_INPUTS[recipe.onnx].items():
+                profile_shapes(name, shape, axes.get(name, {}))

@@ -16,7 +16,11 @@ before the copy out of it has run, or reads one before the copy into it has, get
 
 Fake-only knobs: ``FAKE_CUDA_DEVICES`` (count, default 1), ``FAKE_CUDA_NAME`` (default "Orin"),
 ``FAKE_CUDA_CC`` ("8.7"), ``FAKE_CUDA_TOTAL`` (bytes, default 8 GiB); ``FAKE_CUDA_JOURNAL``, a file
-the journal is appended to as JSON lines, so a test can read what a worker process did.
+the journal is appended to as JSON lines, so a test can read what a worker process did;
+``FAKE_CUDA_FAULT``, a file whose presence makes the next kernel launch (``launch``, which the fake
+tensorrt's executions call) hit an illegal address, in whichever process launches first (it
+removes the file): from then on every call in the context raises ``LaunchError``, as CUDA's sticky
+errors do.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ class MemoryError(Error):
     pass
 
 
+class LaunchError(Error):
+    pass
+
+
 JOURNAL: list[tuple] = []
 VIOLATIONS: list[str] = []
 PRIMARY_CONTEXT_BYTES = 64 << 20  # what a context itself holds on the device while retained
@@ -54,6 +62,7 @@ _stack: list[Context] = []
 _retained: dict[int, int] = {}  # device ordinal -> primary context retain count
 _next_address = [0x7F00_0000_0000]
 _initialised = [False]
+_sticky: list[str] = []  # the error every call repeats once a launch failed
 
 
 def _journal(*entry: Any) -> None:
@@ -76,11 +85,24 @@ def current() -> Context | None:
 
 
 def require_context(what: str) -> Context:
-    """(fake only) The current context; a violation if there is none, or it was detached."""
+    """(fake only) The current context; a violation if there is none, or it was detached. After
+    a failed launch, the sticky error instead."""
     context = current()
     if context is None or not context.valid:
         raise _violation(f"{what} with no current CUDA context")
+    if _sticky:
+        raise LaunchError(f"{what} failed: {_sticky[0]}")
     return context
+
+
+def launch() -> None:
+    """(fake only) A kernel starts: it hits an illegal address if ``FAKE_CUDA_FAULT`` says so."""
+    require_context("kernel launch")
+    fault = os.environ.get("FAKE_CUDA_FAULT")
+    if fault and os.path.exists(fault):
+        os.remove(fault)
+        _sticky.append("an illegal memory access was encountered")
+        _journal("fault")
 
 
 def allocated_bytes() -> int:

@@ -3,10 +3,12 @@ the real bindings' signatures (``tests/test_tensorrt_bindings.py`` checks that e
 here exists in the real 8.6.1 and 10.3.0 modules), running "engines" with ONNX Runtime on the fake
 pycuda's memory, so what an engine computes is real.
 
-- The builder really reads the ONNX file's inputs and checks the optimisation profile the way
+- The builder really reads the ONNX file's inputs and checks each optimisation profile the way
   TensorRT does: every dynamic axis needs a range, static axes must match, min <= opt <= max.
-  The serialized "engine" is JSON naming its ONNX file, precision, profile, TensorRT version and
+  The serialized "engine" is JSON naming its ONNX file, precision, profiles, TensorRT version and
   GPU; a runtime of another version or on another GPU refuses it (returns None), as TensorRT does.
+  An execution context takes shapes within its selected profile only (profile 0 until
+  ``set_optimization_profile_async`` selects another).
 - Emulating 8.x (``FAKE_TENSORRT_VERSION=8.6.1``), a network needs the EXPLICIT_BATCH flag and
   int64 inputs become int32, as TensorRT 8's ONNX parser does.
 - Engines and execution contexts hold device memory from the fake pycuda (the weights; the
@@ -200,21 +202,21 @@ class Builder:
         return IOptimizationProfile()
 
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
-        """The checks TensorRT makes of a profile; None (and an error on the logger) if one fails."""
-        if len(config._profiles) != 1:
+        """The checks TensorRT makes of the profiles; None (and an error on the logger) if one fails."""
+        if not config._profiles:
             return None
-        shapes = config._profiles[0]._shapes
-        for tensor in network._inputs:
-            if tensor.name not in shapes:
-                if -1 in tensor.shape:
-                    return None  # a dynamic input with no profile
-                continue
-            low, opt, high = shapes[tensor.name]
-            if not len(low) == len(opt) == len(high) == len(tensor.shape):
-                return None
-            for size, a, b, c in zip(tensor.shape, low, opt, high, strict=True):
-                if not (0 <= a <= b <= c) or (size >= 0 and not a == b == c == size):
+        for profile in config._profiles:
+            for tensor in network._inputs:
+                if tensor.name not in profile._shapes:
+                    if -1 in tensor.shape:
+                        return None  # a dynamic input with no range in this profile
+                    continue
+                low, opt, high = profile._shapes[tensor.name]
+                if not len(low) == len(opt) == len(high) == len(tensor.shape):
                     return None
+                for size, a, b, c in zip(tensor.shape, low, opt, high, strict=True):
+                    if not (0 <= a <= b <= c) or (size >= 0 and not a == b == c == size):
+                        return None
         if config._cache is not None:
             config._cache._entries[network._onnx.name] = "timed"
         device = cuda.Device(0)
@@ -224,7 +226,7 @@ class Builder:
                 "tensorrt": __version__,
                 "gpu": [device.name(), list(device.compute_capability())],
                 "fp16": BuilderFlag.FP16 in config._flags,
-                "profile": {name: [list(s) for s in shape] for name, shape in shapes.items()},
+                "profiles": [{n: [list(s) for s in shape] for n, shape in p._shapes.items()} for p in config._profiles],
             }
         ).encode()
 
@@ -263,7 +265,7 @@ class ICudaEngine:
     def __init__(self, plan: dict[str, Any]):
         self._weights = cuda.mem_alloc(Path(plan["onnx"]).stat().st_size)
         self._session = _onnx_session(Path(plan["onnx"]))
-        self._profile = {name: tuple(map(tuple, shapes)) for name, shapes in plan["profile"].items()}
+        self._profiles = [{n: tuple(map(tuple, shapes)) for n, shapes in p.items()} for p in plan["profiles"]]
         self._io = {t.name: (TensorIOMode.INPUT, t) for t in self._session.get_inputs()}
         self._io |= {t.name: (TensorIOMode.OUTPUT, t) for t in self._session.get_outputs()}
 
@@ -283,6 +285,20 @@ class ICudaEngine:
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else -1 for d in self._io[name][1].shape)
 
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self._profiles)
+
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
+        return list(self._profiles[profile_index][name])
+
+    @property
+    def device_memory_size(self) -> int:
+        return _CONTEXT_BYTES
+
+    if _MAJOR >= 10:
+        device_memory_size_v2 = device_memory_size
+
     def create_execution_context(self) -> IExecutionContext | None:
         try:
             return IExecutionContext(self)
@@ -298,14 +314,21 @@ class ICudaEngine:
 
 class IExecutionContext:
     def __init__(self, engine: ICudaEngine):
-        self._activations = cuda.mem_alloc(_CONTEXT_BYTES)
+        self._activations = cuda.mem_alloc(engine.device_memory_size)
         self.engine = engine
+        self._profile = 0
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._addresses: dict[str, int] = {}
         self._results: dict[str, np.ndarray] | None = None
 
+    def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
+        if not 0 <= profile_index < self.engine.num_optimization_profiles:
+            return False
+        self._profile, self._shapes, self._results = profile_index, {}, None  # shapes are set again after a switch
+        return True
+
     def set_input_shape(self, name: str, shape: tuple) -> bool:
-        low, _, high = self.engine._profile[name]
+        low, _, high = self.engine._profiles[self._profile][name]
         shape = tuple(shape)
         if len(shape) != len(low) or any(not a <= s <= b for s, a, b in zip(shape, low, high, strict=True)):
             return False
@@ -326,7 +349,7 @@ class IExecutionContext:
         return self._compute()[name].shape
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        cuda.require_context("execute_async_v3")
+        cuda.launch()
         inputs = {self._addresses[name] for name in self._inputs()}
         for name, value in self._compute().items():
             if self._addresses[name] in inputs:  # TensorRT does not compute in place
