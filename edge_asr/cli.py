@@ -187,6 +187,32 @@ def transcribe(
 
 
 @cli.command()
+@click.option("--quick", is_flag=True, help="Versions, memory and files only: load no model.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every item, for scripts.")
+@click.pass_obj
+def check(config: Config, quick: bool, as_json: bool) -> None:
+    """Check this unit: versions, memory source, state directory, each model and its engines, then
+    (unless --quick) load each model, run a sample through it and unload it. Exits 1 if any item
+    fails; an item that cannot be checked here is skipped, with the reason. Run it with the
+    service stopped."""
+    from edge_asr.check import Item, run_checks
+
+    def line(item: Item) -> None:
+        if not as_json:
+            click.echo(f"{item.status.upper():4}  {item.name:28} {item.detail}")
+
+    logging.getLogger().setLevel(logging.WARNING)  # the workers' own progress lines are not the checklist
+    checks = run_checks(config, quick, line)
+    counts = {status: sum(i.status == status for i in checks.items) for status in ("pass", "fail", "skip")}
+    if as_json:
+        click.echo(json.dumps(checks.as_dict(), indent=1))
+    else:
+        click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} not checkable here")
+    if not checks.ok:
+        raise SystemExit(1)
+
+
+@cli.command()
 @click.pass_obj
 def samples(config: Config) -> None:
     """Download public speech clips (for trying the service) and print their paths."""

@@ -4,6 +4,9 @@ prepares the models before pytest starts)."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from tests.service import ASR, LLM, TTS
 
 # Run inside the environments with the real TensorRT bindings, by test_tensorrt_bindings.py.
 collect_ignore = ["tensorrt_api"]
+FAKES = Path(__file__).parent / "fakes"  # tensorrt, pycuda, tegrastats, jtop: for hardware absent here
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +107,26 @@ def budget_service(tmp_path, learned_footprints):
     svc.footprints, svc.budget = footprints, budget
     yield svc
     svc.stop()
+
+
+@pytest.fixture
+def gpu(monkeypatch: pytest.MonkeyPatch):
+    """The fake pycuda driver, with the fake tensorrt importable, for one test (fresh state)."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    import pycuda.driver as cuda
+
+    yield cuda
+    for name in ("tensorrt", "pycuda.driver", "pycuda"):
+        sys.modules.pop(name, None)
+
+
+def linked_models(config: Config, folder: Path, model_ids: list[str]) -> Config:
+    """A configuration whose models folder (under ``folder``) holds ``model_ids``' prepared files
+    as hard links: a test can add engines or remove a model without touching the shared cache."""
+    for model in model_ids:
+        source = config.models_path / model
+        (folder / "models" / model).mkdir(parents=True, exist_ok=True)
+        for file in source.iterdir():
+            if file.is_file():
+                os.link(file, folder / "models" / model / file.name)
+    return replace(config, models_dir=folder / "models")

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,11 @@ from edge_asr.units import format_size
 from edge_asr.whisper.graphs import OnnxWhisperGraphs, open_graphs
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
+from tests.conftest import FAKES, linked_models
 from tests.service import Service
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-FAKES = Path(__file__).parent / "fakes"
 RELEASE_ORDER = [
     "synchronize stream",
     "free device and host buffers",
@@ -48,26 +47,9 @@ RELEASE_ORDER = [
 
 @pytest.fixture
 def models(tmp_path: Path, config: Config) -> Config:
-    """A configuration whose models folder holds the prepared Whisper and VAD as hard links, so
-    engines are built beside them without touching the shared cache."""
-    for model in ("whisper-tiny-en", "silero-vad"):
-        source = config.models_path / model
-        for file in source.iterdir():
-            if file.is_file():
-                (tmp_path / "models" / model).mkdir(parents=True, exist_ok=True)
-                os.link(file, tmp_path / "models" / model / file.name)
-    return replace(config, models_dir=tmp_path / "models")
-
-
-@pytest.fixture
-def gpu(monkeypatch: pytest.MonkeyPatch):
-    """The fake pycuda driver, with the fake tensorrt importable, for one test (fresh state)."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    import pycuda.driver as cuda
-
-    yield cuda
-    for name in ("tensorrt", "pycuda.driver", "pycuda"):
-        sys.modules.pop(name, None)
+    """The prepared Whisper and VAD in a models folder of the test's own, so engines are built
+    beside them without touching the shared cache."""
+    return linked_models(config, tmp_path, ["whisper-tiny-en", "silero-vad"])
 
 
 def whisper_dir(models: Config) -> Path:
@@ -469,6 +451,7 @@ def test_a_worker_whose_gpu_context_broke_exits_and_the_next_request_gets_a_fres
         assert again.ok and again.text.startswith("Ever tried. Ever failed.")
         assert service.model()["worker_pid"] != broken_pid and service.model()["runtime"] == "tensorrt"
         reasons = [e["reason"] for e in service.get("/api/events").json()["events"]]
-        assert any(r.startswith("crashed: exited after an unrecoverable GPU error") for r in reasons), reasons
+        crashes = [r for r in reasons if r.startswith("crashed:")]  # noticed by the request or the monitor
+        assert len(crashes) == 1 and "exited after an unrecoverable GPU error (status 3" in crashes[0], reasons
     finally:
         service.stop()

@@ -134,6 +134,10 @@ def init(flags: int = 0) -> None:
     _initialised[0] = True
 
 
+def get_driver_version() -> int:
+    return 12060  # CUDA 12.6, JetPack 6.1's
+
+
 class Device:
     def __init__(self, ordinal: int):
         if not _initialised[0]:

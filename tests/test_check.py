@@ -1,0 +1,94 @@
+"""``edge-asr check`` as the person installing a unit runs it: a real subprocess on the real
+prepared models, loading each in a real worker; on the TensorRT fakes, the engines' items too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edge_asr.config import Config
+from edge_asr.trt.build import build_engines
+from tests.conftest import FAKES, linked_models
+
+VERSIONS = ["python", "jetpack", "tensorrt", "pycuda", "onnxruntime", "onnxruntime-genai", "piper"]
+UNIT = ["memory source", "state directory"]
+
+
+def check(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_asr", "check", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+
+
+def model_ids(config: Config) -> list[str]:
+    from edge_asr.manifest import load_manifest
+
+    return list(load_manifest(config))
+
+
+def test_check_passes_here_and_names_every_item(config: Config):
+    done = check("--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    items = {item["name"]: item for item in result["items"]}
+    loads = [f"load {m}" for m in ("piper-joe-en", "whisper-tiny-en", "whisper-base", "smollm2-135m-instruct")]
+    assert list(items) == [*VERSIONS, *UNIT, *(f"model {m}" for m in model_ids(config)), *loads]
+    assert result["ok"] and {i["status"] for i in result["items"]} == {"pass", "skip"}
+    # Off a Jetson: what cannot be checked here is said, not passed.
+    assert [n for n, i in items.items() if i["status"] == "skip"] == ["jetpack", "tensorrt", "pycuda"]
+    assert items["tensorrt"]["detail"].startswith("not installed (not a Jetson)")
+    assert "CPUExecutionProvider" in items["onnxruntime"]["data"]["providers"]
+    assert items["memory source"]["data"]["available_bytes"] > 0
+    assert "prefers TensorRT, which is not here" in items["model whisper-tiny-en"]["detail"]
+    # Each model loaded, served its sample (the voice's reading, transcribed) and unloaded.
+    for name in loads:
+        data = items[name]["data"]
+        assert data["exit"] == "exited with status 0" and set(data["memory"]) == {
+            "available_before",
+            "available_serving",
+            "available_after",
+        }
+    assert "heard" in items["load whisper-tiny-en"]["detail"] and data["runtime"] == "onnxruntime-genai"
+
+
+def test_quick_loads_nothing_and_a_failure_exits_1(tmp_path: Path):
+    quick = check("--quick")
+    lines = quick.stdout.splitlines()
+    assert quick.returncode == 0 and not [line for line in lines if " load " in f" {line[6:]}"]
+    assert lines[0].startswith("PASS  python") and lines[-1].endswith("failed, 3 not checkable here")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    failed = check("--quick", EDGE_ASR_STATE_DIR=str(blocked / "state"))
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    (state,) = [line for line in failed.stdout.splitlines() if "state directory" in line]
+    assert state.startswith("FAIL  state directory") and "Not a directory" in state
+
+
+def test_with_tensorrt_the_engines_are_checked_and_whisper_runs_on_them(gpu, config: Config, tmp_path: Path):
+    """On the TensorRT fakes, with two models of the manifest not prepared (a unit half set up)."""
+    models = linked_models(config, tmp_path, ["whisper-tiny-en", "silero-vad", "piper-joe-en"])
+    build_engines(models, ["whisper-tiny-en"])
+    done = check("--json", PYTHONPATH=str(FAKES), EDGE_ASR_MODELS_DIR=str(models.models_path))
+    assert done.returncode == 1
+    items = {item["name"]: item for item in json.loads(done.stdout)["items"]}
+    for missing in ("whisper-base", "smollm2-135m-instruct"):
+        assert items[f"model {missing}"]["status"] == "fail" and f"load {missing}" not in items
+        assert items[f"model {missing}"]["detail"].endswith(f"run `edge-asr models prepare {missing}`")
+    assert items["tensorrt"] == {"name": "tensorrt", "status": "pass", "detail": "TensorRT 10.3.0", "data": {}}
+    assert items["pycuda"]["status"] == "pass" and items["pycuda"]["data"]["cuda_driver"] == "12.6"
+    assert (
+        "fit (device memory: encoder.engine 8.39 MB, decoder.engine 8.39 MB)"
+        in items["model whisper-tiny-en"]["detail"]
+    )
+    loaded = items["load whisper-tiny-en"]
+    assert loaded["status"] == "pass" and loaded["data"]["runtime"] == "tensorrt", loaded
+    gpu_memory = loaded["data"]["gpu"]
+    assert gpu_memory["free_after_load"] < gpu_memory["free_before_load"] == gpu_memory["free_after_release"]
+    assert "GPU:" in loaded["detail"]
