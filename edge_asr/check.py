@@ -20,7 +20,8 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -101,9 +102,10 @@ def run_checks(config: Config, quick: bool = False, report: Callable[[Item], Non
     run("piper", lambda: package_version("piper", "piper-tts"))
     source = create_memory_source(config)
     try:
-        run("memory source", lambda: memory_reading(source))
+        run("memory source", lambda: memory_reading(source, config.memory_source))
         run("state directory", lambda: writable(config.state_dir))
-        specs = list(load_manifest(config).values())
+        specs: list[ModelSpec] = []
+        run("manifest", lambda: manifest(config, specs))
         prepared = [s for s in specs if run(f"model {s.id}", lambda s=s: model_files(s, tensorrt)).status == "pass"]
         if not quick:
             sample: dict[str, Any] = {}
@@ -200,7 +202,9 @@ def package_version(module: str, distribution: str) -> str:
 # -- the unit -------------------------------------------------------------------------------
 
 
-def memory_reading(source: MemorySource) -> tuple[str, dict[str, Any]]:
+def memory_reading(source: MemorySource, configured: str) -> tuple[str, dict[str, Any]]:
+    if configured not in ("auto", source.name):  # the service falls back to /proc/meminfo, with a warning
+        raise Failed(f"{configured} (memory_source) did not start; the service would read {source.name}")
     reading = source.measure()
     if not 0 < reading.available_bytes <= reading.total_bytes:
         raise Failed(f"{source.name} read {reading.available_bytes} B available of {reading.total_bytes} B")
@@ -214,6 +218,12 @@ def writable(directory: Path) -> str:
         f.write(b"edge-asr check")
         f.flush()
     return str(directory)
+
+
+def manifest(config: Config, specs: list[ModelSpec]) -> str:
+    """The manifest's models, into ``specs``."""
+    specs += load_manifest(config).values()
+    return f"{len(specs)} models in {config.manifest}"
 
 
 def model_files(spec: ModelSpec, tensorrt: Item) -> tuple[str, dict[str, Any]]:
@@ -247,8 +257,6 @@ def load_and_run(spec: ModelSpec, config: Config, source: MemorySource, sample: 
     """Load ``spec`` in a worker, run its sample, unload; the memory before, loaded and after."""
     from edge_asr.workers.handle import WorkerHandle
 
-    if spec.task == "asr" and "speech" not in sample:
-        raise Skip("no voice prepared to speak the sample: not loaded")
     before = source.measure().available_bytes
     began = time.perf_counter()
     worker = WorkerHandle(spec, config)
@@ -263,8 +271,9 @@ def load_and_run(spec: ModelSpec, config: Config, source: MemorySource, sample: 
     memory = {"available_before": before, "available_serving": serving, "available_after": after}
     gpu = {**report.get("gpu", {}), **released.get("gpu", {})}
     failed_steps = [s["step"] for s in released.get("steps", []) if "error" in s]
-    if failed_steps:
-        raise Failed(f"{result}; unloading failed at: {', '.join(failed_steps)}")
+    if failed_steps or "error" in released or released.get("exit") != "exited with status 0":
+        why = ", ".join(failed_steps) or released.get("error") or released.get("exit")
+        raise Failed(f"{result}; the unload failed: {why}")
     detail = (
         f"{report.get('runtime', '?')} in {load_s:.1f} s; {result}; the worker held "
         f"{format_size(report['rss_loaded'])} loaded, {format_size(released.get('rss_peak', 0))} at its peak; "
@@ -291,10 +300,17 @@ def _speak(worker: Any, sample: dict[str, Any]) -> str:
 
 
 def _transcribe(worker: Any, sample: dict[str, Any]) -> str:
+    """The voice's reading of the sample, transcribed; without one (no voice prepared, or it
+    failed), two seconds of silence, which must come back as no text."""
     import soxr
 
     from edge_asr.workers.protocol import Transcribe
 
+    if "speech" not in sample:
+        text = _result(worker.run(Transcribe(np.zeros(32000, np.float32))))["text"]
+        if text.strip():
+            raise Failed(f"heard {text!r} in silence")
+        return "no voice spoke a sample: two seconds of silence, transcribed as silence"
     audio = soxr.resample(sample["speech"], sample["rate"], 16000).astype(np.float32)
     text = _result(worker.run(Transcribe(audio)))["text"]
     words = re.findall(r"[a-z]+", SAMPLE_TEXT.lower())
@@ -315,13 +331,15 @@ def _chat(worker: Any, sample: dict[str, Any]) -> str:
     return f"answered {result['completion_tokens']} tokens"
 
 
-def _result(run: Any, partial: Callable[[Any], Any] = lambda part: None) -> Any:
-    """What a worker call returns, each partial result given to ``partial`` as it comes."""
-    while True:
-        try:
-            partial(next(run))
-        except StopIteration as done:
-            return done.value
+def _result(run: Generator[Any, None, Any], partial: Callable[[Any], Any] = lambda part: None) -> Any:
+    """What a worker call returns, each partial result given to ``partial`` as it comes. The call
+    is closed however this ends, so the worker is free for its release."""
+    with closing(run):
+        while True:
+            try:
+                partial(next(run))
+            except StopIteration as done:
+                return done.value
 
 
 SAMPLES: dict[str, Callable[[Any, dict[str, Any]], str]] = {"tts": _speak, "asr": _transcribe, "llm": _chat}

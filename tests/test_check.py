@@ -14,7 +14,7 @@ from edge_asr.trt.build import build_engines
 from tests.conftest import FAKES, linked_models
 
 VERSIONS = ["python", "jetpack", "tensorrt", "pycuda", "onnxruntime", "onnxruntime-genai", "piper"]
-UNIT = ["memory source", "state directory"]
+UNIT = ["memory source", "state directory", "manifest"]
 
 
 def check(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -69,16 +69,21 @@ def test_quick_loads_nothing_and_a_failure_exits_1(tmp_path: Path):
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     (state,) = [line for line in failed.stdout.splitlines() if "state directory" in line]
     assert state.startswith("FAIL  state directory") and "Not a directory" in state
+    # A configured memory source that cannot start is a failure, though the service falls back.
+    no_tegrastats = check("--quick", EDGE_ASR_MEMORY_SOURCE="tegrastats", EDGE_ASR_TEGRASTATS="/nonexistent")
+    (memory,) = [line for line in no_tegrastats.stdout.splitlines() if "memory source" in line]
+    assert no_tegrastats.returncode == 1 and memory.startswith("FAIL  memory source  ") and "meminfo" in memory
 
 
 def test_with_tensorrt_the_engines_are_checked_and_whisper_runs_on_them(gpu, config: Config, tmp_path: Path):
-    """On the TensorRT fakes, with two models of the manifest not prepared (a unit half set up)."""
-    models = linked_models(config, tmp_path, ["whisper-tiny-en", "silero-vad", "piper-joe-en"])
+    """On the TensorRT fakes, with three models of the manifest not prepared (a unit half set up),
+    the voice among them: the speech model transcribes silence instead of its reading."""
+    models = linked_models(config, tmp_path, ["whisper-tiny-en", "silero-vad"])
     build_engines(models, ["whisper-tiny-en"])
     done = check("--json", PYTHONPATH=str(FAKES), EDGE_ASR_MODELS_DIR=str(models.models_path))
     assert done.returncode == 1
     items = {item["name"]: item for item in json.loads(done.stdout)["items"]}
-    for missing in ("whisper-base", "smollm2-135m-instruct"):
+    for missing in ("whisper-base", "smollm2-135m-instruct", "piper-joe-en"):
         assert items[f"model {missing}"]["status"] == "fail" and f"load {missing}" not in items
         assert items[f"model {missing}"]["detail"].endswith(f"run `edge-asr models prepare {missing}`")
     assert items["tensorrt"] == {"name": "tensorrt", "status": "pass", "detail": "TensorRT 10.3.0", "data": {}}
@@ -91,4 +96,4 @@ def test_with_tensorrt_the_engines_are_checked_and_whisper_runs_on_them(gpu, con
     assert loaded["status"] == "pass" and loaded["data"]["runtime"] == "tensorrt", loaded
     gpu_memory = loaded["data"]["gpu"]
     assert gpu_memory["free_after_load"] < gpu_memory["free_before_load"] == gpu_memory["free_after_release"]
-    assert "GPU:" in loaded["detail"]
+    assert "GPU:" in loaded["detail"] and "two seconds of silence, transcribed as silence" in loaded["detail"]

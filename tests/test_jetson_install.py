@@ -1,7 +1,10 @@
 """The Jetson install steps of docs/jetson.md, run line by line as written in a fresh virtual
 environment, then ``pip check`` (every dependency edge-asr and Piper declare is installed) and
-``edge-asr check --quick``. What only a Jetson has is stood in for, each line named here: a new
-line in the steps runs as written, so the documentation cannot drift from an install that works."""
+``edge-asr check --quick``. What only a Jetson has is stood in for, each line named here; a new
+line in the steps runs as written. So the steps cannot forget a dependency or a package edge-asr
+imports; what only a unit shows (the Jetson wheels themselves, pycuda's build) stays with the
+checklist on a unit. ``pip check`` is the test's: on a unit ``onnxruntime-gpu`` does not count as
+the ``onnxruntime`` edge-asr declares."""
 
 from __future__ import annotations
 

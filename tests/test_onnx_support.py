@@ -52,6 +52,15 @@ def test_an_operator_or_opset_a_parser_lacks_is_refused():
     assert problems["10.3"] == ["operators of domain 'com.microsoft'", "MatMulNBits (1 node): no importer"]
 
 
+def test_the_nodes_of_subgraphs_are_checked_too():
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    then = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"])], "then", [], [y])
+    other = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "else", [], [y])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    branch = helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)
+    assert import_problems(graph_of([branch], 17, [cond])) == {"8.6": ["Gelu (1 node): no importer"]}
+
+
 def test_axes_that_must_be_constants_are_checked():
     axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
     constant = graph_of([helper.make_node("Unsqueeze", ["x", "axes"], ["y"])], 17, [axes])

@@ -322,12 +322,18 @@ def test_the_decoder_runs_each_call_in_the_profile_shaped_like_it(gpu, models: C
     profiles = []
     select = decoder.context.set_optimization_profile_async
     decoder.context.set_optimization_profile_async = lambda i, stream: profiles.append(i) or select(i, stream)
-    decode, shapes = model.graphs.decode, []
-    model.graphs.decode = lambda tokens, *rest: shapes.append((tokens.shape, decoder.profile)) or decode(tokens, *rest)
+    decode, calls = model.graphs.decode, []
+
+    def traced(tokens, *rest):
+        result = decode(tokens, *rest)
+        calls.append((tokens.shape, decoder.profile))  # the profile the call ran in
+        return result
+
+    model.graphs.decode = traced
     transcribe(model, vad, speech["beckett"], beam_size=5)
     # The prompt (one sequence, no cache yet) in profile 1; the beams' steps in profile 0; one
     # switch each way per window, not one per step.
-    assert shapes[0] == ((1, 1), 0) and decoder.profile == 0 and len(shapes) > 20
+    assert calls[0] == ((1, 1), 1) and calls[1:] == [((5, 1), 0)] * (len(calls) - 1) and len(calls) > 20
     assert profiles == [1, 0] and model.graphs.max_batch == 5
     model.release()
 
@@ -341,7 +347,7 @@ def test_engines_built_for_fewer_beams_serve_with_the_beam_they_hold(gpu, models
     model = WhisperModel.open(spec, models)
     assert model.graphs.max_batch == 2
     got = transcribe(model, vad, speech["beckett"], beam_size=5)
-    assert "the engines take 2 sequences a step: beam 5, best of 5 asked" in caplog.text
+    assert "the engines take 2 sequences a step: beam 5 asked, 2 used" in caplog.text
     on_onnxruntime = WhisperModel(spec.directory, OnnxWhisperGraphs(spec.directory, decoder="decoder.onnx"))
     expected = transcribe(on_onnxruntime, vad, speech["beckett"], beam_size=2)
     assert got.beam_size == expected.beam_size == 2 and got.text == expected.text and len(got.text) > 40
@@ -394,15 +400,17 @@ def test_tensorrt_8_builds_with_explicit_batch_and_feeds_int32_tokens(monkeypatc
 # -- in the service ---------------------------------------------------------------------------
 
 
-def test_the_service_runs_whisper_on_tensorrt_and_unloads_it_cleanly(gpu, tmp_path, models: Config, clips):
+def tensorrt_service(tmp_path: Path, models: Config, **env: str) -> Service:
+    """The service, started with the fakes and Whisper's engines built."""
     build_engines(models, ["whisper-tiny-en"])
-    journal = tmp_path / "cuda-journal.jsonl"
-    service = Service(
-        tmp_path / "state",
-        PYTHONPATH=str(FAKES),
-        EDGE_ASR_MODELS_DIR=str(models.models_path),
-        FAKE_CUDA_JOURNAL=str(journal),
+    return Service(
+        tmp_path / "state", PYTHONPATH=str(FAKES), EDGE_ASR_MODELS_DIR=str(models.models_path), **env
     ).start()
+
+
+def test_the_service_runs_whisper_on_tensorrt_and_unloads_it_cleanly(gpu, tmp_path, models: Config, clips):
+    journal = tmp_path / "cuda-journal.jsonl"
+    service = tensorrt_service(tmp_path, models, FAKE_CUDA_JOURNAL=str(journal))
     try:
         response = service.transcribe(clips["beckett"], response_format="text")
         assert response.ok and response.text.startswith("Ever tried. Ever failed."), response.text
@@ -430,14 +438,8 @@ def test_the_service_runs_whisper_on_tensorrt_and_unloads_it_cleanly(gpu, tmp_pa
 def test_a_worker_whose_gpu_context_broke_exits_and_the_next_request_gets_a_fresh_one(
     gpu, tmp_path, models: Config, clips
 ):
-    build_engines(models, ["whisper-tiny-en"])
     fault = tmp_path / "fault"
-    service = Service(
-        tmp_path / "state",
-        PYTHONPATH=str(FAKES),
-        EDGE_ASR_MODELS_DIR=str(models.models_path),
-        FAKE_CUDA_FAULT=str(fault),
-    ).start()
+    service = tensorrt_service(tmp_path, models, FAKE_CUDA_FAULT=str(fault))
     try:
         assert service.transcribe(clips["beckett"], response_format="text").ok
         broken_pid = service.model()["worker_pid"]

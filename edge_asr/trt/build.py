@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -111,19 +112,24 @@ class EngineBuilder:
             raise BuildError(f"TensorRT could not build {recipe.engine} (its log above says why)")
         out.write_bytes(serialized)
         atomic_write_bytes(self.timing_cache, config.get_timing_cache().serialize())
+        del parser, network, config  # before the engine is deserialised: less at once in memory
         return {"profiles": profiles, "device_memory_bytes": self.device_memory(serialized)}
 
     def device_memory(self, serialized: Any) -> int:
         """The device memory an execution context of this engine allocates (its activations: the
         largest of its profiles'), read from the engine deserialised once."""
         runtime = self.trt.Runtime(self.logger)
-        engine = runtime.deserialize_cuda_engine(serialized)
-        if engine is None:
-            raise BuildError("TensorRT could not deserialise the engine it had just built")
-        size = getattr(engine, "device_memory_size_v2", None)  # 10.1 on; device_memory_size before
-        size = int(engine.device_memory_size if size is None else size)
-        del engine, runtime  # the engine first, in this context
-        return size
+        try:
+            engine = runtime.deserialize_cuda_engine(serialized)
+            if engine is None:
+                raise BuildError("TensorRT could not deserialise the engine it had just built")
+            try:
+                size = getattr(engine, "device_memory_size_v2", None)  # 10.1 on; device_memory_size before
+                return int(engine.device_memory_size if size is None else size)
+            finally:
+                del engine  # before its runtime
+        finally:
+            del runtime
 
 
 def engine_recipes(spec: ModelSpec, max_batch: int) -> list[EngineRecipe]:
@@ -163,13 +169,16 @@ def build_engines(
     gpu = CudaDevice()
     try:
         with gpu.active():  # the primary context, which TensorRT's own allocations use
-            builder = EngineBuilder(trt, precision, workspace, timing_cache)
-            log.info("building for %s, %s, workspace %d MiB", device.describe(), precision, workspace >> 20)
-            built = [_build_set(builder, device, spec, engine_recipes(spec, max_batch), force) for spec in chosen]
-            del builder  # before the context goes
+            try:
+                builder = EngineBuilder(trt, precision, workspace, timing_cache)
+                log.info("building for %s, %s, workspace %d MiB", device.describe(), precision, workspace >> 20)
+                return [_build_set(builder, device, spec, engine_recipes(spec, max_batch), force) for spec in chosen]
+            except BaseException as e:
+                # The failed build's frames hold TensorRT objects: gone now, while the context is current.
+                traceback.clear_frames(e.__traceback__)
+                raise
     finally:
         gpu.detach()
-    return built
 
 
 def _build_set(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import ModuleType
 from typing import Any
 
@@ -46,19 +46,24 @@ class CudaDevice:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        """The context current on this thread for the duration."""
+        """The context current on this thread for the duration. A failing pop does not hide the
+        error already on its way out (CUDA may report a sticky error again at the pop)."""
         self.push()
         try:
             yield
-        finally:
-            self.pop()
+        except BaseException:
+            with suppress(self.cuda.Error):
+                self.pop()
+            raise
+        self.pop()
 
     def broken(self) -> str | None:
-        """Why the current context can be used no more, or None: a sticky error (an illegal
-        address, a failed launch) is reported again by every later call, synchronising included;
-        an ordinary failure (out of memory) is not."""
+        """Why the context can be used no more, or None: a sticky error (an illegal address, a
+        failed launch) is reported again by every later call, synchronising included; an ordinary
+        failure (out of memory) is not."""
         try:
-            self.cuda.Context.synchronize()
+            with self.active():
+                self.cuda.Context.synchronize()
         except self.cuda.Error as e:
             return f"{type(e).__name__}: {e}"
         return None

@@ -63,7 +63,7 @@ class Engine:
         self.outputs = [n for n in names if n not in self.inputs]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         # Per profile, per input: the (min, max) shapes it takes.
-        self.profiles: list[dict[str, tuple[Shapes, Shapes]]] = []
+        self.profiles: list[dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = []
         for index in range(self.engine.num_optimization_profiles):
             ranges = {n: self.engine.get_tensor_profile_shape(n, index) for n in self.inputs}
             self.profiles.append({n: (tuple(low), tuple(high)) for n, (low, _, high) in ranges.items()})
@@ -175,14 +175,15 @@ class TensorRTSession:
     @contextmanager
     def active(self) -> Iterator[None]:
         """The CUDA context current around a piece of work. A failure that left the context
-        broken is raised as ``Unrecoverable``: the worker must end (CUDA cannot mend a context)."""
-        with self.device.active():
-            try:
+        broken (the work's, or the pop's) is raised as ``Unrecoverable``: the worker must end
+        (CUDA cannot mend a context)."""
+        try:
+            with self.device.active():
                 yield
-            except Exception as e:
-                if broken := self.device.broken():
-                    raise Unrecoverable(f"the GPU context is broken: {broken}") from e
-                raise
+        except Exception as e:
+            if broken := self.device.broken():
+                raise Unrecoverable(f"the GPU context is broken: {broken}") from e
+            raise
 
     def to_host(self, tensor: DeviceTensor) -> np.ndarray:
         """Copy ``tensor`` back (through a page-locked buffer) once the stream has produced it."""

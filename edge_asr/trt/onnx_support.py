@@ -18,6 +18,7 @@ JetPack 7 (TensorRT 10.x, later than 10.3) imports at least what 10.3 does.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,16 +62,26 @@ class OnnxParser:
                 found.append(f"opset {opset.version} (TensorRT {self.tensorrt} imports up to {self.max_opset})")
             elif opset.domain not in ("", "ai.onnx"):
                 found.append(f"operators of domain {opset.domain!r}")
-        graph = model.graph
-        constants = {i.name for i in graph.initializer}
-        constants |= {out for n in graph.node if n.op_type == "Constant" for out in n.output}
-        missing = Counter(n.op_type for n in graph.node if n.op_type not in self.operators)
+        nodes = [n for body in [model.graph, *model.functions] for n in _nodes(body)]  # functions: as inlined
+        missing = Counter(n.op_type for n, _ in nodes if n.op_type not in self.operators)
         found += [f"{op} ({count} node{'s' * (count > 1)}): no importer" for op, count in sorted(missing.items())]
-        for node in graph.node:
+        for node, constants in nodes:
             index, name = self.constant_inputs.get(node.op_type, (None, ""))
             if index is not None and len(node.input) > index and node.input[index] not in constants | {""}:
                 found.append(f"{node.op_type} {node.name or node.output[0]}: its {name} must be an initializer")
         return found
+
+
+def _nodes(graph: Any) -> Iterator[tuple[Any, set[str]]]:
+    """Every node of ``graph`` (or of a local function) and of its subgraphs (If, Loop, Scan
+    bodies), with the names of the constants (initialisers, Constant outputs) its graph has."""
+    constants = {i.name for i in getattr(graph, "initializer", ())}
+    constants |= {out for n in graph.node if n.op_type == "Constant" for out in n.output}
+    for node in graph.node:
+        yield node, constants
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from _nodes(subgraph)
 
 
 PARSERS = {

@@ -117,11 +117,14 @@ class SearchOptions:
     def within(self, max_batch: int | None) -> SearchOptions:
         """These options with no more sequences than a decoding step of the model's runtime takes
         (``WhisperGraphs.max_batch``: TensorRT engines built with a smaller ``--max-batch``): the
-        request is served with the beam the engines hold, with a warning, rather than refused."""
+        request is served with the beam the engines hold, with a warning, rather than refused;
+        fewer fallback samples (``best_of``) go unsaid."""
         if max_batch is None or max(self.beam_size, self.best_of) <= max_batch:
             return self
-        asked = (self.beam_size, self.best_of)
-        log.warning("the engines take %d sequences a step: beam %d, best of %d asked", max_batch, *asked)
+        if self.beam_size > max_batch:
+            log.warning(
+                "the engines take %d sequences a step: beam %d asked, %d used", max_batch, self.beam_size, max_batch
+            )
         return replace(self, beam_size=min(self.beam_size, max_batch), best_of=min(self.best_of, max_batch))
 
 

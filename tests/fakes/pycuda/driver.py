@@ -189,6 +189,8 @@ class Context:
             raise _violation("cannot pop non-current context")
         _stack.pop()
         _journal("pop")
+        if _sticky:  # CUDA may report an earlier launch's error at any later call
+            raise LaunchError(f"cuCtxPopCurrent failed: {_sticky[0]}")
 
     def detach(self) -> None:
         if not self.valid:
