@@ -111,6 +111,7 @@ def gguf_weights(config: Config) -> Path:
 
 def pipeline_split(state: Path, audio: bytes, repeats: int, **env: str) -> dict[str, float]:
     service = Service(state, **env).start()
+    used: set[str] = set()  # the models the pipeline loaded: only theirs are footprints (the others have none)
     try:
         timings = []
         for _ in range(repeats + 1):
@@ -118,11 +119,13 @@ def pipeline_split(state: Path, audio: bytes, repeats: int, **env: str) -> dict[
             r = service.post("/api/pipeline", files={"file": ("a.wav", audio)}, data={"max_tokens": "64"}, timeout=600)
             assert r.ok, r.text
             lifecycle = sum(e["duration_s"] for e in r.json()["events"])  # loads and unloads it caused
+            used |= {e["model"] for e in r.json()["events"]}
             timings.append(
                 r.json()["timings"] | {"end_to_end_s": time.perf_counter() - start, "lifecycle_s": lifecycle}
             )
         service.post("/api/system/free")  # an unload records the footprint at its peak (a 44-s transcription's)
-        footprints = {m["id"]: m["footprint_bytes"] for m in service.get("/api/models").json()["models"]}
+        models = service.get("/api/models").json()["models"]
+        footprints = {m["id"]: m["footprint_bytes"] for m in models if m["id"] in used}
     finally:
         service.stop()
     return {key: statistics.median(t[key] for t in timings[1:]) for key in timings[0]} | {"footprints": footprints}
