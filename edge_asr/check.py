@@ -278,7 +278,7 @@ def load_and_run(spec: ModelSpec, config: Config, source: MemorySource, sample: 
         f"{report.get('runtime', '?')} in {load_s:.1f} s; {result}; the worker held "
         f"{format_size(report['rss_loaded'])} loaded, {format_size(released.get('rss_peak', 0))} at its peak; "
         f"available memory {format_size(before - serving)} less while serving, "
-        f"{format_size(before - after)} less after the unload"
+        f"{format_size(before - after)} less after the unload (the system's figures move with all a unit runs)"
     )
     if "free_before_load" in gpu:
         taken = gpu["free_before_load"] - gpu["free_after_load"]
