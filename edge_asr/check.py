@@ -58,6 +58,7 @@ class Failed(Exception):
 
 @dataclass
 class Checklist:
+    report: Callable[[Item], None] = lambda item: None  # sees each item as it is done
     items: list[Item] = field(default_factory=list)
 
     def run(self, name: str, check: Callable[[], tuple[str, dict[str, Any]] | str]) -> Item:
@@ -72,6 +73,7 @@ class Checklist:
         except Exception as e:
             item = Item(name, "fail", str(e) if isinstance(e, Failed) else f"{type(e).__name__}: {e}")
         self.items.append(item)
+        self.report(item)
         return item
 
     @property
@@ -84,13 +86,8 @@ class Checklist:
 
 def run_checks(config: Config, quick: bool = False, report: Callable[[Item], None] = lambda item: None) -> Checklist:
     """The whole checklist; ``report`` sees each item as it is done."""
-    checks = Checklist()
-
-    def run(name: str, check: Callable[[], Any]) -> Item:
-        item = checks.run(name, check)
-        report(item)
-        return item
-
+    checks = Checklist(report)
+    run = checks.run
     l4t = l4t_release()
     on_jetson = l4t is not None
     run("python", python_version)
@@ -142,15 +139,19 @@ def jetpack(l4t: str | None) -> str:
     return f"L4T {l4t} (JetPack {'6' if major == '36' else '7' if major == '38' else '?'})"
 
 
+def absent(why: Exception, on_jetson: bool, off_jetson: str) -> Exception:
+    """What a missing GPU library is: a failure on a Jetson, elsewhere not checkable here."""
+    return Failed(str(why)) if on_jetson else Skip(f"{off_jetson}: {why}")
+
+
 def tensorrt_version(on_jetson: bool) -> str:
     from edge_asr.trt import TensorRTUnavailable, tensorrt
 
     try:
         version = tensorrt().__version__
     except TensorRTUnavailable as e:
-        if on_jetson:
-            raise Failed(str(e)) from None
-        raise Skip(f"not installed (not a Jetson): models that prefer TensorRT serve on ONNX Runtime; {e}") from None
+        off_jetson = "not installed (not a Jetson): models that prefer TensorRT serve on ONNX Runtime"
+        raise absent(e, on_jetson, off_jetson) from None
     major, minor = (int(part) for part in version.split(".")[:2])
     if (major, minor) < (8, 6):
         raise Failed(f"TensorRT {version}: edge-asr supports 8.6 (JetPack 6.0) and 10.x")
@@ -163,9 +164,7 @@ def cuda_device(on_jetson: bool) -> tuple[str, dict[str, Any]]:
     try:
         cuda = cuda_driver()
     except TensorRTUnavailable as e:
-        if on_jetson:
-            raise Failed(str(e)) from None
-        raise Skip(f"no CUDA here (not a Jetson): {e}") from None
+        raise absent(e, on_jetson, "no CUDA here (not a Jetson)") from None
     import pycuda
 
     device = cuda.Device(0)

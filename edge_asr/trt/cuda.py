@@ -93,7 +93,7 @@ class Buffers:
         held = self._device.get(name)
         if held is None or held[1] < nbytes:
             if held is not None:
-                self._drop(self._device, name, lambda: held[0].free())
+                self._drop(self._device, name, held[0].free)
             capacity = size_class(nbytes)
             held = self._device[name] = (self.cuda.mem_alloc(capacity), capacity)
         return int(held[0])
