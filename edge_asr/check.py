@@ -96,6 +96,7 @@ def run_checks(config: Config, quick: bool = False, report: Callable[[Item], Non
     run("pycuda", lambda: cuda_device(on_jetson))
     run("onnxruntime", lambda: onnxruntime_providers(on_jetson))
     run("onnxruntime-genai", lambda: package_version("onnxruntime_genai", "onnxruntime-genai"))
+    run("llama.cpp", lambda: llama_cpp_backend(on_jetson))
     run("piper", lambda: package_version("piper", "piper-tts"))
     source = create_memory_source(config)
     try:
@@ -191,6 +192,18 @@ def onnxruntime_providers(on_jetson: bool) -> tuple[str, dict[str, Any]]:
             f"ONNX Runtime {onnxruntime.__version__} has no CUDA provider ({providers}): install the Jetson wheel"
         )
     return f"ONNX Runtime {onnxruntime.__version__}: {', '.join(providers)}", {"providers": providers}
+
+
+def llama_cpp_backend(on_jetson: bool) -> tuple[str, dict[str, Any]]:
+    import llama_cpp
+
+    gpu = llama_cpp.llama_supports_gpu_offload()
+    if on_jetson and not gpu:
+        raise Failed(
+            f"llama-cpp-python {llama_cpp.__version__} was built without CUDA: reinstall it with "
+            'CMAKE_ARGS="-DGGML_CUDA=on" (docs/jetson.md)'
+        )
+    return f"llama-cpp-python {llama_cpp.__version__}: {'GPU offload' if gpu else 'CPU only'}", {"gpu": gpu}
 
 
 def package_version(module: str, distribution: str) -> str:
@@ -321,13 +334,23 @@ def _transcribe(worker: Any, sample: dict[str, Any]) -> str:
 
 
 def _chat(worker: Any, sample: dict[str, Any]) -> str:
+    """A story, greedy: its speed, beside another LLM's on the same unit, says which runtime is
+    the faster here (docs/llm.md)."""
     from edge_asr.workers.protocol import Chat, ChatOptions
 
-    request = Chat([{"role": "user", "content": "Say hello."}], ChatOptions(max_tokens=8, temperature=0.0))
-    result = _result(worker.run(request))
+    story = [{"role": "user", "content": "Tell a story about a lighthouse keeper."}]
+    began, arrived = time.perf_counter(), []
+    result = _result(
+        worker.run(Chat(story, ChatOptions(max_tokens=64, temperature=0.0))),
+        lambda part: arrived.append(time.perf_counter()),
+    )
     if not result["text"].strip():
         raise Failed("the model answered nothing")
-    return f"answered {result['completion_tokens']} tokens"
+    speed = (len(arrived) - 1) / (arrived[-1] - arrived[0]) if len(arrived) > 1 else 0.0
+    return (
+        f"answered {result['completion_tokens']} tokens: the first after {arrived[0] - began:.2f} s, "
+        f"then {speed:.0f} tokens a second"
+    )
 
 
 def _result(run: Generator[Any, None, Any], partial: Callable[[Any], Any] = lambda part: None) -> Any:

@@ -67,21 +67,22 @@ def models_prepare(config: Config, model_ids: tuple[str, ...], force: bool) -> N
 
 @models.command("import")
 @click.argument("kind", type=click.Choice(["whisper", "llm"]))
-@click.argument("hf_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--id", "model_id", required=True, help="Id for the model in the manifest.")
 @click.option(
     "--precision",
     type=click.Choice(["int4", "int8", "fp16", "fp32"]),
     default="int4",
-    help="Weights of an imported LLM (onnxruntime-genai builder).",
+    help="Weights of an LLM imported from a Hugging Face folder (onnxruntime-genai builder).",
 )
 @click.pass_obj
-def models_import(config: Config, kind: str, hf_dir: Path, model_id: str, precision: str) -> None:
-    """Export a Hugging Face checkpoint in HF_DIR as model ID."""
+def models_import(config: Config, kind: str, source: Path, model_id: str, precision: str) -> None:
+    """Export the Hugging Face checkpoint in the folder SOURCE as model ID; an LLM may also be a
+    GGUF file, taken as it is (llama.cpp runs it)."""
     from edge_asr.prepare.build import PrepareError, import_model
 
     try:
-        path = import_model(config, kind, hf_dir, model_id, precision)
+        path = import_model(config, kind, source, model_id, precision)
     except PrepareError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"imported {model_id} -> {path}")

@@ -156,8 +156,13 @@ class Config:
         60.0, parse_duration, "Time a Wyoming connection may stay silent, inside an event or between two."
     )
     # runtimes
-    ort_threads: int = key(0, int, "CPU threads of a model worker's ONNX Runtime pool; 0: one per physical core.")
+    ort_threads: int = key(
+        0, int, "CPU threads of a model worker (its ONNX Runtime pool, or llama.cpp); 0: one per physical core."
+    )
     gpu_mem_limit: int = key(0, parse_size, "CUDA execution provider arena limit; 0: no limit.")
+    llm_context: int = key(
+        8192, int, "Most tokens an LLM's prompt and answer take together (llama.cpp holds its KV cache for all of it)."
+    )
     # lifecycle
     memory_reserve: int = key(256 * 10**6, parse_size, "Loads never leave less memory available than this.")
     memory_budget: int = key(0, parse_size, "Memory all loaded models may take together; 0: what is available.")

@@ -9,9 +9,6 @@ edge-asr models prepare
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=($(cd bench && ls [a-z]*.py | sed 's/\.py$//'))
 for name in "${names[@]}"; do
-  if [ "$name" = llm ] && ! python -c "import llama_cpp" 2>/dev/null; then
-    python -m pip install --progress-bar off -e ".[bench-llm]"
-  fi
   if [ "$name" = transcription ] || [ "$name" = wyoming ]; then
     debian_packages espeak-ng:espeak-ng
   fi

@@ -19,6 +19,8 @@ import soundfile
 from edge_asr.memory import meminfo
 
 ASR, LLM, TTS = "whisper-tiny-en", "smollm2-135m-instruct", "piper-joe-en"  # the default models
+# The same LLM on each runtime: llama.cpp (the default, LLM) and onnxruntime-genai
+CHAT_MODELS = (LLM, "smollm2-135m-instruct-onnx")
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""OpenAI chat completions on the real SmolLM2 model, through the real `openai` SDK."""
+"""OpenAI chat completions on the real SmolLM2 model, through the real `openai` SDK: every test
+on each LLM runtime (llama.cpp and onnxruntime-genai, the same GGUF)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import time
 import openai
 import pytest
 
-from tests.service import Service, wait_for
+from tests.service import CHAT_MODELS, Service, wait_for
 
-MODEL = "smollm2-135m-instruct"
+RUNTIMES = dict(zip(CHAT_MODELS, ("llama.cpp", "onnxruntime-genai"), strict=True))
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and his dog."}]
 
@@ -19,8 +20,18 @@ def client(service: Service) -> openai.OpenAI:
     return service.openai()
 
 
-def test_answer_and_usage(client):
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
+@pytest.fixture(params=CHAT_MODELS)
+def model(request) -> str:
+    return request.param
+
+
+def test_the_model_runs_on_its_runtime(client, service, model):
+    client.chat.completions.create(model=model, messages=QUESTION, max_tokens=1)
+    assert service.model(model)["runtime"] == RUNTIMES[model]
+
+
+def test_answer_and_usage(client, model):
+    reply = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=40)
     choice = reply.choices[0]
     assert choice.message.role == "assistant" and "Paris" in choice.message.content
     assert choice.finish_reason in ("stop", "length")
@@ -28,11 +39,11 @@ def test_answer_and_usage(client):
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
-def test_streamed_text_equals_the_plain_answer(client):
-    plain = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, seed=1, max_tokens=40)
+def test_streamed_text_equals_the_plain_answer(client, model):
+    plain = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, seed=1, max_tokens=40)
     chunks = list(
         client.chat.completions.create(
-            model=MODEL,
+            model=model,
             messages=QUESTION,
             temperature=0,
             seed=1,
@@ -50,38 +61,43 @@ def test_streamed_text_equals_the_plain_answer(client):
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # it did arrive piece by piece
 
 
-def test_a_client_that_leaves_a_stream_stops_the_generation(client, service):
-    assert service.post(f"/api/models/{MODEL}/load").ok
+def test_a_client_that_leaves_a_stream_stops_the_generation(client, service, model):
+    assert service.post(f"/api/models/{model}/load").ok
     start = time.monotonic()
-    whole = client.chat.completions.create(model=MODEL, messages=STORY, temperature=0, max_tokens=400)
+    whole = client.chat.completions.create(model=model, messages=STORY, temperature=0, max_tokens=400)
     whole_s = time.monotonic() - start
     assert whole.choices[0].finish_reason == "length"  # the story outlasts the limit: leaving early matters
 
     with client.chat.completions.create(
-        model=MODEL, messages=STORY, temperature=0, max_tokens=400, stream=True
+        model=model, messages=STORY, temperature=0, max_tokens=400, stream=True
     ) as stream:
         first = [chunk for chunk, _ in zip(stream, range(3), strict=False)]
         assert first[-1].choices[0].delta.content
         left = time.monotonic()
-    wait_for(lambda: service.model(MODEL)["in_flight"] == 0, whole_s)
+    wait_for(lambda: service.model(model)["in_flight"] == 0, whole_s)
     assert time.monotonic() - left < whole_s / 4, "the worker went on generating for a client that had left"
 
-    again = client.chat.completions.create(model=MODEL, messages=STORY, temperature=0, max_tokens=400)
+    again = client.chat.completions.create(model=model, messages=STORY, temperature=0, max_tokens=400)
     assert again.choices[0].message.content == whole.choices[0].message.content  # the worker is in step
 
 
-def test_max_tokens_cuts_with_length(client):
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_completion_tokens=3)
+def test_max_tokens_cuts_with_length(client, model):
+    reply = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_completion_tokens=3)
     assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 3
 
 
-def test_stop_sequence(client):
-    full = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
-    text = full.choices[0].message.content
-    word = "Paris"
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40, stop=[word])
+def test_stop_sequence(client, model):
+    """A stop sequence over two tokens (" is", " Paris"): the answer ends before it, and streamed,
+    " is" is held back until " Paris" shows it was the start of the stop sequence, never sent."""
+    full = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=40)
+    text, stop = full.choices[0].message.content, "is Paris"
+    assert stop in text
+    ask = {"model": model, "messages": QUESTION, "temperature": 0, "max_tokens": 40, "stop": [stop]}
+    reply = client.chat.completions.create(**ask)
     assert reply.choices[0].finish_reason == "stop"
-    assert reply.choices[0].message.content == text[: text.index(word)]
+    assert reply.choices[0].message.content == text[: text.index(stop)]
+    chunks = client.chat.completions.create(**ask, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text[: text.index(stop)]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +113,7 @@ def test_stop_sequence(client):
     ],
     ids=["empty", "role", "max-tokens", "temperature", "too-long", "asr-model", "unknown-model"],
 )
-def test_bad_requests(client, kwargs, error, words):
+def test_bad_requests(client, model, kwargs, error, words):
     with pytest.raises(error) as e:
-        client.chat.completions.create(**{"model": MODEL, "messages": QUESTION, **kwargs})
+        client.chat.completions.create(**{"model": model, "messages": QUESTION, **kwargs})
     assert words in e.value.message

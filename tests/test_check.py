@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from edge_asr.config import Config
 from edge_asr.trt.build import build_engines
 from tests.conftest import FAKES, linked_models
 
-VERSIONS = ["python", "jetpack", "tensorrt", "pycuda", "onnxruntime", "onnxruntime-genai", "piper"]
+VERSIONS = ["python", "jetpack", "tensorrt", "pycuda", "onnxruntime", "onnxruntime-genai", "llama.cpp", "piper"]
 UNIT = ["memory source", "state directory", "manifest"]
 
 
@@ -38,7 +39,8 @@ def test_check_passes_here_and_names_every_item(config: Config):
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     items = {item["name"]: item for item in result["items"]}
-    loads = [f"load {m}" for m in ("piper-joe-en", "whisper-tiny-en", "whisper-base", "smollm2-135m-instruct")]
+    llms = ("smollm2-135m-instruct", "smollm2-135m-instruct-onnx")
+    loads = [f"load {m}" for m in ("piper-joe-en", "whisper-tiny-en", "whisper-base", *llms)]
     assert list(items) == [*VERSIONS, *UNIT, *(f"model {m}" for m in model_ids(config)), *loads]
     assert result["ok"] and {i["status"] for i in result["items"]} == {"pass", "skip"}
     # Off a Jetson: what cannot be checked here is said, not passed.
@@ -55,7 +57,14 @@ def test_check_passes_here_and_names_every_item(config: Config):
             "available_serving",
             "available_after",
         }
-    assert "heard" in items["load whisper-tiny-en"]["detail"] and data["runtime"] == "onnxruntime-genai"
+    assert "heard" in items["load whisper-tiny-en"]["detail"]
+    # Each LLM runtime says its speed, so a unit can tell which is faster on it (docs/llm.md).
+    for model, runtime in zip(llms, ("llama.cpp", "onnxruntime-genai"), strict=True):
+        assert items[f"load {model}"]["data"]["runtime"] == runtime
+        detail = items[f"load {model}"]["detail"]
+        speed = re.search(r"answered 64 tokens: the first after [\d.]+ s, then (\d+) tokens a second", detail)
+        assert speed and int(speed[1]) > 10, detail
+    assert items["llama.cpp"]["detail"].endswith("CPU only") and items["llama.cpp"]["data"] == {"gpu": False}
 
 
 def test_quick_loads_nothing_and_a_failure_exits_1(tmp_path: Path):
@@ -76,14 +85,14 @@ def test_quick_loads_nothing_and_a_failure_exits_1(tmp_path: Path):
 
 
 def test_with_tensorrt_the_engines_are_checked_and_whisper_runs_on_them(gpu, config: Config, tmp_path: Path):
-    """On the TensorRT fakes, with three models of the manifest not prepared (a unit half set up),
+    """On the TensorRT fakes, with four models of the manifest not prepared (a unit half set up),
     the voice among them: the speech model transcribes silence instead of its reading."""
     models = linked_models(config, tmp_path, ["whisper-tiny-en", "silero-vad"])
     build_engines(models, ["whisper-tiny-en"])
     done = check("--json", PYTHONPATH=str(FAKES), EDGE_ASR_MODELS_DIR=str(models.models_path))
     assert done.returncode == 1
     items = {item["name"]: item for item in json.loads(done.stdout)["items"]}
-    for missing in ("whisper-base", "smollm2-135m-instruct", "piper-joe-en"):
+    for missing in ("whisper-base", "smollm2-135m-instruct", "smollm2-135m-instruct-onnx", "piper-joe-en"):
         assert items[f"model {missing}"]["status"] == "fail" and f"load {missing}" not in items
         assert items[f"model {missing}"]["detail"].endswith(f"run `edge-asr models prepare {missing}`")
     assert items["tensorrt"] == {"name": "tensorrt", "status": "pass", "detail": "TensorRT 10.3.0", "data": {}}

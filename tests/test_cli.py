@@ -46,8 +46,9 @@ def test_unknown_and_wrong_task_models_are_clear_errors(clips):
     assert done.returncode == 1 and "is a llm model, not a speech model" in done.stderr
 
 
-def test_models_list_shows_both_prepared():
+def test_models_list_shows_each_prepared_with_its_family():
     done = edge_asr("models", "list")
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()}
-    assert rows["whisper-tiny-en"][3] == "prepared"
-    assert rows["smollm2-135m-instruct"][3] == "prepared"
+    assert rows["whisper-tiny-en"][2:4] == ["whisper", "prepared"]
+    assert rows["smollm2-135m-instruct"][2:4] == ["llama.cpp", "prepared"]
+    assert rows["smollm2-135m-instruct-onnx"][2:4] == ["onnxruntime-genai", "prepared"]

@@ -25,6 +25,9 @@ STAND_INS = {  # a pattern of a step -> what runs here instead (None: nothing)
     # The Jetson AI Lab wheel of ONNX Runtime for the GPU: its CPU twin from PyPI (and PyPI's
     # onnxruntime-genai for the Jetson index's).
     r"^pip install --index-url https://pypi\.jetson-ai-lab\.io/\S+ onnxruntime-gpu ": "pip install onnxruntime ",
+    # llama.cpp with CUDA builds against a CUDA toolkit, absent here: the CPU build (pip's cache
+    # holds it from the service's environment).
+    r'^PATH=/usr/local/cuda/bin:\$PATH CMAKE_ARGS="-DGGML_CUDA=on" pip install --no-cache-dir ': "pip install ",
     # pycuda builds against a CUDA toolkit, absent here (`edge-asr check` says so).
     r"^PATH=/usr/local/cuda/bin:\$PATH CUDA_ROOT=/usr/local/cuda pip install pycuda$": None,
 }
@@ -47,7 +50,7 @@ def as_run_here(step: str) -> str | None:
 
 def test_the_jetson_install_steps_make_an_environment_that_passes_the_check(tmp_path: Path, config: Config):
     steps = install_steps()
-    assert len(steps) == 5 and all(any(re.search(p, s) for s in steps) for p in STAND_INS)
+    assert len(steps) == 6 and all(any(re.search(p, s) for s in steps) for p in STAND_INS)
     script = "\n".join(["set -euo pipefail", *(s for s in map(as_run_here, steps) if s is not None)])
     script += "\npython -m pip check\nedge-asr check --quick --json\n"
     venv = tmp_path / "venv"

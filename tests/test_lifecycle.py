@@ -20,7 +20,7 @@ import soundfile
 from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model
 from edge_asr.samples import REFERENCES
-from tests.service import ASR, Service, available, settled_available, wait_for
+from tests.service import ASR, CHAT_MODELS, Service, available, settled_available, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -258,30 +258,35 @@ def rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_load_transcribe_unload_cycles_give_the_memory_back(service: Service, clips):
-    """The system's available memory comes back to no less than 16 MB under the start.
+@pytest.mark.parametrize(("model", "cycles"), [(ASR, CYCLES), *((m, CYCLES // 2) for m in CHAT_MODELS)])
+def test_load_use_unload_cycles_give_the_memory_back(service: Service, clips, model, cycles):
+    """The system's available memory comes back to no less than 16 MB under the start, for the
+    speech model and the LLM on each of its runtimes (each release frees what its load took; the
+    LLMs with half as many cycles, to keep the suite's time: ``bench/lifecycle.py`` runs hundreds).
 
     Start is measured after warm-up cycles (page cache holds the model files, the front
     process's thread arenas exist) once MemAvailable is steady. This VM hands freed pages back
     lazily (free page reporting), so the end is polled for up to 60 s; a leak never comes back.
     Only a fall counts: memory other processes on the machine free meanwhile is not a leak."""
     beckett = clips["beckett"].read_bytes()
+    chat = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
 
     def cycle():
-        assert service.transcribe(beckett).ok
-        assert service.post("/api/models/whisper-tiny-en/unload").json()["unloaded"]
+        assert (service.transcribe(beckett) if model == ASR else service.post("/v1/chat/completions", json=chat)).ok
+        assert service.post(f"/api/models/{model}/unload").json()["unloaded"]
 
     for _ in range(3):
         cycle()
     start_available, start_rss = settled_available(40), rss(service.process.pid)
-    for _ in range(CYCLES):
+    for _ in range(cycles):
         cycle()
     assert service.workers() == []
     assert rss(service.process.pid) - start_rss < 4e6  # the front process does not grow per cycle
     came_back = wait_for(lambda: available() - start_available > -16e6, 60, 0.25, raises=False)
     assert came_back, f"MemAvailable is {(start_available - available()) / 1e6:.0f} MB under the start"
     events = [e for e in service.get("/api/events").json()["events"] if e["from"] == "ready" and e["to"] == "unloaded"]
-    assert len(events) == CYCLES + 3 and all(e["worker"]["exit"] == "exited with status 0" for e in events)
+    assert len(events) == cycles + 3 and all(e["worker"]["exit"] == "exited with status 0" for e in events)
+    assert all("error" not in step for e in events for step in e["worker"]["steps"]), events[-1]
 
 
 def test_sigterm_releases_every_worker(service: Service, clips):

@@ -54,7 +54,7 @@ def test_pipeline_swaps_models_under_a_budget(budget_service: Service, clips):
     assert min(samples) > 256e6  # never below the configured reserve
     assert result["timings"]["transcribe_s"] > 0 and result["timings"]["generate_s"] > 0
     states = {m["id"]: m["state"] for m in svc.get("/api/models").json()["models"]}
-    assert states == {ASR: "unloaded", "whisper-base": "unloaded", LLM: "ready", TTS: "unloaded"}
+    assert {m for m, state in states.items() if state != "unloaded"} == {LLM}
     svc.stop()
 
 

@@ -4,6 +4,7 @@ These run the real conversion environment (cached by `models prepare`) and real 
 
 from __future__ import annotations
 
+import filecmp
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from edge_asr.evaluation import word_error_rate
 from edge_asr.manifest import get_model, load_manifest
 from edge_asr.prepare.build import STAMP, ConversionEnv, PrepareError, is_prepared, recipe_hash
 from edge_asr.samples import REFERENCES
+from tests.service import LLM, Service
 
 
 def edge_asr(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -34,7 +36,7 @@ def test_second_prepare_does_nothing(config: Config):
     stamps = {s.id: (s.directory / STAMP).stat().st_mtime_ns for s in load_manifest(config).values()}
     done = edge_asr("models", "prepare")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("up to date") == len(stamps) == 5
+    assert done.stderr.count("up to date") == len(stamps) == 6
     assert stamps == {s.id: (s.directory / STAMP).stat().st_mtime_ns for s in load_manifest(config).values()}
 
 
@@ -133,3 +135,38 @@ def test_import_refuses_a_folder_that_is_no_checkpoint(config, tmp_path):
     (tmp_path / "empty").mkdir()
     done = edge_asr("models", "import", "llm", str(tmp_path / "empty"), "--id", "x", env=env)
     assert done.returncode == 1 and "not a Hugging Face model folder" in done.stderr
+
+
+def test_import_a_gguf_as_it_is_and_chat_with_it(config, tmp_path):
+    """An LLM's GGUF file is taken as it is (no conversion) and llama.cpp serves it."""
+    spec = get_model(config, LLM)
+    gguf = spec.directory / spec.files[0]
+    env = isolated(config, tmp_path)
+    done = edge_asr("models", "import", "llm", str(gguf), "--id", "my-llm", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "imported my-llm" in done.stdout and "1/1 copy the GGUF file done" in done.stderr
+    imported = get_model(load_config(environ=env), "my-llm")
+    assert (imported.family, imported.files) == ("llama.cpp", (gguf.name,)) and is_prepared(imported)
+    assert filecmp.cmp(imported.directory / gguf.name, gguf, shallow=False)
+    service = Service(tmp_path / "state", **env).start()
+    try:
+        question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+        chat = service.openai().chat.completions
+        reply = chat.create(model="my-llm", messages=question, temperature=0, max_tokens=20)
+        assert "Paris" in reply.choices[0].message.content
+        assert service.model("my-llm")["runtime"] == "llama.cpp"
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"PK\x03\x04 a zip", "x.gguf is not a GGUF file"), (b"GGUF" + bytes(64), "llama.cpp cannot read x.gguf")],
+    ids=["not-gguf", "unreadable"],
+)
+def test_import_refuses_a_file_llama_cpp_cannot_serve(config, tmp_path, content, words):
+    env = isolated(config, tmp_path)
+    (tmp_path / "x.gguf").write_bytes(content)
+    done = edge_asr("models", "import", "llm", str(tmp_path / "x.gguf"), "--id", "x", env=env)
+    assert done.returncode == 1 and words in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "models" / "x").exists()

@@ -9,7 +9,7 @@ import pytest
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import Service, wait_for, wav
+from tests.service import CHAT_MODELS, Service, wait_for, wav
 
 MODEL_FIELDS = {
     "id",
@@ -49,7 +49,7 @@ def test_transcription_json_and_text(service: Service, clips):
 def test_models_listing_and_lifecycle_contract(service: Service, clips):
     assert service.get("/healthz").json() == {"status": "ok"}
     ids = [m["id"] for m in service.get("/v1/models").json()["data"]]
-    assert ids == ["whisper-tiny-en", "whisper-base", "smollm2-135m-instruct", "piper-joe-en"]
+    assert ids == ["whisper-tiny-en", "whisper-base", *CHAT_MODELS, "piper-joe-en"]
     before = service.model()
     assert before["state"] == "unloaded" and set(before) >= MODEL_FIELDS
     assert before["runtime_preferred"] == "tensorrt" and before["runtime"] is None

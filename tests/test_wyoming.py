@@ -38,7 +38,7 @@ from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from edge_asr.evaluation import word_error_rate
 from edge_asr.samples import REFERENCES
-from tests.service import ASR, LLM, TTS, Service, assert_within_budget, turns_in_budget, wait_for
+from tests.service import ASR, CHAT_MODELS, LLM, TTS, Service, assert_within_budget, turns_in_budget, wait_for
 
 ADVERTISED = f"edge-asr-test-{os.getpid()}"  # unique among test runs on this machine
 
@@ -136,7 +136,7 @@ def test_describe_lists_every_speech_model_voice_and_llm(unit: Service):
     assert models[ASR].installed and models[ASR].languages == ["en"]
     assert {"de", "es", "en"} <= set(models["whisper-base"].languages)
     assert [v.name for v in info.tts[0].voices] == [TTS] and info.tts[0].voices[0].languages
-    assert [m.name for m in info.handle[0].models] == [LLM]
+    assert [m.name for m in info.handle[0].models] == list(CHAT_MODELS)
     assert info.asr[0].supports_transcript_streaming and info.tts[0].supports_synthesize_streaming
 
 

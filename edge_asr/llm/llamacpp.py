@@ -1,0 +1,138 @@
+"""llama.cpp (llama-cpp-python): an LLM as the GGUF file it is published in, no conversion.
+
+The chat template is the one the GGUF carries (``tokenizer.chat_template``), rendered as
+llama-cpp-python renders it for its own chat completions. All layers go to the GPU where the
+installed build has a GPU backend (a Jetson's: built with ``CMAKE_ARGS="-DGGML_CUDA=on"``, see
+docs/jetson.md), as Ollama does. The context is the one the model was trained for, allocated
+at load, up to ``llm_context`` (llama.cpp keeps its KV cache for the whole context from the load:
+the footprint says what it costs).
+Successive requests that share a prefix (a conversation going on) reuse its KV cache, as
+llama.cpp's own server does.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import os
+from collections.abc import Callable, Generator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from edge_asr.steps import Steps
+from edge_asr.workers.protocol import ChatOptions
+
+TEMPLATE = "tokenizer.chat_template"  # the GGUF metadata key of the chat template
+
+
+class LlamaCppModel:
+    def __init__(self, path: Path, threads: int = 0, context: int = 8192):
+        """``threads``: 0, one per physical core (as ONNX Runtime's pool); ``context``: the most
+        tokens the KV cache holds, the model's own where that is less."""
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        metadata = read_gguf(path)
+        self.context_length = min(context, int(metadata[f"{metadata['general.architecture']}.context_length"]))
+        self._llama_cpp = llama_cpp
+        self.gpu = llama_cpp.llama_supports_gpu_offload()
+        self.llama = llama_cpp.Llama(
+            str(path),
+            n_ctx=self.context_length,
+            n_threads=threads or physical_cores(),
+            n_threads_batch=threads or physical_cores(),
+            n_gpu_layers=-1 if self.gpu else 0,
+            flash_attn=True,  # faster on this machine's CPU (bench/RESULTS.md)
+            verbose=False,
+        )
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+        eos, bos = (self._text(token) for token in (self.llama.token_eos(), self.llama.token_bos()))
+        self._template = Jinja2ChatFormatter(metadata[TEMPLATE], eos_token=eos, bos_token=bos)
+
+    def _text(self, token: int) -> str:
+        return self.llama.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
+
+    def describe(self) -> dict[str, Any]:
+        where = "all layers on the GPU" if self.gpu else "this llama.cpp build has no GPU backend"
+        reason = f"the manifest names llama.cpp for this model (a GGUF file); {where}"
+        return {"runtime": "llama.cpp", "runtime_reason": reason, "providers": ["CUDA" if self.gpu else "CPU"]}
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> Sequence[int]:
+        formatted = self._template(messages=messages)
+        return self.llama.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+
+    def generate(self, prompt: Sequence[int], limit: int, options: ChatOptions) -> Generator[str, None, bool]:
+        self.llama.set_seed(self._llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else options.seed)
+        # OpenAI's sampling: temperature and top_p only (llama.cpp's top-k, min-p and repeat penalty off)
+        tokens = self.llama.generate(
+            prompt, temp=options.temperature, top_p=options.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0
+        )
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+        try:
+            for _, token in zip(range(limit), tokens, strict=False):  # the limit first: none made past it
+                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    return True
+                yield text.decode(self.llama.detokenize([token]))
+            return False
+        finally:
+            tokens.close()
+
+    def release(self) -> dict[str, Any]:
+        step = Steps()
+        step("free batch, context and model (in that order)", self.llama.close)
+        step("destroy llama", partial(delattr, self, "llama"))
+        return {"steps": step.steps}
+
+
+def physical_cores() -> int:
+    """The cores this process may run on, each counted once however many hardware threads it has
+    (llama.cpp's threads spin on a core's sibling thread rather than share its work)."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        cores.add(siblings.read_text().strip() if siblings.is_file() else str(cpu))
+    return len(cores)
+
+
+def read_gguf(path: Path) -> dict[str, str]:
+    """A GGUF's metadata, read by llama.cpp from its vocabulary alone (not its weights). Raises
+    ValueError where a load would fail for the file itself: not a GGUF llama.cpp reads, or one
+    without a chat template."""
+    import llama_cpp
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path.name} is not a GGUF file")
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's log: errors only, as verbose=False
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ValueError(f"llama.cpp cannot read {path.name}: damaged, or a model it does not know")
+    try:
+        keys = range(llama_cpp.llama_model_meta_count(model))
+        metadata = {
+            _string(llama_cpp.llama_model_meta_key_by_index, model, i): _string(
+                llama_cpp.llama_model_meta_val_str_by_index, model, i
+            )
+            for i in keys
+        }
+    finally:
+        llama_cpp.llama_model_free(model)
+    if TEMPLATE not in metadata:
+        raise ValueError(f"{path.name} carries no chat template ({TEMPLATE}): it cannot chat")
+    return metadata
+
+
+def _string(read: Callable[..., int], *args: Any) -> str:
+    """A string from one of llama.cpp's C calls that write into a buffer and return the length
+    they needed (snprintf's convention)."""
+    size = 256
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        needed = read(*args, buffer, size)
+        if needed < size:
+            return buffer.value.decode(errors="replace")
+        size = needed + 1
