@@ -3,17 +3,17 @@ the same Q4_1 GGUF on both runtimes the service has:
 
 (a) each runtime on its own, called in this process as a user of the library would (llama.cpp
     through llama-cpp-python's chat completion on the GGUF, onnxruntime-genai on the prepared
-    int4 folder), greedy, the same chats, one thread per core: time to first token and tokens
-    per second, the default model's runtime (``DEFAULT_MODELS``) against the other;
+    int4 folder), each made as the service makes it (context, threads, GPU offload, providers),
+    greedy, the same chats: time to first token and tokens per second, the default model's
+    runtime (``DEFAULT_MODELS``) against the other;
 (b) the service on each of them (openai SDK, HTTP, SSE, worker pipe) against that runtime in
-    process (llama.cpp with the service's settings: the context and flash attention);
+    process, as in (a);
 (c) the pipeline (transcribe, then summarise) under a budget that holds one model at a time,
     split into transcribe (which includes waking the speech model) / swap (unloading it and
     loading the LLM) / generate, with the time of all loads and unloads it caused (lifecycle_s),
     against the same pipeline with both models resident.
 
-Each run asks for a story about another keeper, so no run finds its prompt in llama.cpp's KV
-cache (llama.cpp still reuses the chat template's start, on both sides of (b)).
+Each run asks for a story about another keeper (at most 7 repeats after the warm-up).
 
 usage: python -m bench.llm [--repeats 5] [--tokens 128]   (after `source scripts/env.sh`)
 """
@@ -34,7 +34,8 @@ import openai
 from llama_cpp import Llama
 
 from edge_asr.config import Config, load_config
-from edge_asr.llm.llamacpp import physical_cores
+from edge_asr.llm.genai import genai_config
+from edge_asr.llm.llamacpp import llama_settings
 from edge_asr.manifest import DEFAULT_MODELS, get_model
 from edge_asr.samples import sample_clips
 from tests.service import CHAT_MODELS, Service
@@ -81,6 +82,7 @@ def genai_tokens(model: og.Model, tokenizer: og.Tokenizer, chat: list[dict[str, 
 
 
 def llama_tokens(llama: Llama, chat: list[dict[str, str]], tokens: int) -> Iterator[str]:
+    llama.reset()  # the whole prompt is read, as the service reads it (edge_asr/llm/llamacpp.py)
     for chunk in llama.create_chat_completion(chat, max_tokens=tokens, temperature=0, stream=True):
         if chunk["choices"][0]["delta"].get("content"):
             yield chunk["choices"][0]["delta"]["content"]
@@ -94,10 +96,9 @@ def service_tokens(client: openai.OpenAI, model: str, chat: list[dict[str, str]]
 
 
 def llama_cpp_direct(config: Config, repeats: int, tokens: int) -> dict[str, float]:
+    """llama.cpp made as the service makes it (context, threads, GPU offload, flash attention)."""
     spec = get_model(config, LLAMA_CPP)
-    threads = config.ort_threads or physical_cores()
-    settings = {"n_ctx": config.llm_context, "flash_attn": True}  # the service's (edge_asr/llm/llamacpp.py)
-    llama = Llama(str(spec.directory / spec.files[0]), n_threads=threads, verbose=False, **settings)
+    llama = Llama(str(spec.directory / spec.files[0]), **llama_settings(config.llm_context, config.ort_threads))
     try:
         return median_run(partial(llama_tokens, llama, tokens=tokens), repeats)
     finally:
@@ -105,7 +106,8 @@ def llama_cpp_direct(config: Config, repeats: int, tokens: int) -> dict[str, flo
 
 
 def genai_direct(config: Config, repeats: int, tokens: int) -> dict[str, float]:
-    model = og.Model(str(get_model(config, GENAI).directory))
+    """onnxruntime-genai with the providers the service gives it."""
+    model = og.Model(genai_config(get_model(config, GENAI))[0])
     return median_run(partial(genai_tokens, model, og.Tokenizer(model), tokens=tokens), repeats)
 
 
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
+    if args.repeats >= len(KEEPERS):
+        parser.error(f"--repeats: at most {len(KEEPERS) - 1} (one story each)")
     config = load_config()
     default = DEFAULT_MODELS["llm"]
     other = next(m for m in CHAT_MODELS if m != default)

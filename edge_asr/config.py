@@ -239,6 +239,8 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         ipaddress.ip_network(network)  # a ValueError names the bad one
     if config.memory_high_watermark < config.memory_low_watermark:
         raise ValueError("memory_high_watermark must not be below memory_low_watermark")
+    if config.llm_context < 1:
+        raise ValueError(f"llm_context must be a number of tokens, at least 1, not {config.llm_context}")
     return config
 
 

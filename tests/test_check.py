@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import llama_cpp
+
 from edge_asr.config import Config
 from edge_asr.trt.build import build_engines
 from tests.conftest import FAKES, linked_models
@@ -64,7 +66,9 @@ def test_check_passes_here_and_names_every_item(config: Config):
         detail = items[f"load {model}"]["detail"]
         speed = re.search(r"answered 64 tokens: the first after [\d.]+ s, then (\d+) tokens a second", detail)
         assert speed and int(speed[1]) > 10, detail
-    assert items["llama.cpp"]["detail"].endswith("CPU only") and items["llama.cpp"]["data"] == {"gpu": False}
+    offload = llama_cpp.llama_supports_gpu_offload()
+    assert items["llama.cpp"]["detail"].endswith("GPU offload" if offload else "CPU only")
+    assert items["llama.cpp"]["data"] == {"gpu": offload}
 
 
 def test_quick_loads_nothing_and_a_failure_exits_1(tmp_path: Path):

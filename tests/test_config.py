@@ -45,6 +45,18 @@ def test_every_key_comes_from_the_environment():
 
 
 @pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({"EDGE_ASR_LLM_CONTEXT": "0"}, "llm_context must be a number of tokens, at least 1, not 0"),
+        ({"EDGE_ASR_MEMORY_LOW_WATERMARK": "2GB"}, "memory_high_watermark must not be below memory_low_watermark"),
+    ],
+)
+def test_values_that_cannot_work_are_refused(environ, words):
+    with pytest.raises(ValueError, match=words):
+        load_config(environ=environ)
+
+
+@pytest.mark.parametrize(
     "size, shown",
     [
         (0, "0 B"),

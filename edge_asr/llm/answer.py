@@ -61,7 +61,7 @@ def answer(model: ChatModel, request: Chat) -> Generator[ChatDelta, None, ChatRe
                 yield {"delta": text[sent : len(text) - held]}
                 sent = len(text) - held
     finally:
-        tokens.close()  # frees the runtime's generation state (its KV cache) before the last delta
+        tokens.close()  # ends the runtime's generation before the last delta
     if len(text) > sent:
         yield {"delta": text[sent:]}
     return {"text": text, "finish_reason": finish, "prompt_tokens": len(prompt), "completion_tokens": produced}

@@ -14,18 +14,27 @@ from edge_asr.steps import Steps
 from edge_asr.workers.protocol import ChatOptions
 
 
+def genai_config(spec: ModelSpec) -> tuple[Any, list[str]]:
+    """The model folder's configuration with the providers this onnxruntime build has of the
+    manifest's (``bench/llm.py``'s direct runs take the same), and those providers."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(spec.directory))
+    config.clear_providers()
+    providers = provider_chain(spec.providers)
+    if CUDA in providers:
+        config.append_provider("cuda")
+    return config, providers
+
+
 class GenaiModel:
-    def __init__(self, spec: ModelSpec, context: int = 8192):
+    def __init__(self, spec: ModelSpec, context: int):
         """``context``: the most tokens of prompt and answer, the model's own where that is less."""
         import onnxruntime_genai as og
 
         self._og = og
-        genai_config = og.Config(str(spec.directory))
-        genai_config.clear_providers()
-        self.providers = provider_chain(spec.providers)
-        if CUDA in self.providers:
-            genai_config.append_provider("cuda")
-        self.model = og.Model(genai_config)
+        config, self.providers = genai_config(spec)
+        self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
         meta = json.loads((spec.directory / "genai_config.json").read_text())
         self.context_length = min(context, meta["model"]["context_length"])
@@ -40,8 +49,8 @@ class GenaiModel:
 
     def generate(self, prompt: Sequence[int], limit: int, options: ChatOptions) -> Generator[str, None, bool]:
         search: dict[str, Any] = {"max_length": len(prompt) + limit, "do_sample": options.temperature > 0}
-        if options.temperature > 0:
-            search |= {"temperature": options.temperature, "top_p": options.top_p}
+        if options.temperature > 0:  # OpenAI's sampling: no top-k (the folder's config says 50)
+            search |= {"temperature": options.temperature, "top_p": options.top_p, "top_k": 0}
         if options.seed is not None:
             search["random_seed"] = options.seed
         params = self._og.GeneratorParams(self.model)
