@@ -15,12 +15,14 @@ the same Q4_1 GGUF on both runtimes the service has:
 
 Each run asks for a story about another keeper (at most 7 repeats after the warm-up).
 
-usage: python -m bench.llm [--repeats 5] [--tokens 128]   (after `source scripts/env.sh`)
+The four runs of (a) and (b) take turns on each story. usage: python -m bench.llm [--repeats 5]
+[--tokens 128] [--threads N]   (after `source scripts/env.sh`)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -35,10 +37,10 @@ from llama_cpp import Llama
 
 from edge_asr.config import Config, load_config
 from edge_asr.llm.genai import genai_config
-from edge_asr.llm.llamacpp import llama_settings
+from edge_asr.llm.llamacpp import llama_settings, physical_cores
 from edge_asr.manifest import DEFAULT_MODELS, get_model
 from edge_asr.samples import sample_clips
-from tests.service import CHAT_MODELS, Service
+from tests.service import CHAT_MODELS, Service, wait_for
 
 LLAMA_CPP, GENAI = CHAT_MODELS  # the same model on llama.cpp and on onnxruntime-genai
 RUNTIMES = {LLAMA_CPP: "llama.cpp", GENAI: "onnxruntime-genai"}
@@ -64,9 +66,19 @@ def timed(pieces: Iterator[str]) -> dict[str, float]:
     return {"ttft_s": first - start, "pieces": count, "per_s": (count - 1) / (end - first)}
 
 
-def median_run(run: Callable[[list[dict[str, str]]], Iterator[str]], repeats: int) -> dict[str, float]:
-    runs = [timed(run(story(n))) for n in range(repeats + 1)][1:]  # the first warms up
-    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+Run = Callable[[list[dict[str, str]]], Iterator[str]]
+
+
+def interleaved(runs: dict[str, Run], repeats: int, warmed: Callable[[], object]) -> dict[str, dict[str, float]]:
+    """The medians of each run's figures, the runs taking turns on each story, so that the drift of
+    this shared machine falls on all alike. The first round warms up; ``warmed`` waits after it."""
+    figures: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for n in range(repeats + 1):
+        for name, run in runs.items():
+            figures[name].append(timed(run(story(n))))
+        if n == 0:
+            warmed()
+    return {name: {key: statistics.median(r[key] for r in rs[1:]) for key in rs[0]} for name, rs in figures.items()}
 
 
 def genai_tokens(model: og.Model, tokenizer: og.Tokenizer, chat: list[dict[str, str]], tokens: int) -> Iterator[str]:
@@ -95,20 +107,18 @@ def service_tokens(client: openai.OpenAI, model: str, chat: list[dict[str, str]]
             yield chunk.choices[0].delta.content
 
 
-def llama_cpp_direct(config: Config, repeats: int, tokens: int) -> dict[str, float]:
-    """llama.cpp made as the service makes it (context, threads, GPU offload, flash attention)."""
+def llama_cpp_direct(config: Config, tokens: int) -> tuple[Run, Callable[[], None]]:
+    """llama.cpp made as the service makes it (context, threads, GPU offload, flash attention),
+    and how to close it."""
     spec = get_model(config, LLAMA_CPP)
     llama = Llama(str(spec.directory / spec.files[0]), **llama_settings(config.llm_context, config.ort_threads))
-    try:
-        return median_run(partial(llama_tokens, llama, tokens=tokens), repeats)
-    finally:
-        llama.close()
+    return partial(llama_tokens, llama, tokens=tokens), llama.close
 
 
-def genai_direct(config: Config, repeats: int, tokens: int) -> dict[str, float]:
+def genai_direct(config: Config, tokens: int) -> Run:
     """onnxruntime-genai with the providers the service gives it."""
     model = og.Model(genai_config(get_model(config, GENAI))[0])
-    return median_run(partial(genai_tokens, model, og.Tokenizer(model), tokens=tokens), repeats)
+    return partial(genai_tokens, model, og.Tokenizer(model), tokens=tokens)
 
 
 def report(name: str, subject: dict, reference: dict, labels: tuple[str, str], **extra) -> None:
@@ -156,39 +166,50 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, help="each runtime's CPU threads (default: the configuration's)")
     args = parser.parse_args()
     if args.repeats >= len(KEEPERS):
         parser.error(f"--repeats: at most {len(KEEPERS) - 1} (one story each)")
     config = load_config()
+    if args.threads:
+        config = dataclasses.replace(config, ort_threads=args.threads)
     default = DEFAULT_MODELS["llm"]
     other = next(m for m in CHAT_MODELS if m != default)
 
-    measure = {LLAMA_CPP: llama_cpp_direct, GENAI: genai_direct}
-    direct = {model_id: run(config, args.repeats, args.tokens) for model_id, run in measure.items()}
+    llama, close_llama = llama_cpp_direct(config, args.tokens)
+    with tempfile.TemporaryDirectory() as state:
+        service = Service(Path(state), EDGE_ASR_ORT_THREADS=str(config.ort_threads)).start()
+        try:
+            client = service.openai()
+            runs = {("direct", LLAMA_CPP): llama, ("direct", GENAI): genai_direct(config, args.tokens)}
+            runs |= {("service", m): partial(service_tokens, client, m, tokens=args.tokens) for m in CHAT_MODELS}
+
+            def spare_ready() -> bool:  # the spare worker a wake used up is made again before the timed rounds
+                return service.get("/api/system/memory").json()["spare_worker"]["ready"]
+
+            measured = interleaved(runs, args.repeats, lambda: wait_for(spare_ready, 60))
+        finally:
+            service.stop()
+            close_llama()
+    direct = {m: measured["direct", m] for m in CHAT_MODELS}
     faster = direct[default]["per_s"] >= direct[other]["per_s"] and direct[default]["ttft_s"] <= direct[other]["ttft_s"]
+    threads = config.ort_threads or physical_cores()
     report(
-        f"{RUNTIMES[default]} (the default model's) vs {RUNTIMES[other]}, in process",
+        f"{RUNTIMES[default]} (the default model's) vs {RUNTIMES[other]}, in process, {threads} threads",
         direct[default],
         direct[other],
         ("default", "other"),
         bar_met=faster,
     )
-
-    with tempfile.TemporaryDirectory() as state:
-        service = Service(Path(state)).start()
-        try:
-            client = service.openai()
-            for model_id in (default, other):
-                served = median_run(partial(service_tokens, client, model_id, tokens=args.tokens), args.repeats)
-                report(
-                    f"service vs {RUNTIMES[model_id]} in process ({model_id})",
-                    served,
-                    direct[model_id],
-                    ("service", "direct"),
-                    **({"bar_met": served["per_s"] >= 0.95 * direct[model_id]["per_s"]} if model_id == default else {}),
-                )
-        finally:
-            service.stop()
+    for model_id in (default, other):
+        served = measured["service", model_id]
+        report(
+            f"service vs {RUNTIMES[model_id]} in process ({model_id}), {threads} threads",
+            served,
+            direct[model_id],
+            ("service", "direct"),
+            **({"bar_met": served["per_s"] >= 0.95 * direct[model_id]["per_s"]} if model_id == default else {}),
+        )
 
     audio = sample_clips(config)["two_cities"].read_bytes()
     with tempfile.TemporaryDirectory() as state:
