@@ -43,7 +43,6 @@ from edge_asr.samples import sample_clips
 from tests.service import CHAT_MODELS, Service, wait_for
 
 LLAMA_CPP, GENAI = CHAT_MODELS  # the same model on llama.cpp and on onnxruntime-genai
-RUNTIMES = {LLAMA_CPP: "llama.cpp", GENAI: "onnxruntime-genai"}
 ASR = "whisper-tiny-en"
 
 
@@ -175,6 +174,7 @@ def main() -> None:
         config = dataclasses.replace(config, ort_threads=args.threads)
     default = DEFAULT_MODELS["llm"]
     other = next(m for m in CHAT_MODELS if m != default)
+    runtime = {m: get_model(config, m).family for m in CHAT_MODELS}  # the manifest names it
 
     llama, close_llama = llama_cpp_direct(config, args.tokens)
     with tempfile.TemporaryDirectory() as state:
@@ -195,7 +195,7 @@ def main() -> None:
     faster = direct[default]["per_s"] >= direct[other]["per_s"] and direct[default]["ttft_s"] <= direct[other]["ttft_s"]
     threads = config.ort_threads or physical_cores()
     report(
-        f"{RUNTIMES[default]} (the default model's) vs {RUNTIMES[other]}, in process, {threads} threads",
+        f"{runtime[default]} (the default model's) vs {runtime[other]}, in process, {threads} threads",
         direct[default],
         direct[other],
         ("default", "other"),
@@ -204,7 +204,7 @@ def main() -> None:
     for model_id in (default, other):
         served = measured["service", model_id]
         report(
-            f"service vs {RUNTIMES[model_id]} in process ({model_id}), {threads} threads",
+            f"service vs {runtime[model_id]} in process ({model_id}), {threads} threads",
             served,
             direct[model_id],
             ("service", "direct"),

