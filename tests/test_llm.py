@@ -1,24 +1,41 @@
 """The llama.cpp runtime in this process, on the real SmolLM2 GGUF: what a GGUF must hold to be
-served (checked before its weights are read), and token text that llama-cpp-python's own
-detokenizer loses."""
+served (checked before its weights are read), token text that llama-cpp-python's own
+detokenizer loses, and how ``answer`` groups tokens into deltas."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
+import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_asr.config import Config
+from edge_asr.llm.answer import DELTA_INTERVAL, answer
 from edge_asr.llm.llamacpp import LlamaCppModel, read_gguf
 from edge_asr.manifest import get_model
+from edge_asr.workers.protocol import Chat, ChatDelta, ChatOptions, ChatResult
 from tests.service import LLM
+
+STORY = Chat(
+    [{"role": "user", "content": "Write a long story about Tom, a lighthouse keeper, and his dog."}],
+    ChatOptions(64, temperature=0),
+)
 
 
 @pytest.fixture(scope="module")
 def gguf(config: Config) -> Path:
     spec = get_model(config, LLM)
     return spec.directory / spec.files[0]
+
+
+@pytest.fixture(scope="module")
+def model(gguf: Path) -> Iterator[LlamaCppModel]:
+    model = LlamaCppModel(gguf, threads=1, context=256)
+    yield model
+    model.release()
 
 
 def test_a_gguf_says_its_context_and_template(gguf):
@@ -45,14 +62,41 @@ def test_a_gguf_without_what_serving_needs_is_refused(gguf, tmp_path, key, words
         read_gguf(broken)
 
 
-def test_tokens_longer_than_32_bytes_keep_their_text(gguf):
+def test_tokens_longer_than_32_bytes_keep_their_text(model):
     """A line of 64 dashes and deep indentation are single tokens of this vocabulary."""
-    model = LlamaCppModel(gguf, threads=1, context=256)
-    try:
-        text = "-" * 64 + "\n" + " " * 32 + "return x"
-        tokens = model.llama.tokenize(text.encode(), add_bos=False)
-        pieces = [model.token_bytes(t) for t in tokens]
-        assert max(len(p) for p in pieces) > 32
-        assert b"".join(pieces).decode() == text
-    finally:
-        model.release()
+    text = "-" * 64 + "\n" + " " * 32 + "return x"
+    tokens = model.llama.tokenize(text.encode(), add_bos=False)
+    pieces = [model.token_bytes(t) for t in tokens]
+    assert max(len(p) for p in pieces) > 32
+    assert b"".join(pieces).decode() == text
+
+
+def test_a_fast_stream_sends_a_delta_a_frame(model):
+    """Read as fast as it comes, the deltas are at least DELTA_INTERVAL apart; the first comes
+    with the first token."""
+    deltas, arrivals, result = _read(answer(model, STORY), pause=0)
+    first_token = "".join(d["delta"] for d in answer(model, Chat(STORY.messages, ChatOptions(1, temperature=0))))
+    assert "".join(deltas) == result["text"] and result["finish_reason"] == "length"
+    assert deltas[0] == first_token, "the first delta waits for nothing"
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[:-1])]  # the last is the end's, at once
+    assert len(gaps) > 2 and min(gaps) >= DELTA_INTERVAL - 0.001, gaps
+
+
+def test_a_slow_stream_sends_a_delta_a_token(model):
+    """Read slower than DELTA_INTERVAL, every token's text goes alone, at once (the model makes a
+    token only when asked for the next delta)."""
+    deltas, _, result = _read(answer(model, STORY), pause=DELTA_INTERVAL * 1.5)
+    assert "".join(deltas) == result["text"] and result["finish_reason"] == "length"
+    assert len(deltas) == result["completion_tokens"] == 64
+
+
+def _read(stream: Generator[ChatDelta, None, ChatResult], pause: float) -> tuple[list[str], list[float], ChatResult]:
+    """The deltas, when each arrived, and the answer; ``pause`` seconds after each delta."""
+    deltas, arrivals = [], []
+    while True:
+        try:
+            deltas.append(next(stream)["delta"])
+        except StopIteration as done:
+            return deltas, arrivals, done.value
+        arrivals.append(time.monotonic())
+        time.sleep(pause)

@@ -5,15 +5,23 @@ the text of each token as it comes and returns whether the model ended its turn.
 here: the room the prompt leaves in the context (a prompt that fills it is the client's 400),
 stop sequences (text that could still become one is held back, never sent then taken back),
 and the usage counts OpenAI's API reports.
+
+A delta carries the text of the tokens generated since the last one, sent at most every
+``DELTA_INTERVAL`` (a screen's frame; the first token's text at once): a token stream faster than
+that (SmolLM2 on a CPU makes ~200 a second) would cost the service, and its client, a message per
+token for nothing a reader sees; a slower one goes a token a delta, as it comes.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
 from edge_asr.errors import RequestError
 from edge_asr.workers.protocol import Chat, ChatDelta, ChatOptions, ChatResult
+
+DELTA_INTERVAL = 1 / 60  # seconds
 
 
 class ChatModel(Protocol):
@@ -44,7 +52,7 @@ def answer(model: ChatModel, request: Chat) -> Generator[ChatDelta, None, ChatRe
     tokens = model.generate(prompt, min(options.max_tokens or room, room), options)
     stops = options.stop or []
     held = max((len(s) - 1 for s in stops), default=0)  # what could be the start of a stop sequence
-    text, sent, produced, finish = "", 0, 0, "length"
+    text, sent, produced, finish, due = "", 0, 0, "length", 0.0  # due: when the next delta may go
     try:
         while True:
             try:
@@ -57,7 +65,8 @@ def answer(model: ChatModel, request: Chat) -> Generator[ChatDelta, None, ChatRe
             if hits := [text.index(s) for s in stops if s in text]:
                 text, finish = text[: min(hits)], "stop"
                 break
-            if len(text) - held > sent:
+            if len(text) - held > sent and (now := time.monotonic()) >= due:
+                due = now + DELTA_INTERVAL
                 yield {"delta": text[sent : len(text) - held]}
                 sent = len(text) - held
     finally:
