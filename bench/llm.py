@@ -37,8 +37,9 @@ from llama_cpp import Llama
 
 from edge_asr.config import Config, load_config
 from edge_asr.llm.genai import genai_config
-from edge_asr.llm.llamacpp import llama_settings, physical_cores
+from edge_asr.llm.llamacpp import llama_settings
 from edge_asr.manifest import DEFAULT_MODELS, get_model
+from edge_asr.runtime.cores import physical_cores
 from edge_asr.samples import sample_clips
 from tests.service import CHAT_MODELS, Service, wait_for
 
@@ -46,7 +47,7 @@ LLAMA_CPP, GENAI = CHAT_MODELS  # the same model on llama.cpp and on onnxruntime
 ASR = "whisper-tiny-en"
 
 
-# each story runs past 128 tokens on both runtimes (an assert says where one does not)
+# each story runs past 128 tokens on both runtimes (each run asserts that it generated them all)
 KEEPERS = ("Tom", "Anna", "Oskar", "Marta", "Jonas", "Ruth", "Pavel", "Ines", "Leon", "Clara", "Hugo")
 
 
@@ -115,6 +116,7 @@ def genai_tokens(
         generator.generate_next_token()
         generated += 1
         yield stream.decode(generator.get_next_tokens()[0])
+    assert generated == tokens, f"the story ended before {tokens} tokens"
     return generated
 
 
@@ -146,6 +148,7 @@ def service_tokens(
             generated = chunk.usage.completion_tokens
         if chunk.choices and chunk.choices[0].delta.content:
             yield chunk.choices[0].delta.content
+    assert generated == tokens, f"the story ended before {tokens} tokens"
     return generated
 
 

@@ -333,6 +333,22 @@ def _transcribe(worker: Any, sample: dict[str, Any]) -> str:
     return f"heard {share:.0%} of the spoken sample"
 
 
+def _diarize(worker: Any, sample: dict[str, Any]) -> str:
+    """The voice's reading of the sample is one speaker; without one, silence is none."""
+    import soxr
+
+    from edge_asr.workers.protocol import Diarize
+
+    spoken = "speech" in sample
+    audio = soxr.resample(sample["speech"], sample["rate"], 16000) if spoken else np.zeros(32000)
+    began = time.perf_counter()
+    found = _result(worker.run(Diarize(audio.astype(np.float32))))
+    took = time.perf_counter() - began
+    if len(found["voices"]) != (1 if spoken else 0):
+        raise Failed(f"found {len(found['voices'])} speakers in {'one voice' if spoken else 'silence'}")
+    return f"found {'one speaker in the spoken sample' if spoken else 'no speaker in silence'} in {took:.2f} s"
+
+
 def _chat(worker: Any, sample: dict[str, Any]) -> str:
     """A story, greedy: its speed, beside another LLM's on the same unit, says which runtime is
     the faster here (docs/llm.md)."""
@@ -364,4 +380,9 @@ def _result(run: Generator[Any, None, Any], partial: Callable[[Any], Any] = lamb
                 return done.value
 
 
-SAMPLES: dict[str, Callable[[Any, dict[str, Any]], str]] = {"tts": _speak, "asr": _transcribe, "llm": _chat}
+SAMPLES: dict[str, Callable[[Any, dict[str, Any]], str]] = {
+    "tts": _speak,
+    "asr": _transcribe,
+    "llm": _chat,
+    "diarization": _diarize,
+}

@@ -44,6 +44,10 @@ class ModelNotFound(ServiceError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 
 
+class SpeakerNotFound(ServiceError):
+    status, type, code = 404, "invalid_request_error", "speaker_not_found"
+
+
 class ModelBusy(ServiceError):
     """An unload was asked of a model that is serving requests (or is loading)."""
 

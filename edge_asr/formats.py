@@ -1,9 +1,10 @@
-"""Transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json.
+"""Transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json, diarized_json.
 
 A transcript here is the dict a speech runner returns: ``text``, ``duration``, ``segments``
 (each ``id, start, end, text, tokens, temperature, avg_logprob, compression_ratio,
-no_speech_prob``), ``language`` (a code), ``language_probability`` (None unless detected) and
-``beam_size`` (the beam the windows were decoded with)."""
+no_speech_prob``, and ``speaker`` where the request asked for speakers), ``language`` (a code),
+``language_probability`` (None unless detected) and ``beam_size`` (the beam the windows were
+decoded with)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 
 from edge_asr.whisper.languages import LANGUAGE_NAMES
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
+DIARIZED_FORMATS = ("diarized_json", "verbose_json", "srt", "vtt")  # those that show each segment's speaker
 MIME_TYPES = {
     "json": "application/json",
     "verbose_json": "application/json",
+    "diarized_json": "application/json",
     "text": "text/plain",
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
@@ -31,16 +34,47 @@ def _clock(seconds: float, decimal: str) -> str:
 
 
 def srt(transcript: dict[str, Any]) -> str:
-    blocks = [
-        f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text']}\n"
-        for i, s in enumerate(transcript["segments"], 1)
-    ]
+    """SubRip; a speaker, where known, leads the text in brackets (``[A] ...``)."""
+    blocks = []
+    for i, s in enumerate(transcript["segments"], 1):
+        text = f"[{s['speaker']}] {s['text']}" if s.get("speaker") else s["text"]
+        blocks.append(f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{text}\n")
     return "\n".join(blocks)
 
 
 def vtt(transcript: dict[str, Any]) -> str:
-    blocks = [f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text']}\n" for s in transcript["segments"]]
+    """WebVTT; a speaker, where known, as WebVTT's voice span (``<v A>...``)."""
+    blocks = []
+    for s in transcript["segments"]:
+        text = f"<v {s['speaker']}>{s['text']}" if s.get("speaker") else s["text"]
+        blocks.append(f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{text}\n")
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def diarized_json(transcript: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: the text and its segments, each with its speaker."""
+    segments = [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{i}",
+            "start": s["start"],
+            "end": s["end"],
+            "text": s["text"],
+            "speaker": s["speaker"],
+        }
+        for i, s in enumerate(transcript["segments"])
+    ]
+    return {
+        "task": "transcribe",
+        "duration": round(transcript["duration"], 3),
+        "text": transcript["text"],
+        "segments": segments,
+        "usage": _usage(transcript),
+    }
+
+
+def _usage(transcript: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
 
 
 def verbose_json(transcript: dict[str, Any], task: str) -> dict[str, Any]:
@@ -72,5 +106,6 @@ def render(transcript: dict[str, Any], response_format: str, task: str = "transc
         return vtt(transcript)
     if response_format == "verbose_json":
         return json.dumps(verbose_json(transcript, task))
-    usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
-    return json.dumps({"text": transcript["text"], "usage": usage})
+    if response_format == "diarized_json":
+        return json.dumps(diarized_json(transcript))
+    return json.dumps({"text": transcript["text"], "usage": _usage(transcript)})

@@ -16,9 +16,14 @@ from edge_asr.config import Config, tomllib
 from edge_asr.errors import ModelNotFound
 from edge_asr.fsutil import atomic_write_text
 
-TASKS = ("asr", "llm", "tts", "vad")  # vad models serve inside speech models' workers
+TASKS = ("asr", "llm", "tts", "diarization", "vad")  # vad models serve inside speech models' workers
 RUNTIMES = ("onnxruntime", "tensorrt")  # tensorrt: engines from build_engines.py, else ONNX Runtime
-DEFAULT_MODELS = {"asr": "whisper-tiny-en", "llm": "smollm2-135m-instruct", "tts": "piper-joe-en"}  # when none is named
+DEFAULT_MODELS = {
+    "asr": "whisper-tiny-en",
+    "llm": "smollm2-135m-instruct",
+    "tts": "piper-joe-en",
+    "diarization": "diarization-pyannote-campplus",
+}  # when none is named
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,70 @@ def sample_clips(config: Config) -> dict[str, Path]:
     return paths
 
 
+# pyannote.audio's (MIT) own sample: two people talking, 30 s, and its reference turns (RTTM).
+PYANNOTE = "pyannote.audio==3.3.2"
+PYANNOTE_SAMPLE = ("pyannote/audio/sample/sample.wav", "pyannote/audio/sample/sample.rttm")
+
+
+def conversation(config: Config) -> tuple[Path, str]:
+    """pyannote.audio's sample conversation: its audio file and its RTTM, fetched on first use."""
+    folder = config.cache_dir / "samples" / PYANNOTE.replace("==", "-")
+    wav, rttm = (folder / member for member in PYANNOTE_SAMPLE)
+    if not wav.is_file() or not rttm.is_file():
+        extract_wheel(sys.executable, PYANNOTE, folder, PYANNOTE_SAMPLE)
+    return wav, rttm.read_text()
+
+
+@dataclass(frozen=True)
+class Meeting:
+    """A recording with known turns, built of two people's real speech: the Dickens reader and the
+    second voice of pyannote's conversation ("speaker91"), with a reference clip of each that is
+    not in the recording (for known speakers)."""
+
+    audio: np.ndarray
+    turns: list[tuple[float, float, str]]  # start, end (seconds), who
+    references: dict[str, np.ndarray]
+
+
+GAP = 0.5  # seconds of silence between two turns
+MEETING = (  # who, source, start, end (seconds)
+    ("reader", "two_cities", 1.0, 8.5),
+    ("guest", "conversation", 14.7, 17.92),
+    ("reader", "two_cities", 13.2, 16.9),
+    ("guest", "conversation", 21.78, 24.6),
+    ("reader", "two_cities", 17.3, 20.6),
+)
+MEETING_REFERENCES = {"reader": ("two_cities", 32.7, 41.6), "guest": ("conversation", 24.6, 27.85)}
+
+
+def meeting(config: Config) -> Meeting:
+    """The turns of the reader are cut where the reading is heard (``audible_interval``); the
+    guest's are turns of the conversation's reference RTTM where nobody else speaks."""
+    from edge_asr.audio import decode_audio
+
+    sources = {
+        "two_cities": decode_audio(sample_clips(config)["two_cities"]),
+        "conversation": decode_audio(conversation(config)[0]),
+    }
+
+    def piece(source: str, start: float, end: float) -> np.ndarray:
+        cut = sources[source][round(start * 16000) : round(end * 16000)]
+        if source == "two_cities":
+            heard = audible_interval(cut)
+            cut = cut[round(heard[0] * 16000) : round(heard[1] * 16000)]
+        return cut
+
+    pieces, turns, at = [], [], 0.0
+    gap = np.zeros(round(GAP * 16000), np.float32)
+    for who, source, start, end in MEETING:
+        cut = piece(source, start, end)
+        pieces += [cut, gap]
+        turns.append((at, at + len(cut) / 16000, who))
+        at += (len(cut) + len(gap)) / 16000
+    references = {who: piece(*where) for who, where in MEETING_REFERENCES.items()}
+    return Meeting(np.concatenate(pieces[:-1]), turns, references)
+
+
 def audible_interval(audio: np.ndarray, rate: int = 16000) -> tuple[float, float]:
     """First and last 10-ms frame above -45 dBFS, well over these recordings' noise floor
     (-60 dBFS): where the reader is heard, in seconds. (A breath after the last word counts: a

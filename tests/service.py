@@ -176,6 +176,9 @@ class Service:
     def post(self, path: str, **kw) -> requests.Response:
         return requests.post(self.url + path, timeout=kw.pop("timeout", 120), **kw)
 
+    def delete(self, path: str, **kw) -> requests.Response:
+        return requests.delete(self.url + path, timeout=kw.pop("timeout", 120), **kw)
+
     def patch(self, path: str, **kw) -> requests.Response:
         return requests.patch(self.url + path, timeout=kw.pop("timeout", 60), **kw)
 

@@ -42,7 +42,8 @@ def test_check_passes_here_and_names_every_item(config: Config):
     result = json.loads(done.stdout)
     items = {item["name"]: item for item in result["items"]}
     llms = ("smollm2-135m-instruct", "smollm2-135m-instruct-onnx")
-    loads = [f"load {m}" for m in ("piper-joe-en", "whisper-tiny-en", "whisper-base", *llms)]
+    diarization = "diarization-pyannote-campplus"
+    loads = [f"load {m}" for m in ("piper-joe-en", "whisper-tiny-en", "whisper-base", *llms, diarization)]
     assert list(items) == [*VERSIONS, *UNIT, *(f"model {m}" for m in model_ids(config)), *loads]
     assert result["ok"] and {i["status"] for i in result["items"]} == {"pass", "skip"}
     # Off a Jetson: what cannot be checked here is said, not passed.
@@ -60,6 +61,7 @@ def test_check_passes_here_and_names_every_item(config: Config):
             "available_after",
         }
     assert "heard" in items["load whisper-tiny-en"]["detail"]
+    assert "found one speaker in the spoken sample" in items[f"load {diarization}"]["detail"]
     # Each LLM runtime says its speed, so a unit can tell which is faster on it (docs/llm.md).
     for model, runtime in zip(llms, ("llama.cpp", "onnxruntime-genai"), strict=True):
         assert items[f"load {model}"]["data"]["runtime"] == runtime

@@ -6,6 +6,7 @@ network (``/healthz`` answers within 1 s throughout), are bounded per address
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -145,3 +146,24 @@ def test_a_chunked_upload_is_read_whole(unit: Service, clips):
         timeout=60,
     )
     assert r.ok and r.json()["text"].startswith("Ever tried."), r.text
+
+
+def test_a_client_that_stops_reading_a_stream_is_left_and_its_model_freed(unit: Service):
+    """Sixty sentences of speech streamed to a socket that reads none of it: the server's buffers
+    fill, the handler waits ``client_timeout`` for room and leaves the client, the worker is told
+    to stop, and the voice serves the next request."""
+    text = " ".join(f"This is sentence number {n} of a long reading." for n in range(60))
+    body = json.dumps({"input": text, "response_format": "pcm"}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", unit.port))
+    head = "POST /v1/audio/speech HTTP/1.1\r\nHost: unit\r\nContent-Type: application/json\r\n"
+    s.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    try:
+        started = time.monotonic()
+        short = unit.post("/v1/audio/speech", json={"input": "The pump is fine.", "response_format": "pcm"}, timeout=60)
+        assert short.ok and len(short.content) > 8000
+        assert time.monotonic() - started < 6 * TIMEOUT  # it queued behind the stalled stream until that was left
+        assert closed_by_server(s, within=2 * TIMEOUT) is not None
+    finally:
+        s.close()

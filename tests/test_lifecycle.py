@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import soundfile
 
 from edge_asr.evaluation import word_error_rate
-from edge_asr.manifest import get_model
+from edge_asr.manifest import DEFAULT_MODELS, get_model
 from edge_asr.samples import REFERENCES
 from tests.service import ASR, CHAT_MODELS, Service, available, settled_available, wait_for
+
+DIARIZATION = DEFAULT_MODELS["diarization"]
 
 
 @pytest.fixture(scope="module")
@@ -258,11 +261,14 @@ def rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.parametrize(("model", "cycles"), [(ASR, CYCLES), *((m, CYCLES // 2) for m in CHAT_MODELS)])
+@pytest.mark.parametrize(
+    ("model", "cycles"), [(ASR, CYCLES), *((m, CYCLES // 2) for m in CHAT_MODELS), (DIARIZATION, CYCLES // 2)]
+)
 def test_load_use_unload_cycles_give_the_memory_back(service: Service, clips, model, cycles):
     """The system's available memory comes back to no less than 16 MB under the start, for the
-    speech model and the LLM on each of its runtimes (each release frees what its load took; the
-    LLMs with half as many cycles, to keep the suite's time: ``bench/lifecycle.py`` runs hundreds).
+    speech model, the LLM on each of its runtimes and the diarization model (each release frees
+    what its load took; all but the speech model with half as many cycles, to keep the suite's
+    time: ``bench/lifecycle.py`` runs hundreds).
 
     Start is measured after warm-up cycles (page cache holds the model files, the front
     process's thread arenas exist) once MemAvailable is steady. This VM hands freed pages back
@@ -271,8 +277,15 @@ def test_load_use_unload_cycles_give_the_memory_back(service: Service, clips, mo
     beckett = clips["beckett"].read_bytes()
     chat = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
 
+    def use() -> requests.Response:
+        if model == ASR:
+            return service.transcribe(beckett)
+        if model == DIARIZATION:
+            return service.post("/v1/audio/diarization", files={"file": ("b.wav", beckett)})
+        return service.post("/v1/chat/completions", json=chat)
+
     def cycle():
-        assert (service.transcribe(beckett) if model == ASR else service.post("/v1/chat/completions", json=chat)).ok
+        assert use().ok
         assert service.post(f"/api/models/{model}/unload").json()["unloaded"]
 
     for _ in range(3):

@@ -4,7 +4,6 @@ detokenizer loses, and how ``answer`` groups tokens into deltas."""
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import time
 from collections.abc import Generator, Iterator
@@ -72,14 +71,16 @@ def test_tokens_longer_than_32_bytes_keep_their_text(model):
 
 
 def test_a_fast_stream_sends_a_delta_a_frame(model):
-    """Read as fast as it comes, the deltas are at least DELTA_INTERVAL apart; the first comes
-    with the first token."""
+    """Read as fast as it comes, a delta goes at most every DELTA_INTERVAL (however late the
+    reader sees them); the first comes with the first token."""
+    started = time.monotonic()
     deltas, arrivals, result = _read(answer(model, STORY), pause=0)
+    took = arrivals[-1] - started
     first_token = "".join(d["delta"] for d in answer(model, Chat(STORY.messages, ChatOptions(1, temperature=0))))
     assert "".join(deltas) == result["text"] and result["finish_reason"] == "length"
     assert deltas[0] == first_token, "the first delta waits for nothing"
-    gaps = [b - a for a, b in itertools.pairwise(arrivals[:-1])]  # the last is the end's, at once
-    assert len(gaps) > 2 and min(gaps) >= DELTA_INTERVAL - 0.001, gaps
+    assert result["completion_tokens"] / took > 1.25 / DELTA_INTERVAL, "too slow a machine to tell grouping from none"
+    assert len(deltas) <= 2 + took / DELTA_INTERVAL  # the first and the end's come besides the frames
 
 
 def test_a_slow_stream_sends_a_delta_a_token(model):

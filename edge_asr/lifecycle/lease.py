@@ -20,6 +20,9 @@ from edge_asr.workers.protocol import (
     ChatDelta,
     ChatOptions,
     ChatResult,
+    DiarizationResult,
+    Diarize,
+    EmbedVoice,
     P,
     R,
     Request,
@@ -29,6 +32,7 @@ from edge_asr.workers.protocol import (
     TranscriptionOptions,
     TranscriptPart,
     TranscriptResult,
+    VoiceResult,
 )
 
 Reply = Generator[P, None, R]
@@ -68,6 +72,14 @@ class Lease:
     def synthesize(self, text: str, speed: float = 1.0) -> Reply[AudioPart, SynthesisResult]:
         """Each sentence's samples as it is spoken; the sample rate and the totals."""
         return self._run(Synthesize(text, speed))
+
+    def diarize(self, audio: np.ndarray, speakers: int | None, threshold: float) -> Reply[None, DiarizationResult]:
+        """Who spoke when, and each speaker's voice."""
+        return self._run(Diarize(audio, speakers, threshold))
+
+    def embed_voice(self, audio: np.ndarray) -> Reply[None, VoiceResult]:
+        """The voice in a known speaker's reference clip."""
+        return self._run(EmbedVoice(audio))
 
     def _run(self, request: Request[P, R]) -> Reply[P, R]:
         try:

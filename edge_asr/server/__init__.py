@@ -12,12 +12,14 @@ from __future__ import annotations
 from flask import Flask
 
 from edge_asr.config import Config
+from edge_asr.diarization.voices import EnrolledVoices
 from edge_asr.lifecycle import ModelManager
 from edge_asr.realtime.session import RealtimeSessions
 from edge_asr.server import (
     auth,
     catalog,
     chat,
+    diarization,
     errors,
     management,
     metrics,
@@ -45,12 +47,14 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.metrics"] = Metrics(manager, supervisor)
     app.extensions["edge_asr.realtime"] = RealtimeSessions(manager, config, app.extensions["edge_asr.metrics"].requests)
     app.extensions["edge_asr.audio_budget"] = AudioBudget(config.request_memory_budget, config.wait_timeout)
+    app.extensions["edge_asr.voices"] = EnrolledVoices(config.state_dir)
     app.wsgi_app = RequestSlots(app.wsgi_app, config.threads)  # type: ignore[method-assign]
     errors.register(app)
     origins.register(app)
     auth.register(app)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(transcription.bp)
+    app.register_blueprint(diarization.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(tts.bp)
     app.register_blueprint(realtime.bp)

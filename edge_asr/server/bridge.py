@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import sys
 import tempfile
@@ -110,9 +111,10 @@ class WsgiBridge:
                 raise ClientGone
             outbox.put(message)
 
-        chunks: Iterable[bytes] = self.app(environ, start_response)
         outbox = Outbox(send, loop, self.client_timeout)
+        chunks: Iterable[bytes] = ()
         try:
+            chunks = self.app(environ, start_response)
             started = False
             for chunk in chunks:
                 if not chunk:
@@ -128,6 +130,9 @@ class WsgiBridge:
             outbox.finish()
         except ClientGone:
             log.info("a client left (or stopped reading) %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+        except BaseException:
+            outbox.flush()  # what the app made before it failed reaches the client; then the connection closes
+            raise
         finally:
             outbox.abandon()
             getattr(chunks, "close", lambda: None)()
@@ -137,20 +142,26 @@ class Outbox:
     """(Made and fed in a handler thread.) A response's parts, sent in order by one task on the
     event loop. The handler does not wait for each part to be sent: waking its thread for every
     part was most of the front's CPU on a token stream. It waits only while ``DEPTH`` parts are
-    unsent (a client that stops reading holds it there, at most ``timeout``) and at the end. Body
-    parts that wait together go out in one write."""
+    unsent (a client that stops reading holds it there, at most ``timeout``) and at the end (the
+    last parts, together, within ``timeout``). Body parts that wait together go out in one write."""
 
     DEPTH = 16
 
     def __init__(self, send: Send, loop: asyncio.AbstractEventLoop, timeout: float):
         self.send, self.loop, self.timeout = send, loop, timeout
-        self.room = threading.BoundedSemaphore(self.DEPTH)
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.changed = threading.Condition()  # guards the two below
+        self.unsent, self.stopped = 0, False
+        self.failure: BaseException | None = None  # what ended the sending early
+        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()  # None: send no more
         self.sending = asyncio.run_coroutine_threadsafe(self._send_all(), loop)
 
     def put(self, message: Message) -> None:
-        if self.sending.done() or not self.room.acquire(timeout=self.timeout):
-            raise ClientGone
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.unsent < self.DEPTH or self.stopped, self.timeout):
+                raise ClientGone
+            if self.stopped:
+                raise self.failure if isinstance(self.failure, Exception) else ClientGone()
+            self.unsent += 1
         self.loop.call_soon_threadsafe(self.queue.put_nowait, message)
 
     def finish(self) -> None:
@@ -160,23 +171,40 @@ class Outbox:
         except concurrent.futures.TimeoutError:  # not the builtin one on Python 3.10
             raise ClientGone from None
 
+    def flush(self) -> None:
+        """Send what was put, then stop (waiting for it at most ``timeout``)."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+        with contextlib.suppress(Exception, concurrent.futures.CancelledError):
+            self.sending.result(self.timeout)
+
     def abandon(self) -> None:
         """Stop sending (what is unsent is dropped); nothing once all is sent."""
         self.sending.cancel()
 
     async def _send_all(self) -> None:
-        more = True
-        while more:
-            message = await self.queue.get()
-            parts = 1
-            while message["type"] == "http.response.body" and message["more_body"] and not self.queue.empty():
-                following = self.queue.get_nowait()
-                message = {**following, "body": message["body"] + following["body"]}
-                parts += 1
-            await self.send(message)
-            more = message["type"] == "http.response.start" or message["more_body"]
-            for _ in range(parts):
-                self.room.release()
+        try:
+            more = True
+            while more and (message := await self.queue.get()) is not None:
+                parts = 1
+                while message["type"] == "http.response.body" and message["more_body"] and not self.queue.empty():
+                    following = self.queue.get_nowait()
+                    if following is None:  # the last to come: it stops the sending after this part
+                        self.queue.put_nowait(None)
+                        break
+                    message = {**following, "body": message["body"] + following["body"]}
+                    parts += 1
+                await self.send(message)
+                more = message["type"] == "http.response.start" or message["more_body"]
+                with self.changed:
+                    self.unsent -= parts
+                    self.changed.notify()
+        except BaseException as e:
+            self.failure = e
+            raise
+        finally:
+            with self.changed:
+                self.stopped = True
+                self.changed.notify_all()
 
 
 async def _watch(receive: Receive, left: threading.Event) -> None:

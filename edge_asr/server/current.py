@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app
 
 from edge_asr.config import Config
+from edge_asr.diarization.voices import EnrolledVoices
 from edge_asr.lifecycle import ModelManager
 from edge_asr.realtime.session import RealtimeSessions
 from edge_asr.server.admission import AudioBudget
@@ -29,3 +30,7 @@ def audio_budget() -> AudioBudget:
 
 def realtime_sessions() -> RealtimeSessions:
     return current_app.extensions["edge_asr.realtime"]
+
+
+def enrolled_voices() -> EnrolledVoices:
+    return current_app.extensions["edge_asr.voices"]

@@ -9,13 +9,15 @@ import numpy as np
 from flask import Blueprint, Response, request
 
 from edge_asr.choices import Task, transcription_options
+from edge_asr.diarization.speakers import with_speakers
 from edge_asr.errors import InvalidRequest, ServiceError
-from edge_asr.formats import MIME_TYPES, RESPONSE_FORMATS, render
+from edge_asr.formats import DIARIZED_FORMATS, MIME_TYPES, RESPONSE_FORMATS, render
 from edge_asr.lifecycle import Lease, result
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.checks import flag, transcription_request
 from edge_asr.server.current import manager
+from edge_asr.server.diarization import diarize
 from edge_asr.server.sse import error_event, event, relay, stream_response, text_deltas
 from edge_asr.settings import request_keep_alive
 from edge_asr.workers.protocol import TranscriptionOptions
@@ -52,15 +54,22 @@ def _speech_to_text(task: Task) -> Response:
     stream = flag(form, "stream")
     if stream and response_format not in ("json", "text"):
         raise InvalidRequest("stream=true sends text deltas; use response_format json or text with it")
+    speakers = response_format == "diarized_json" or flag(form, "diarize")
+    if speakers and (task != "transcribe" or response_format not in DIARIZED_FORMATS):
+        raise InvalidRequest(f"speakers come with a transcription, as {', '.join(DIARIZED_FORMATS)}")
     options = transcription_options(manager(), spec, transcription_request(form), task)
     keep_alive = request_keep_alive(form.get("keep_alive"))
 
     with ExitStack() as holds:  # the audio's memory and the lease, handed to a stream if there is one
         audio = uploaded_audio(holds)
-        lease = holds.enter_context(manager().lease(model_id, keep_alive))
         if stream:
+            lease = holds.enter_context(manager().lease(model_id, keep_alive))
             return stream_response(_sse(lease, audio, options), holds.pop_all())
-        transcript = result(lease.transcribe(audio, options))
+        with manager().lease(model_id, keep_alive) as lease:  # given back before the diarization's
+            transcript = result(lease.transcribe(audio, options))
+        if speakers:
+            found, labels = diarize(audio, holds, form.get("diarization_model") or DEFAULT_MODELS["diarization"])
+            transcript["segments"] = with_speakers(transcript["segments"], found["turns"], labels)
     return Response(render(transcript, response_format, task), mimetype=MIME_TYPES[response_format])
 
 

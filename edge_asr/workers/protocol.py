@@ -83,7 +83,24 @@ class SynthesisResult(TypedDict):
     sentences: int
 
 
-# -- the requests --------------------------------------------------------------------------
+class SpeakerTurn(TypedDict):
+    start: float  # seconds
+    end: float
+    speaker: int  # the index of its voice in ``DiarizationResult.voices``
+
+
+class DiarizationResult(TypedDict):
+    duration: float  # seconds of audio
+    turns: list[SpeakerTurn]  # in order of their start
+    voices: list[list[float]]  # each speaker's voice embedding (unit length), in order of first turn
+
+
+class VoiceResult(TypedDict):
+    voice: list[float]  # the clip's voice embedding, unit length
+    speech: float  # seconds of speech it was made from
+
+
+# -- the requests ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,25 @@ class Synthesize(Request[AudioPart, SynthesisResult]):
     method: ClassVar[str] = "synthesize"
     text: str
     speed: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
+class Diarize(Request[None, DiarizationResult]):
+    """Who spoke when. ``speakers``: how many there are, when known; else the clustering's
+    ``threshold`` (a cosine distance between voices) decides."""
+
+    method: ClassVar[str] = "diarize"
+    audio: np.ndarray  # 16 kHz mono float32
+    speakers: int | None = None
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
+class EmbedVoice(Request[None, VoiceResult]):
+    """The voice in a clip of one speaker (a known speaker's reference)."""
+
+    method: ClassVar[str] = "embed_voice"
+    audio: np.ndarray  # 16 kHz mono float32
 
 
 # -- the envelope --------------------------------------------------------------------------

@@ -25,12 +25,16 @@ from edge_asr.workers.protocol import (
     Chat,
     ChatDelta,
     ChatResult,
+    DiarizationResult,
+    Diarize,
+    EmbedVoice,
     Request,
     SynthesisResult,
     Synthesize,
     Transcribe,
     TranscriptPart,
     TranscriptResult,
+    VoiceResult,
 )
 
 if TYPE_CHECKING:
@@ -179,11 +183,41 @@ class PiperRunner(Runner):
         return {"steps": step.steps}
 
 
+class DiarizationRunner(Runner):
+    """Speaker diarization (``edge_asr.diarization.model``): who spoke when, and the voice in a
+    known speaker's reference clip."""
+
+    requests = frozenset({Diarize, EmbedVoice})
+    modules = ("sherpa_onnx", "edge_asr.diarization.model")
+
+    def __init__(self, spec: ModelSpec, config: Config):
+        from edge_asr.diarization.model import SpeakerDiarizer
+        from edge_asr.runtime.cores import physical_cores
+
+        self.diarizer = SpeakerDiarizer(spec.directory, config.ort_threads or physical_cores())
+
+    def describe(self) -> dict[str, Any]:
+        reason = "sherpa-onnx runs the segmentation and voice models (on its own onnxruntime, CPU only)"
+        return {"runtime": "sherpa-onnx", "runtime_reason": reason, "providers": ["CPUExecutionProvider"]}
+
+    def diarize(self, request: Diarize) -> DiarizationResult:
+        return self.diarizer.diarize(request.audio, request.speakers, request.threshold)
+
+    def embed_voice(self, request: EmbedVoice) -> VoiceResult:
+        return self.diarizer.embed_voice(request.audio)
+
+    def release(self) -> dict[str, Any]:
+        report = self.diarizer.release()
+        del self.diarizer
+        return report
+
+
 RUNNERS: dict[str, type[Runner]] = {
     "whisper": WhisperRunner,
     "onnxruntime-genai": GenaiRunner,
     "llama.cpp": LlamaCppRunner,
     "piper": PiperRunner,
+    "sherpa-onnx": DiarizationRunner,
 }
 
 

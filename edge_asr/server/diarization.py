@@ -1,0 +1,158 @@
+"""``POST /v1/audio/diarization`` (speaches' endpoint: who spoke when, as JSON or RTTM), the
+diarization a transcription asks for (``diarized_json``, ``diarize=true``): the form fields both
+read, and the one way both run the diarization model; and the unit's enrolled voices
+(``/api/speakers``), named in every diarization."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, jsonify, request
+
+from edge_asr.audio import AudioError, decode_audio, decoding_peak_bytes
+from edge_asr.diarization.speakers import diarization_json, rttm, speaker_labels
+from edge_asr.errors import InvalidRequest, SpeakerNotFound
+from edge_asr.lifecycle import result
+from edge_asr.manifest import DEFAULT_MODELS
+from edge_asr.server.bodies import uploaded_audio
+from edge_asr.server.current import audio_budget, enrolled_voices, manager
+from edge_asr.settings import request_keep_alive
+from edge_asr.workers.protocol import DiarizationResult
+
+bp = Blueprint("diarization", __name__)
+
+MAX_SPEAKERS = 20  # num_speakers, at most
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API takes them
+MAX_REFERENCE_SECONDS = 30.0
+THRESHOLD = 0.5  # the clustering's default cosine distance: two voices further apart are two speakers
+
+
+@bp.post("/v1/audio/diarization")
+def diarization() -> Response:
+    form = request.form
+    response_format = form.get("response_format", "json")
+    if response_format not in ("json", "rttm"):
+        raise InvalidRequest(f"response_format must be json or rttm, not {response_format!r}")
+    with ExitStack() as holds:
+        audio = uploaded_audio(holds)
+        found, labels = diarize(audio, holds, form.get("model") or DEFAULT_MODELS["diarization"])
+    if response_format == "rttm":
+        recording = (request.files["file"].filename or "audio").rsplit(".", 1)[0]
+        return Response(rttm(found, labels, recording), mimetype="text/plain")
+    return jsonify(diarization_json(found, labels))
+
+
+def diarize(audio: np.ndarray, holds: ExitStack, model_id: str) -> tuple[DiarizationResult, list[str]]:
+    """The request's diarization of ``audio`` by ``model_id`` (its form's ``num_speakers``,
+    ``threshold`` and known speakers) and each speaker's label. The known speakers' clips are
+    decoded within the audio budget ``holds``."""
+    form = request.form
+    _diarization_model(model_id)
+    speakers = _number(form, "num_speakers", int, 1, MAX_SPEAKERS)
+    threshold = _number(form, "threshold", float, 0.01, 2.0) or THRESHOLD
+    references = _known_speakers(holds)
+    known = enrolled_voices().embeddings()  # a request's own clip of a name outweighs the enrolled voice
+    with manager().lease(model_id, request_keep_alive(form.get("keep_alive"))) as lease:
+        known |= {name: result(lease.embed_voice(clip))["voice"] for name, clip in references.items()}
+        found = result(lease.diarize(audio, speakers, threshold))
+    return found, speaker_labels(found["voices"], known)
+
+
+@bp.get("/api/speakers")
+def speakers() -> Response:
+    return jsonify({"speakers": enrolled_voices().listed()})
+
+
+@bp.post("/api/speakers")
+def enrol() -> Response:
+    """A voice to keep by name (multipart: ``name`` and ``file``, a clip of 2-30 s with at least
+    2 s of that person's speech); the same name again replaces it."""
+    name = request.form.get("name", "")
+    _check_names([name])
+    model_id = request.form.get("model") or DEFAULT_MODELS["diarization"]
+    with ExitStack() as holds:
+        upload = request.files.get("file")
+        if upload is None:
+            raise InvalidRequest("the multipart field 'file' (a clip of the voice) is missing")
+        clip = _clip(f"the clip {upload.filename!r}", upload.read(), holds)
+        with manager().lease(_diarization_model(model_id), request_keep_alive(request.form.get("keep_alive"))) as lease:
+            voice = result(lease.embed_voice(clip))
+    replaced = enrolled_voices().enrol(name, voice["voice"], voice["speech"])
+    return jsonify({"name": name, "speech": voice["speech"], "replaced": replaced})
+
+
+@bp.delete("/api/speakers/<name>")
+def forget(name: str) -> Response:
+    if not enrolled_voices().delete(name):
+        raise SpeakerNotFound(f"no voice is enrolled as {name!r}")
+    return jsonify({"deleted": name})
+
+
+def _diarization_model(model_id: str) -> str:
+    spec = manager().spec(model_id)
+    if spec.task != "diarization":
+        raise InvalidRequest(f"the model {model_id!r} is a {spec.task} model; it cannot tell speakers apart")
+    return model_id
+
+
+def _number(form: Any, key: str, kind: type, low: float, high: float) -> Any:
+    raw = form.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidRequest(f"{key} must be a number from {low} to {high}, not {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{key} must be from {low} to {high}, not {value}")
+    return value
+
+
+def _list(key: str) -> list[str]:
+    return request.form.getlist(f"{key}[]") + request.form.getlist(key)
+
+
+def _known_speakers(holds: ExitStack) -> dict[str, np.ndarray]:
+    """OpenAI's ``known_speaker_names[]`` with ``known_speaker_references[]``: a clip of each
+    speaker as a data URL (``data:audio/wav;base64,...``) or an uploaded file, in the same order."""
+    names = _list("known_speaker_names")
+    clips = [(f"known_speaker_references[{i}]", c.encode()) for i, c in enumerate(_list("known_speaker_references"))]
+    uploads = request.files.getlist("known_speaker_references[]") + request.files.getlist("known_speaker_references")
+    clips += [(f"the reference {u.filename!r}", u.read()) for u in uploads]
+    if len(names) != len(clips):
+        counts = f"{len(names)} known_speaker_names and {len(clips)} known_speaker_references"
+        raise InvalidRequest(f"{counts}: give a reference for each name")
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidRequest(f"at most {MAX_KNOWN_SPEAKERS} known speakers, not {len(names)}")
+    _check_names(names)
+    return {name: _clip(what, data, holds) for name, (what, data) in zip(names, clips, strict=True)}
+
+
+def _check_names(names: list[str]) -> None:
+    if len(set(names)) != len(names) or not all(0 < len(n) <= 64 and n.isprintable() for n in names):
+        raise InvalidRequest("speakers' names must be distinct, printable, of 1 to 64 characters")
+
+
+def _clip(what: str, data: bytes, holds: ExitStack) -> np.ndarray:
+    if data.startswith(b"data:"):
+        head, _, payload = data.partition(b",")
+        if not head.endswith(b";base64"):
+            raise InvalidRequest(f"{what} must be a base64 data URL (data:audio/wav;base64,...)")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            raise InvalidRequest(f"{what} is not valid base64") from None
+    try:
+        source = io.BytesIO(data)
+        holds.enter_context(audio_budget().hold(decoding_peak_bytes(source)))
+        clip = decode_audio(source)
+    except AudioError as e:
+        raise InvalidRequest(f"{what}: {e}") from None
+    if len(clip) > MAX_REFERENCE_SECONDS * 16000:
+        raise InvalidRequest(f"{what} is {len(clip) / 16000:.0f} s long; at most {MAX_REFERENCE_SECONDS:.0f} s")
+    return clip
