@@ -148,7 +148,13 @@ def engines_list(config: Config) -> None:
 @click.option("--language", default=None, help="Spoken language (multilingual models; detected when not given).")
 @click.option("--translate", is_flag=True, help="Translate into English (multilingual models).")
 @click.option("--prompt", default=None, help="Initial prompt / hotwords that bias spelling and vocabulary.")
-@click.option("--format", "fmt", type=click.Choice(RESPONSE_FORMATS), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f for f in RESPONSE_FORMATS if f != "diarized_json"]),  # speakers: the service's
+    default="text",
+    show_default=True,
+)
 @click.option("--beam-size", type=click.IntRange(1, MAX_BEAM), help="Beam width; 1 = greedy (default: the model's).")
 @click.pass_obj
 def transcribe(

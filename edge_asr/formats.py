@@ -69,11 +69,12 @@ def diarized_json(transcript: dict[str, Any]) -> dict[str, Any]:
         "duration": round(transcript["duration"], 3),
         "text": transcript["text"],
         "segments": segments,
-        "usage": _usage(transcript),
+        "usage": usage(transcript),
     }
 
 
-def _usage(transcript: dict[str, Any]) -> dict[str, Any]:
+def usage(transcript: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's usage of a transcription: the audio's seconds, rounded."""
     return {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
 
 
@@ -108,4 +109,4 @@ def render(transcript: dict[str, Any], response_format: str, task: str = "transc
         return json.dumps(verbose_json(transcript, task))
     if response_format == "diarized_json":
         return json.dumps(diarized_json(transcript))
-    return json.dumps({"text": transcript["text"], "usage": _usage(transcript)})
+    return json.dumps({"text": transcript["text"], "usage": usage(transcript)})

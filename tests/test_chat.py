@@ -61,7 +61,6 @@ def test_streamed_text_equals_the_plain_answer(client, model):
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     first = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, seed=1, max_tokens=1)
     assert pieces[0] == first.choices[0].message.content, "the first token's text goes at once, alone"
-    assert len(streamed) > len(pieces[0])  # the rest followed in later chunks
 
 
 def test_a_client_that_leaves_a_stream_stops_the_generation(client, service, model):

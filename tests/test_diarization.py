@@ -6,11 +6,15 @@ in process on the prepared model, then through the service (``/v1/audio/diarizat
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import soundfile
+import soxr
 
 from edge_asr.audio import decode_audio
 from edge_asr.config import Config
@@ -124,8 +128,10 @@ def test_the_error_rate_counts_misses_false_alarms_and_confusion():
 # -- through the service --------------------------------------------------------------------
 
 
-def data_url(audio: np.ndarray) -> str:
-    return "data:audio/wav;base64," + base64.b64encode(wav(audio)).decode()
+def data_url(audio: np.ndarray, rate: int = 16000) -> str:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+    return "data:audio/wav;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_the_diarization_endpoint_answers_json_and_rttm(service: Service, talk, config):
@@ -165,10 +171,11 @@ def test_diarized_json_names_known_speakers_for_the_openai_sdk(service: Service,
 
 
 def test_srt_and_vtt_show_the_speaker_when_asked(service: Service, recording):
-    for response_format, mark in (("srt", "] "), ("vtt", "<v ")):
+    for response_format, mark in (("srt", r"\[(\w+)\] "), ("vtt", r"<v (\w+)>")):
         answer = service.transcribe(wav(recording.audio), response_format=response_format, diarize="true")
         assert answer.ok, answer.text
-        assert answer.text.count(mark) >= 2 and ("[A]" in answer.text or "<v A>" in answer.text)
+        speakers = set(re.findall(mark, answer.text))
+        assert speakers == {"A", "B"}, answer.text
 
 
 @pytest.mark.parametrize(
@@ -189,16 +196,49 @@ def test_srt_and_vtt_show_the_speaker_when_asked(service: Service, recording):
             {"known_speaker_names[]": list("abcde"), "known_speaker_references[]": ["data:,"] * 5},
             "at most 4 known speakers",
         ),
+        ("/v1/audio/diarization", {"known_speaker_names[]": "a/b", "known_speaker_references[]": "data:,"}, "'/'"),
+        ("/v1/audio/transcriptions", {"response_format": "diarized_json", "num_speakers": "0"}, "num_speakers"),
         ("/v1/audio/translations", {"response_format": "diarized_json"}, "speakers come with a transcription"),
         ("/v1/audio/transcriptions", {"response_format": "json", "diarize": "true"}, "speakers come with"),
     ],
-    ids=["format", "speakers", "threshold", "model", "names", "base64", "five-known", "translation", "json"],
+    ids=[
+        "format",
+        "speakers",
+        "threshold",
+        "model",
+        "names",
+        "base64",
+        "five-known",
+        "slash",
+        "transcription-speakers",
+        "translation",
+        "json",
+    ],
 )
-def test_bad_diarization_requests_are_400s(service: Service, recording, path, fields, words):
+def test_bad_diarization_requests_are_400s_before_any_model_works(service: Service, recording, path, fields, words):
     fields = {"model": "whisper-tiny-en"} | fields if path != "/v1/audio/diarization" else fields
     answer = service.post(path, files={"file": ("m.wav", wav(recording.audio[: 16000 * 3]))}, data=fields)
     assert answer.status_code == 400, answer.text
     assert words in answer.json()["error"]["message"]
+    assert service.get("/api/events").json()["events"] == []  # nothing loaded
+
+
+def test_references_pair_with_names_by_kind_and_may_be_long(service: Service, recording, speech):
+    """A 25-s reference at 48 kHz is 3 MB of base64 in one form field; data URLs and files are not
+    mixed (they pair with the names by order)."""
+    clip = soxr.resample(speech["two_cities"][16000 * 5 : 16000 * 30], 16000, 48000).astype(np.float32)
+    long = data_url(clip, 48000)
+    fields = {"known_speaker_names[]": ["reader"], "known_speaker_references[]": [long]}
+    answer = service.post("/v1/audio/diarization", files={"file": ("m.wav", wav(recording.audio))}, data=fields)
+    assert answer.ok, answer.text
+    assert "reader" in {s["speaker"] for s in answer.json()["segments"]}
+    guest = ("g.wav", wav(recording.references["guest"]))
+    mixed = service.post(
+        "/v1/audio/diarization",
+        files={"file": ("m.wav", wav(recording.audio)), "known_speaker_references[]": guest},
+        data={"known_speaker_names[]": ["reader", "guest"], "known_speaker_references[]": [long]},
+    )
+    assert mixed.status_code == 400 and "all as data URLs or all as files" in mixed.json()["error"]["message"]
 
 
 def test_a_silent_reference_is_a_400_and_the_worker_serves_on(service: Service, recording):
@@ -224,7 +264,7 @@ def test_an_enrolled_voice_names_its_speaker_after_a_restart(tmp_path, whisper_s
         service.start()
         assert [v["name"] for v in service.get("/api/speakers").json()["speakers"]] == ["reader"]
         stored = json.loads((tmp_path / "state" / "voices.json").read_text())
-        assert set(stored["reader"]) == {"voice", "speech", "enrolled_at"}  # numbers, never the audio
+        assert set(stored["reader"]) == {"model", "voice", "speech", "enrolled_at"}  # numbers, never the audio
         answer = service.post("/v1/audio/diarization", files={"file": ("m.wav", wav(recording.audio))})
         assert answer.ok and {s["speaker"] for s in answer.json()["segments"]} == {"reader", "A"}
         assert service.delete("/api/speakers/reader").json() == {"deleted": "reader"}
@@ -234,3 +274,18 @@ def test_an_enrolled_voice_names_its_speaker_after_a_restart(tmp_path, whisper_s
         assert nameless.status_code == 400 and "1 to 64 characters" in nameless.json()["error"]["message"]
     finally:
         service.stop()
+
+
+def test_the_pipeline_hands_the_llm_who_said_what(service: Service, recording):
+    fields = {
+        "diarize": "true",
+        "max_tokens": "16",
+        "known_speaker_names[]": ["reader", "guest"],
+        "known_speaker_references[]": [data_url(recording.references[w]) for w in ("reader", "guest")],
+    }
+    answer = service.post("/api/pipeline", files={"file": ("m.wav", wav(recording.audio))}, data=fields)
+    assert answer.ok, answer.text
+    reply = answer.json()
+    assert {s["speaker"] for s in reply["transcript"]["segments"]} == {"reader", "guest"}
+    assert reply["timings"]["diarize_s"] > 0 and reply["output"].strip()
+    assert DIARIZATION in {e["model"] for e in reply["events"] if e["to"] == "ready"}

@@ -30,6 +30,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from edge_asr.config import Config
+from edge_asr.samples import meeting
 from edge_asr.server.web import stream_limit
 from tests.service import LLM, TTS, Service
 
@@ -166,6 +167,22 @@ def test_try_the_whole_chain(browser: WebDriver, tmp_path: Path, clips):
         assert console_errors(browser) == []
     finally:
         service.stop()
+
+
+def test_try_it_shows_who_said_what(browser: WebDriver, page_service: Service, tmp_path: Path, config):
+    """With Speakers ticked, the transcript comes back as a line a turn: the meeting's reader and
+    guest take turns five times."""
+    recording = tmp_path / "meeting.wav"
+    soundfile.write(recording, meeting(config).audio, 16000)
+    open_page(browser, page_service)
+    by_testid(browser, "try-file").send_keys(str(recording))
+    by_testid(browser, "try-speakers").click()
+    browser.find_element(By.ID, "transcribe").click()
+    until(browser, text_of("try-transcript", lambda text: text.count("\n") >= 2), timeout=120)
+    lines = by_testid(browser, "try-transcript").text.splitlines()
+    assert [line.split(":")[0] for line in lines][:3] == ["A", "B", "A"]
+    assert "best of times" in lines[0].lower()
+    assert console_errors(browser) == []
 
 
 def test_the_page_asks_for_the_key_and_says_when_it_is_wrong(browser: WebDriver, tmp_path: Path):

@@ -18,7 +18,7 @@ import sherpa_onnx
 
 from edge_asr.errors import RequestError
 from edge_asr.steps import Steps
-from edge_asr.workers.protocol import DiarizationResult, SpeakerTurn, VoiceResult
+from edge_asr.workers.protocol import SAME_SPEAKER_DISTANCE, DiarizationResult, SpeakerTurn, VoiceResult
 
 RATE = 16000
 MIN_DURATION_ON = 0.3  # seconds: a shorter turn is dropped (sherpa-onnx's examples' values)
@@ -34,7 +34,7 @@ class SpeakerDiarizer:
         self.extractor = sherpa_onnx.SpeakerEmbeddingExtractor(
             sherpa_onnx.SpeakerEmbeddingExtractorConfig(model=str(self.embedding), num_threads=threads)
         )
-        self.pipeline = sherpa_onnx.OfflineSpeakerDiarization(self._config(None, 0.5))
+        self.pipeline = sherpa_onnx.OfflineSpeakerDiarization(self._config(None, SAME_SPEAKER_DISTANCE))
 
     def _config(self, speakers: int | None, threshold: float) -> sherpa_onnx.OfflineSpeakerDiarizationConfig:
         segmentation = sherpa_onnx.OfflineSpeakerSegmentationPyannoteModelConfig(model=str(self.segmentation))
@@ -65,7 +65,7 @@ class SpeakerDiarizer:
     def embed_voice(self, audio: np.ndarray) -> VoiceResult:
         """A known speaker's voice from a reference clip: the speech of its main speaker (the
         segmentation tells speech from silence and from anyone else heard)."""
-        found = self.diarize(audio, None, 0.5)
+        found = self.diarize(audio, None, SAME_SPEAKER_DISTANCE)
         speech = [0.0] * len(found["voices"])
         for turn in found["turns"]:
             speech[turn["speaker"]] += turn["end"] - turn["start"]

@@ -34,11 +34,16 @@ from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.supervisor import Supervisor
 from edge_asr.telemetry import Metrics
 
+# A form field that is not a file (a known speaker's clip as a data URL: 30 s of 48-kHz stereo is
+# 7.7 MB in base64) is read into memory; the whole body stays within max_upload_bytes.
+FORM_FIELD_BYTES = 16 * 1024 * 1024
+
 
 def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     """The app, its manager and its supervisor (started by whoever serves the app)."""
     app = Flask("edge_asr", static_folder=None)  # the page's files are the web blueprint's
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = FORM_FIELD_BYTES
     manager = manager or ModelManager.create(config)
     supervisor = Supervisor(manager, config)
     app.extensions["edge_asr.config"] = config

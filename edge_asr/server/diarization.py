@@ -9,27 +9,27 @@ import base64
 import binascii
 import io
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from edge_asr.audio import AudioError, decode_audio, decoding_peak_bytes
+from edge_asr.audio import SAMPLE_RATE, AudioError, decode_audio, decoding_peak_bytes
 from edge_asr.diarization.speakers import diarization_json, rttm, speaker_labels
 from edge_asr.errors import InvalidRequest, SpeakerNotFound
-from edge_asr.lifecycle import result
+from edge_asr.lifecycle import ModelManager, result
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.current import audio_budget, enrolled_voices, manager
 from edge_asr.settings import request_keep_alive
-from edge_asr.workers.protocol import DiarizationResult
+from edge_asr.workers.protocol import SAME_SPEAKER_DISTANCE, DiarizationResult
 
 bp = Blueprint("diarization", __name__)
 
 MAX_SPEAKERS = 20  # num_speakers, at most
 MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API takes them
 MAX_REFERENCE_SECONDS = 30.0
-THRESHOLD = 0.5  # the clustering's default cosine distance: two voices further apart are two speakers
 
 
 @bp.post("/v1/audio/diarization")
@@ -40,26 +40,44 @@ def diarization() -> Response:
         raise InvalidRequest(f"response_format must be json or rttm, not {response_format!r}")
     with ExitStack() as holds:
         audio = uploaded_audio(holds)
-        found, labels = diarize(audio, holds, form.get("model") or DEFAULT_MODELS["diarization"])
+        asked = speakers_asked(holds, form.get("model") or DEFAULT_MODELS["diarization"])
+        found, labels = diarize(manager(), asked, audio, request_keep_alive(form.get("keep_alive")))
     if response_format == "rttm":
         recording = (request.files["file"].filename or "audio").rsplit(".", 1)[0]
         return Response(rttm(found, labels, recording), mimetype="text/plain")
     return jsonify(diarization_json(found, labels))
 
 
-def diarize(audio: np.ndarray, holds: ExitStack, model_id: str) -> tuple[DiarizationResult, list[str]]:
-    """The request's diarization of ``audio`` by ``model_id`` (its form's ``num_speakers``,
-    ``threshold`` and known speakers) and each speaker's label. The known speakers' clips are
-    decoded within the audio budget ``holds``."""
+@dataclass(frozen=True)
+class SpeakersAsked:
+    """What a request asks of the diarization, read from its form (in the request, so that a
+    stream's steps can run it after the request's context is gone)."""
+
+    model: str
+    speakers: int | None  # None: the threshold decides
+    threshold: float
+    references: dict[str, np.ndarray]  # known speakers' clips
+    enrolled: dict[str, list[float]]  # the unit's enrolled voices
+
+
+def speakers_asked(holds: ExitStack, model_id: str) -> SpeakersAsked:
+    """The form's ``num_speakers``, ``threshold`` and known speakers for ``model_id``; the known
+    speakers' clips are decoded within the audio budget ``holds``."""
     form = request.form
     _diarization_model(model_id)
     speakers = _number(form, "num_speakers", int, 1, MAX_SPEAKERS)
-    threshold = _number(form, "threshold", float, 0.01, 2.0) or THRESHOLD
-    references = _known_speakers(holds)
-    known = enrolled_voices().embeddings()  # a request's own clip of a name outweighs the enrolled voice
-    with manager().lease(model_id, request_keep_alive(form.get("keep_alive"))) as lease:
-        known |= {name: result(lease.embed_voice(clip))["voice"] for name, clip in references.items()}
-        found = result(lease.diarize(audio, speakers, threshold))
+    threshold = _number(form, "threshold", float, 0.01, 2.0) or SAME_SPEAKER_DISTANCE
+    return SpeakersAsked(model_id, speakers, threshold, _known_speakers(holds), enrolled_voices().embeddings(model_id))
+
+
+def diarize(
+    manager: ModelManager, asked: SpeakersAsked, audio: np.ndarray, keep_alive: float | None
+) -> tuple[DiarizationResult, list[str]]:
+    """Who spoke when in ``audio``, and each speaker's label (a request's own clip of a name
+    outweighs the enrolled voice of that name)."""
+    with manager.lease(asked.model, keep_alive) as lease:
+        known = asked.enrolled | {name: result(lease.embed_voice(c))["voice"] for name, c in asked.references.items()}
+        found = result(lease.diarize(audio, asked.speakers, asked.threshold))
     return found, speaker_labels(found["voices"], known)
 
 
@@ -82,7 +100,7 @@ def enrol() -> Response:
         clip = _clip(f"the clip {upload.filename!r}", upload.read(), holds)
         with manager().lease(_diarization_model(model_id), request_keep_alive(request.form.get("keep_alive"))) as lease:
             voice = result(lease.embed_voice(clip))
-    replaced = enrolled_voices().enrol(name, voice["voice"], voice["speech"])
+    replaced = enrolled_voices().enrol(name, model_id, voice["voice"], voice["speech"])
     return jsonify({"name": name, "speech": voice["speech"], "replaced": replaced})
 
 
@@ -123,6 +141,8 @@ def _known_speakers(holds: ExitStack) -> dict[str, np.ndarray]:
     names = _list("known_speaker_names")
     clips = [(f"known_speaker_references[{i}]", c.encode()) for i, c in enumerate(_list("known_speaker_references"))]
     uploads = request.files.getlist("known_speaker_references[]") + request.files.getlist("known_speaker_references")
+    if clips and uploads:
+        raise InvalidRequest("known_speaker_references: send all as data URLs or all as files (they pair by order)")
     clips += [(f"the reference {u.filename!r}", u.read()) for u in uploads]
     if len(names) != len(clips):
         counts = f"{len(names)} known_speaker_names and {len(clips)} known_speaker_references"
@@ -134,8 +154,8 @@ def _known_speakers(holds: ExitStack) -> dict[str, np.ndarray]:
 
 
 def _check_names(names: list[str]) -> None:
-    if len(set(names)) != len(names) or not all(0 < len(n) <= 64 and n.isprintable() for n in names):
-        raise InvalidRequest("speakers' names must be distinct, printable, of 1 to 64 characters")
+    if len(set(names)) != len(names) or not all(0 < len(n) <= 64 and n.isprintable() and "/" not in n for n in names):
+        raise InvalidRequest("speakers' names must be distinct, printable, of 1 to 64 characters, without '/'")
 
 
 def _clip(what: str, data: bytes, holds: ExitStack) -> np.ndarray:
@@ -153,6 +173,6 @@ def _clip(what: str, data: bytes, holds: ExitStack) -> np.ndarray:
         clip = decode_audio(source)
     except AudioError as e:
         raise InvalidRequest(f"{what}: {e}") from None
-    if len(clip) > MAX_REFERENCE_SECONDS * 16000:
-        raise InvalidRequest(f"{what} is {len(clip) / 16000:.0f} s long; at most {MAX_REFERENCE_SECONDS:.0f} s")
+    if len(clip) > MAX_REFERENCE_SECONDS * SAMPLE_RATE:
+        raise InvalidRequest(f"{what} is {len(clip) / SAMPLE_RATE:.0f} s long; at most {MAX_REFERENCE_SECONDS:.0f} s")
     return clip

@@ -8,7 +8,7 @@ import json
 import logging
 import math
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge_asr.errors import PayloadTooLarge, QueueFull, ServiceError
@@ -38,8 +38,11 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(e: RequestEntityTooLarge) -> Response:
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        err = PayloadTooLarge(f"the upload is larger than the limit of {format_size(limit)}")
+        limit, field = app.config["MAX_CONTENT_LENGTH"], app.config["MAX_FORM_MEMORY_SIZE"]
+        if (request.content_length or 0) <= limit:  # the body fits: one of its form fields does not
+            err = PayloadTooLarge(f"a form field is larger than {format_size(field)}; send long data as a file")
+        else:
+            err = PayloadTooLarge(f"the upload is larger than the limit of {format_size(limit)}")
         return error_response(err.status, err.message, err.type, err.code)
 
     @app.errorhandler(HTTPException)

@@ -9,6 +9,7 @@ step before the next loads, and the reply lists the lifecycle events the request
 
     {"type": "pipeline.stage", "stage": "transcribing", "model": ...}
     {"type": "transcript.text.delta", "delta": ...}          one per segment
+    {"type": "pipeline.stage", "stage": "diarizing", "model": ...}   with diarize=true
     {"type": "pipeline.stage", "stage": "swapping", "model": ...}    when the next model must load
     {"type": "pipeline.stage", "stage": "generating", "model": ...}
     {"type": "output.text.delta", "delta": ...}              as tokens are generated
@@ -29,12 +30,14 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.choices import requested_voice, transcription_options
+from edge_asr.diarization.speakers import who_said_what, with_speakers
 from edge_asr.errors import InvalidRequest, ServiceError
 from edge_asr.lifecycle import ModelManager
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.checks import flag, transcription_request
 from edge_asr.server.current import manager
+from edge_asr.server.diarization import SpeakersAsked, diarize, speakers_asked
 from edge_asr.server.sse import error_event, event, relay, stream_response, text_deltas
 from edge_asr.settings import request_keep_alive
 from edge_asr.tts import MAX_INPUT_CHARS, Voice, encode
@@ -73,7 +76,10 @@ def pipeline() -> Response:
         "keep_alive": request_keep_alive(request.form.get("keep_alive")),  # for every model
     }
     with ExitStack() as holds:
-        steps = _steps(manager(), uploaded_audio(holds), **options)
+        audio = uploaded_audio(holds)
+        diarization = request.form.get("diarization_model") or DEFAULT_MODELS["diarization"]
+        options["speakers"] = speakers_asked(holds, diarization) if flag(request.form, "diarize") else None
+        steps = _steps(manager(), audio, **options)
         if flag(request.form, "stream"):
             return stream_response(_sse(steps), holds.pop_all())
         *_, done = steps
@@ -100,18 +106,27 @@ def _steps(
     transcription: TranscriptionOptions,
     voice: Voice | None,
     keep_alive: float | None,
+    speakers: SpeakersAsked | None,
 ) -> Generator[dict[str, Any], None, None]:
     """The pipeline as it happens: progress events, the last one ``pipeline.done`` with the whole
-    result."""
+    result. With ``speakers``, the LLM reads the transcript as lines of who said what."""
     since, start = time.time(), time.monotonic()
     yield {"type": "pipeline.stage", "stage": "transcribing", "model": asr_model}
     with manager.lease(asr_model, keep_alive) as lease:
-        manager.prefetch([llm_model, *([voice.model] if voice else [])])  # where they fit: loading meanwhile
+        following = [*([speakers.model] if speakers else []), llm_model, *([voice.model] if voice else [])]
+        manager.prefetch(following)  # where they fit: loading meanwhile
         transcript = yield from relay(lease.transcribe(audio, transcription), text_deltas())
+    text, said, heard = transcript["text"], {}, time.monotonic()
+    if speakers is not None:
+        yield {"type": "pipeline.stage", "stage": "diarizing", "model": speakers.model}
+        found, labels = diarize(manager, speakers, audio, keep_alive)
+        segments = with_speakers(transcript["segments"], found["turns"], labels)
+        said = {"segments": [{k: s[k] for k in ("start", "end", "text", "speaker")} for s in segments]}
+        text = who_said_what(segments)
     transcribed = time.monotonic()
     if manager.status(llm_model)["state"] != "ready":
         yield {"type": "pipeline.stage", "stage": "swapping", "model": llm_model}
-    messages = [{"role": "system", "content": instruction}, {"role": "user", "content": transcript["text"]}]
+    messages = [{"role": "system", "content": instruction}, {"role": "user", "content": text}]
     with manager.lease(llm_model, keep_alive) as lease:
         loaded = time.monotonic()
         yield {"type": "pipeline.stage", "stage": "generating", "model": llm_model}
@@ -119,7 +134,8 @@ def _steps(
         answer = yield from relay(chat, lambda part: [{"type": "output.text.delta", "delta": part["delta"]}])
     done = time.monotonic()
     timings = {
-        "transcribe_s": round(transcribed - start, 3),
+        "transcribe_s": round(heard - start, 3),
+        **({"diarize_s": round(transcribed - heard, 3)} if speakers is not None else {}),
         "swap_s": round(loaded - transcribed, 3),
         "generate_s": round(done - loaded, 3),
     }
@@ -128,7 +144,7 @@ def _steps(
         spoken = yield from _speak(manager, voice, answer["text"], keep_alive, timings)
     yield {
         "type": "pipeline.done",
-        "transcript": {k: transcript[k] for k in ("text", "duration", "language", "language_probability")},
+        "transcript": {k: transcript[k] for k in ("text", "duration", "language", "language_probability")} | said,
         "output": answer["text"],
         "finish_reason": answer["finish_reason"],
         **({"audio": spoken} if spoken is not None else {}),

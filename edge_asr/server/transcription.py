@@ -11,13 +11,13 @@ from flask import Blueprint, Response, request
 from edge_asr.choices import Task, transcription_options
 from edge_asr.diarization.speakers import with_speakers
 from edge_asr.errors import InvalidRequest, ServiceError
-from edge_asr.formats import DIARIZED_FORMATS, MIME_TYPES, RESPONSE_FORMATS, render
+from edge_asr.formats import DIARIZED_FORMATS, MIME_TYPES, RESPONSE_FORMATS, render, usage
 from edge_asr.lifecycle import Lease, result
 from edge_asr.manifest import DEFAULT_MODELS
 from edge_asr.server.bodies import uploaded_audio
 from edge_asr.server.checks import flag, transcription_request
 from edge_asr.server.current import manager
-from edge_asr.server.diarization import diarize
+from edge_asr.server.diarization import diarize, speakers_asked
 from edge_asr.server.sse import error_event, event, relay, stream_response, text_deltas
 from edge_asr.settings import request_keep_alive
 from edge_asr.workers.protocol import TranscriptionOptions
@@ -65,10 +65,14 @@ def _speech_to_text(task: Task) -> Response:
         if stream:
             lease = holds.enter_context(manager().lease(model_id, keep_alive))
             return stream_response(_sse(lease, audio, options), holds.pop_all())
+        diarization = form.get("diarization_model") or DEFAULT_MODELS["diarization"]
+        asked = speakers_asked(holds, diarization) if speakers else None  # checked before any model works
         with manager().lease(model_id, keep_alive) as lease:  # given back before the diarization's
+            if asked is not None:
+                manager().prefetch([asked.model])  # loading meanwhile, where it fits beside
             transcript = result(lease.transcribe(audio, options))
-        if speakers:
-            found, labels = diarize(audio, holds, form.get("diarization_model") or DEFAULT_MODELS["diarization"])
+        if asked is not None:
+            found, labels = diarize(manager(), asked, audio, keep_alive)
             transcript["segments"] = with_speakers(transcript["segments"], found["turns"], labels)
     return Response(render(transcript, response_format, task), mimetype=MIME_TYPES[response_format])
 
@@ -79,7 +83,6 @@ def _sse(lease: Lease, audio: np.ndarray, options: TranscriptionOptions) -> Iter
     try:
         deltas = text_deltas()
         transcript = yield from relay(lease.transcribe(audio, options), lambda part: map(event, deltas(part)))
-        usage = {"type": "duration", "seconds": round(transcript["duration"] + 0.5)}
-        yield event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage})
+        yield event({"type": "transcript.text.done", "text": transcript["text"], "usage": usage(transcript)})
     except ServiceError as e:
         yield error_event(e)

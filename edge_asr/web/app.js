@@ -567,8 +567,20 @@ $("transcribe").addEventListener("click", () => chainStep(async () => {
   const form = new FormData();
   form.append("file", audio, file ? file.name : "recording.wav");
   form.append("model", $("try-asr").value);
-  form.append("stream", "true");
   $("try-transcript").textContent = "";
+  if ($("try-speakers").checked) {  // who said what: a line a turn, which the LLM reads as it is
+    form.append("response_format", "diarized_json");
+    const reply = await (await api("/v1/audio/transcriptions", { method: "POST", body: form })).json();
+    const turns = [];
+    for (const s of reply.segments) {
+      const last = turns[turns.length - 1];
+      if (last && last.speaker === s.speaker) last.text += ` ${s.text.trim()}`;
+      else turns.push({ speaker: s.speaker, text: s.text.trim() });
+    }
+    $("try-transcript").textContent = turns.map((t) => `${t.speaker}: ${t.text}`).join("\n");
+    return;
+  }
+  form.append("stream", "true");
   const response = await api("/v1/audio/transcriptions", { method: "POST", body: form });
   await readEvents(response, (e) => {
     if (e.type === "transcript.text.delta") $("try-transcript").textContent += e.delta;

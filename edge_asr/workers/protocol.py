@@ -153,6 +153,10 @@ class Synthesize(Request[AudioPart, SynthesisResult]):
     speed: float = 1.0
 
 
+# The clustering's default: two voices further apart than this cosine distance are two people.
+SAME_SPEAKER_DISTANCE = 0.5
+
+
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
 class Diarize(Request[None, DiarizationResult]):
     """Who spoke when. ``speakers``: how many there are, when known; else the clustering's
@@ -161,7 +165,7 @@ class Diarize(Request[None, DiarizationResult]):
     method: ClassVar[str] = "diarize"
     audio: np.ndarray  # 16 kHz mono float32
     speakers: int | None = None
-    threshold: float = 0.5
+    threshold: float = SAME_SPEAKER_DISTANCE
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
