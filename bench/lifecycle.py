@@ -7,9 +7,9 @@
     the sessions; each also with the spare worker off (``EDGE_ASR_SPARE_WORKER=0``: a new process
     per wake, as before it existed). The spare worker's own memory is printed too;
 (b) HTTP overhead: a warm transcription through the service versus the library in-process;
-(c) N load/use/unload cycles through the API, of Whisper and of the LLM on each runtime
-    (llama.cpp, onnxruntime-genai): available memory at the end against the start (polled up
-    to 60 s: this VM returns freed pages lazily), workers left, time per cycle.
+(c) N load/use/unload cycles through the API, of Whisper, of the LLM on each runtime (llama.cpp,
+    onnxruntime-genai) and of the diarization model: available memory at the end against the
+    start (polled up to 60 s: this VM returns freed pages lazily), workers left, time per cycle.
 
 usage: python -m bench.lifecycle [--cycles 200] [--repeats 5]   (from the repo root, after `source scripts/env.sh`)
 """
@@ -33,13 +33,15 @@ import requests
 from bench._timing import median_time
 from edge_asr.audio import decode_audio
 from edge_asr.config import load_config
-from edge_asr.manifest import get_model
+from edge_asr.manifest import DEFAULT_MODELS, get_model
 from edge_asr.samples import sample_clips
 from edge_asr.vad import SileroVad
 from edge_asr.whisper.model import WhisperModel
 from edge_asr.whisper.transcribe import transcribe
 from edge_asr.workers.protocol import Chat, ChatOptions, Synthesize
 from tests.service import ASR, CHAT_MODELS, LLM, TTS, Service, available, settled_available, wait_for
+
+DIARIZATION = DEFAULT_MODELS["diarization"]
 
 FRESH_PROCESS = """
 import pickle, sys, time
@@ -201,6 +203,7 @@ def main() -> None:
             chat = {"messages": MESSAGES, "max_tokens": 16, "temperature": 0}
             use = {ASR: lambda: service.transcribe(data)}
             use |= {m: partial(service.post, "/v1/chat/completions", json={"model": m, **chat}) for m in CHAT_MODELS}
+            use[DIARIZATION] = partial(service.post, "/v1/audio/diarization", files={"file": ("clip.wav", data)})
             for model, request in use.items():
                 cycles(service, model, request, args.cycles)
         finally:
