@@ -71,11 +71,11 @@ def speakers_asked(holds: ExitStack, model_id: str) -> SpeakersAsked:
 
 
 def diarize(
-    manager: ModelManager, asked: SpeakersAsked, audio: np.ndarray, keep_alive: float | None
+    models: ModelManager, asked: SpeakersAsked, audio: np.ndarray, keep_alive: float | None
 ) -> tuple[DiarizationResult, list[str]]:
     """Who spoke when in ``audio``, and each speaker's label (a request's own clip of a name
     outweighs the enrolled voice of that name)."""
-    with manager.lease(asked.model, keep_alive) as lease:
+    with models.lease(asked.model, keep_alive) as lease:
         known = asked.enrolled | {name: result(lease.embed_voice(c))["voice"] for name, c in asked.references.items()}
         found = result(lease.diarize(audio, asked.speakers, asked.threshold))
     return found, speaker_labels(found["voices"], known)
