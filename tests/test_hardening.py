@@ -41,6 +41,10 @@ def guarded_calls(wav: bytes) -> list[tuple[str, str, dict, int]]:
         ("GET", "/v1/models", {}, 200),
         ("POST", "/v1/audio/transcriptions", audio, 200),
         ("POST", "/v1/audio/translations", audio, 400),
+        ("POST", "/v1/audio/diarization", {"files": {"file": ("a.wav", wav)}}, 200),
+        ("GET", "/api/speakers", {}, 200),
+        ("POST", "/api/speakers", {"files": {"file": ("a.wav", wav)}, "data": {"name": "ann"}}, 200),
+        ("DELETE", "/api/speakers/<name>", {}, 404),  # nobody of that name: refused past the key
         ("POST", "/v1/chat/completions", {"json": chat}, 200),
         ("POST", "/v1/audio/speech", {"json": {"model": "piper-joe-en", "input": "Hi."}}, 200),
         ("GET", "/v1/audio/voices", {}, 200),
@@ -77,7 +81,7 @@ def test_the_api_key_guards_every_endpoint_but_healthz_and_the_page(tmp_path, wh
     svc = Service(tmp_path / "state", EDGE_ASR_API_KEY=",".join(KEYS)).start()
     try:
         for method, rule, kw, status in guarded_calls(clips["beckett"].read_bytes()):
-            path = rule.replace("<model_id>", ASR)
+            path = rule.replace("<model_id>", ASR).replace("<name>", "nobody")
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEYS[0]}"}):
                 with requests.request(method, svc.url + path, headers=headers, timeout=60, **kw) as refused:
                     assert status_of(refused) == (401, "invalid_api_key"), (method, path, headers)
