@@ -49,7 +49,7 @@ def test_transcription_json_and_text(service: Service, clips):
 def test_models_listing_and_lifecycle_contract(service: Service, clips):
     assert service.get("/healthz").json() == {"status": "ok"}
     ids = [m["id"] for m in service.get("/v1/models").json()["data"]]
-    assert ids == ["whisper-tiny-en", "whisper-base", *CHAT_MODELS, "piper-joe-en"]
+    assert ids == ["whisper-tiny-en", "whisper-base", *CHAT_MODELS, "piper-joe-en", "diarization-pyannote-campplus"]
     before = service.model()
     assert before["state"] == "unloaded" and set(before) >= MODEL_FIELDS
     assert before["runtime_preferred"] == "tensorrt" and before["runtime"] is None

@@ -37,7 +37,7 @@ from wyoming.tts import (
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from edge_asr.evaluation import word_error_rate
-from edge_asr.samples import REFERENCES
+from edge_asr.samples import REFERENCES, audible_interval
 from tests.service import ASR, CHAT_MODELS, LLM, TTS, Service, assert_within_budget, turns_in_budget, wait_for
 
 ADVERTISED = f"edge-asr-test-{os.getpid()}"  # unique among test runs on this machine
@@ -204,7 +204,7 @@ def test_the_server_hears_the_end_of_a_command_with_vad_sensitivity(unit: Servic
     transcript = next(Transcript.from_event(e) for _, e in received if Transcript.is_type(e.type))
     assert word_error_rate(REFERENCES["beckett"], transcript.text) < 0.1
     heard_at = next(at for at, e in received if TranscriptStop.is_type(e.type))
-    speech_ends, last_chunk = sent[1] + len(speech["beckett"]) / 16000, sent[-3]
+    speech_ends, last_chunk = sent[1] + audible_interval(speech["beckett"])[1], sent[-3]  # its last sound
     assert speech_ends + 1.25 < heard_at < last_chunk, (heard_at - speech_ends, last_chunk - speech_ends)
     assert not any(Error.is_type(e.type) for _, e in received)  # audio after the end, and its stop: no error
 
