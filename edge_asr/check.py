@@ -314,8 +314,6 @@ def _speak(worker: Any, sample: dict[str, Any]) -> str:
 def _transcribe(worker: Any, sample: dict[str, Any]) -> str:
     """The voice's reading of the sample, transcribed; without one (no voice prepared, or it
     failed), two seconds of silence, which must come back as no text."""
-    import soxr
-
     from edge_asr.workers.protocol import Transcribe
 
     if "speech" not in sample:
@@ -323,8 +321,7 @@ def _transcribe(worker: Any, sample: dict[str, Any]) -> str:
         if text.strip():
             raise Failed(f"heard {text!r} in silence")
         return "no voice spoke a sample: two seconds of silence, transcribed as silence"
-    audio = soxr.resample(sample["speech"], sample["rate"], 16000).astype(np.float32)
-    text = _result(worker.run(Transcribe(audio)))["text"]
+    text = _result(worker.run(Transcribe(_sample_speech(sample))))["text"]
     words = re.findall(r"[a-z]+", SAMPLE_TEXT.lower())
     heard = set(re.findall(r"[a-z]+", text.lower()))
     share = sum(w in heard for w in words) / len(words)
@@ -335,18 +332,23 @@ def _transcribe(worker: Any, sample: dict[str, Any]) -> str:
 
 def _diarize(worker: Any, sample: dict[str, Any]) -> str:
     """The voice's reading of the sample is one speaker; without one, silence is none."""
-    import soxr
-
     from edge_asr.workers.protocol import Diarize
 
     spoken = "speech" in sample
-    audio = soxr.resample(sample["speech"], sample["rate"], 16000) if spoken else np.zeros(32000)
+    audio = _sample_speech(sample) if spoken else np.zeros(32000, np.float32)
     began = time.perf_counter()
-    found = _result(worker.run(Diarize(audio.astype(np.float32))))
+    found = _result(worker.run(Diarize(audio)))
     took = time.perf_counter() - began
     if len(found["voices"]) != (1 if spoken else 0):
         raise Failed(f"found {len(found['voices'])} speakers in {'one voice' if spoken else 'silence'}")
     return f"found {'one speaker in the spoken sample' if spoken else 'no speaker in silence'} in {took:.2f} s"
+
+
+def _sample_speech(sample: dict[str, Any]) -> np.ndarray:
+    """The voice's reading of the sample at the 16 kHz the speech models take."""
+    import soxr
+
+    return soxr.resample(sample["speech"], sample["rate"], 16000).astype(np.float32)
 
 
 def _chat(worker: Any, sample: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 windows (complete linkage on cosine distance: ``threshold``, or a known number of speakers).
 
 Each speaker's voice is then embedded once more from all of its speech (up to ``VOICE_SPEECH``
-seconds), so that the front can name it against known speakers' voices (``speakers.name_voices``).
+seconds), so that the front can name it against known speakers' voices (``speakers.speaker_labels``).
 sherpa-onnx runs on the onnxruntime it bundles, on the CPU (it has no build for a Jetson's GPU).
 """
 
@@ -29,11 +29,12 @@ MIN_REFERENCE_SPEECH = 2.0  # seconds of speech a known speaker's reference clip
 
 class SpeakerDiarizer:
     def __init__(self, folder: Path, threads: int):
-        self.segmentation, self.embedding = folder / "segmentation.onnx", folder / "embedding.onnx"
-        self.threads = threads
-        self.extractor = sherpa_onnx.SpeakerEmbeddingExtractor(
-            sherpa_onnx.SpeakerEmbeddingExtractorConfig(model=str(self.embedding), num_threads=threads)
+        self.segmentation, self.threads = folder / "segmentation.onnx", threads
+        self.embedding = sherpa_onnx.SpeakerEmbeddingExtractorConfig(
+            model=str(folder / "embedding.onnx"), num_threads=threads
         )
+        # the pipeline embeds with a session of its own, out of reach: voices need this second one
+        self.extractor = sherpa_onnx.SpeakerEmbeddingExtractor(self.embedding)
         self.pipeline = sherpa_onnx.OfflineSpeakerDiarization(self._config(None, SAME_SPEAKER_DISTANCE))
 
     def _config(self, speakers: int | None, threshold: float) -> sherpa_onnx.OfflineSpeakerDiarizationConfig:
@@ -42,7 +43,7 @@ class SpeakerDiarizer:
             segmentation=sherpa_onnx.OfflineSpeakerSegmentationModelConfig(
                 pyannote=segmentation, num_threads=self.threads
             ),
-            embedding=sherpa_onnx.SpeakerEmbeddingExtractorConfig(model=str(self.embedding), num_threads=self.threads),
+            embedding=self.embedding,
             clustering=sherpa_onnx.FastClusteringConfig(num_clusters=speakers or -1, threshold=threshold),
             min_duration_on=MIN_DURATION_ON,
             min_duration_off=MIN_DURATION_OFF,
@@ -69,8 +70,8 @@ class SpeakerDiarizer:
         speech = [0.0] * len(found["voices"])
         for turn in found["turns"]:
             speech[turn["speaker"]] += turn["end"] - turn["start"]
-        if max(speech, default=0.0) < MIN_REFERENCE_SPEECH:
-            heard = max(speech, default=0.0)
+        heard = max(speech, default=0.0)
+        if heard < MIN_REFERENCE_SPEECH:
             raise RequestError(
                 f"the reference clip holds {heard:.1f} s of speech; a voice needs at least {MIN_REFERENCE_SPEECH:.0f} s"
             )

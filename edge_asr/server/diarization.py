@@ -40,7 +40,7 @@ def diarization() -> Response:
         raise InvalidRequest(f"response_format must be json or rttm, not {response_format!r}")
     with ExitStack() as holds:
         audio = uploaded_audio(holds)
-        asked = speakers_asked(holds, form.get("model") or DEFAULT_MODELS["diarization"])
+        asked = speakers_asked(holds, "model")
         found, labels = diarize(manager(), asked, audio, request_keep_alive(form.get("keep_alive")))
     if response_format == "rttm":
         recording = (request.files["file"].filename or "audio").rsplit(".", 1)[0]
@@ -60,11 +60,11 @@ class SpeakersAsked:
     enrolled: dict[str, list[float]]  # the unit's enrolled voices
 
 
-def speakers_asked(holds: ExitStack, model_id: str) -> SpeakersAsked:
-    """The form's ``num_speakers``, ``threshold`` and known speakers for ``model_id``; the known
-    speakers' clips are decoded within the audio budget ``holds``."""
+def speakers_asked(holds: ExitStack, model_field: str) -> SpeakersAsked:
+    """The form's diarization model (its field ``model_field``), ``num_speakers``, ``threshold`` and
+    known speakers; the known speakers' clips are decoded within the audio budget ``holds``."""
     form = request.form
-    _diarization_model(model_id)
+    model_id = _diarization_model(form.get(model_field) or DEFAULT_MODELS["diarization"])
     speakers = _number(form, "num_speakers", int, 1, MAX_SPEAKERS)
     threshold = _number(form, "threshold", float, 0.01, 2.0) or SAME_SPEAKER_DISTANCE
     return SpeakersAsked(model_id, speakers, threshold, _known_speakers(holds), enrolled_voices().embeddings(model_id))

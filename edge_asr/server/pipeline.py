@@ -77,8 +77,7 @@ def pipeline() -> Response:
     }
     with ExitStack() as holds:
         audio = uploaded_audio(holds)
-        diarization = request.form.get("diarization_model") or DEFAULT_MODELS["diarization"]
-        options["speakers"] = speakers_asked(holds, diarization) if flag(request.form, "diarize") else None
+        options["speakers"] = speakers_asked(holds, "diarization_model") if flag(request.form, "diarize") else None
         steps = _steps(manager(), audio, **options)
         if flag(request.form, "stream"):
             return stream_response(_sse(steps), holds.pop_all())

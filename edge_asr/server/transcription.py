@@ -65,8 +65,7 @@ def _speech_to_text(task: Task) -> Response:
         if stream:
             lease = holds.enter_context(manager().lease(model_id, keep_alive))
             return stream_response(_sse(lease, audio, options), holds.pop_all())
-        diarization = form.get("diarization_model") or DEFAULT_MODELS["diarization"]
-        asked = speakers_asked(holds, diarization) if speakers else None  # checked before any model works
+        asked = speakers_asked(holds, "diarization_model") if speakers else None  # checked before any model works
         with manager().lease(model_id, keep_alive) as lease:  # given back before the diarization's
             if asked is not None:
                 manager().prefetch([asked.model])  # loading meanwhile, where it fits beside
