@@ -339,8 +339,8 @@ def _diarize(worker: Any, sample: dict[str, Any]) -> str:
     began = time.perf_counter()
     found = _result(worker.run(Diarize(audio)))
     took = time.perf_counter() - began
-    if len(found["voices"]) != (1 if spoken else 0):
-        raise Failed(f"found {len(found['voices'])} speakers in {'one voice' if spoken else 'silence'}")
+    if found["speakers"] != (1 if spoken else 0):
+        raise Failed(f"found {found['speakers']} speakers in {'one voice' if spoken else 'silence'}")
     return f"found {'one speaker in the spoken sample' if spoken else 'no speaker in silence'} in {took:.2f} s"
 
 

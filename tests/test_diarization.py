@@ -25,6 +25,7 @@ from edge_asr.diarization.speakers import speaker_labels, with_speakers
 from edge_asr.errors import RequestError
 from edge_asr.manifest import DEFAULT_MODELS, get_model
 from edge_asr.samples import Meeting, conversation, meeting
+from edge_asr.workers.protocol import DiarizationResult
 from tests.service import Service, wav
 
 DIARIZATION = DEFAULT_MODELS["diarization"]
@@ -66,28 +67,28 @@ def labelled(found: dict, labels: list[str]) -> list[tuple[float, float, str]]:
 def test_the_conversation_is_told_apart(diarizer, talk):
     audio, truth = talk
     found = diarizer.diarize(audio, None, 0.5)
-    assert len(found["voices"]) == 2
-    assert diarization_error_rate(truth, labelled(found, speaker_labels(found["voices"], {}))) <= BAR
+    assert found["speakers"] == 2 and found["voices"] == []  # none asked for
+    assert diarization_error_rate(truth, labelled(found, speaker_labels(found, {}))) <= BAR
 
 
 def test_the_meeting_is_told_apart(diarizer, recording):
-    found = diarizer.diarize(recording.audio, None, 0.5)
-    assert len(found["voices"]) == 2
-    assert diarization_error_rate(recording.turns, labelled(found, speaker_labels(found["voices"], {}))) <= BAR
+    found = diarizer.diarize(recording.audio, None, 0.5, voices=True)
+    assert found["speakers"] == len(found["voices"]) == 2
+    assert diarization_error_rate(recording.turns, labelled(found, speaker_labels(found, {}))) <= BAR
     assert all(abs(np.linalg.norm(v) - 1) < 1e-3 for v in found["voices"])
 
 
 def test_a_number_of_speakers_given_is_kept(diarizer, talk):
     audio, truth = talk
     found = diarizer.diarize(audio, 2, 0.01)  # a threshold that alone would split every window's voice
-    assert len(found["voices"]) == 2
-    assert diarization_error_rate(truth, labelled(found, speaker_labels(found["voices"], {}))) <= BAR
+    assert found["speakers"] == 2
+    assert diarization_error_rate(truth, labelled(found, speaker_labels(found, {}))) <= BAR
 
 
 def test_known_speakers_are_named_from_clips_of_their_voice(diarizer, recording):
     known = {who: diarizer.embed_voice(clip)["voice"] for who, clip in recording.references.items()}
-    found = diarizer.diarize(recording.audio, None, 0.5)
-    named = labelled(found, speaker_labels(found["voices"], known))
+    found = diarizer.diarize(recording.audio, None, 0.5, voices=True)
+    named = labelled(found, speaker_labels(found, known))
     assert {who for *_, who in named} == {"reader", "guest"}
     for start, end, who in recording.turns:  # the name on each true turn is its speaker's
         overlap = dict.fromkeys(("reader", "guest"), 0.0)
@@ -115,8 +116,10 @@ def test_labels_skip_known_names_and_a_known_voice_joins_its_clusters():
     voices = np.eye(3).tolist()
     voices.append([0.9, 0.1, 0.0])  # the first person again, kept apart by the clustering
     known = {"A": [0.0, 1.0, 0.0], "Bo": [1.0, 0.0, 0.0]}
-    assert speaker_labels(voices, known) == ["Bo", "A", "B", "Bo"]
-    assert speaker_labels(voices, {}) == ["A", "B", "C", "D"]
+    found: DiarizationResult = {"duration": 9.0, "turns": [], "speakers": 4, "voices": voices}
+    assert speaker_labels(found, known) == ["Bo", "A", "B", "Bo"]
+    assert speaker_labels(found | {"voices": []}, {}) == ["A", "B", "C", "D"]  # no voices asked: none known
+    assert speaker_labels({"duration": 1.0, "turns": [], "speakers": 0, "voices": []}, known) == []
 
 
 def test_a_segment_takes_the_speaker_it_overlaps_most():

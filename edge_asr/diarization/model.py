@@ -2,8 +2,9 @@
 (up to three at once), CAM++ embeds each window's voices, and the voices are clustered across
 windows (complete linkage on cosine distance: ``threshold``, or a known number of speakers).
 
-Each speaker's voice is then embedded once more from all of its speech (up to ``VOICE_SPEECH``
-seconds), so that the front can name it against known speakers' voices (``speakers.speaker_labels``).
+Where asked, each speaker's voice is then embedded once more from all of its speech (up to
+``VOICE_SPEECH`` seconds), so that the front can name it against known speakers' voices
+(``speakers.speaker_labels``).
 sherpa-onnx runs on the onnxruntime it bundles, on the CPU (it has no build for a Jetson's GPU).
 """
 
@@ -52,7 +53,9 @@ class SpeakerDiarizer:
             raise RuntimeError(f"sherpa-onnx refuses the diarization models in {self.segmentation.parent}")
         return config
 
-    def diarize(self, audio: np.ndarray, speakers: int | None, threshold: float) -> DiarizationResult:
+    def diarize(
+        self, audio: np.ndarray, speakers: int | None, threshold: float, voices: bool = False
+    ) -> DiarizationResult:
         self.pipeline.set_config(self._config(speakers, threshold))  # the clustering only
         found = self.pipeline.process(np.ascontiguousarray(audio, dtype=np.float32)).sort_by_start_time()
         order: dict[int, int] = {}  # sherpa's cluster -> the order of its first turn
@@ -60,14 +63,14 @@ class SpeakerDiarizer:
         for segment in found:
             speaker = order.setdefault(segment.speaker, len(order))
             turns.append({"start": round(segment.start, 3), "end": round(segment.end, 3), "speaker": speaker})
-        voices = [self._voice(audio, [t for t in turns if t["speaker"] == n]) for n in range(len(order))]
-        return {"duration": len(audio) / RATE, "turns": turns, "voices": voices}
+        embedded = [self._voice(audio, [t for t in turns if t["speaker"] == n]) for n in range(len(order) * voices)]
+        return {"duration": len(audio) / RATE, "turns": turns, "speakers": len(order), "voices": embedded}
 
     def embed_voice(self, audio: np.ndarray) -> VoiceResult:
         """A known speaker's voice from a reference clip: the speech of its main speaker (the
         segmentation tells speech from silence and from anyone else heard)."""
-        found = self.diarize(audio, None, SAME_SPEAKER_DISTANCE)
-        speech = [0.0] * len(found["voices"])
+        found = self.diarize(audio, None, SAME_SPEAKER_DISTANCE, voices=True)
+        speech = [0.0] * found["speakers"]
         for turn in found["turns"]:
             speech[turn["speaker"]] += turn["end"] - turn["start"]
         heard = max(speech, default=0.0)

@@ -19,16 +19,16 @@ SAME_VOICE = 0.5
 
 
 def speaker_labels(
-    voices: list[list[float]], known: dict[str, list[float]], same_voice: float = SAME_VOICE
+    found: DiarizationResult, known: dict[str, list[float]], same_voice: float = SAME_VOICE
 ) -> list[str]:
-    """A label for each voice (in the order of their first turns): the name of the known voice it
-    matches best, where that match is above ``same_voice`` (two voices the clustering kept apart
-    may both take one name: the known voice says they are one person); the others ``A``, ``B``,
-    ... in order, skipping the known names."""
+    """A label for each speaker found (in the order of their first turns): the name of the known
+    voice theirs matches best, where that match is above ``same_voice`` (two voices the clustering
+    kept apart may both take one name: the known voice says they are one person); the others
+    ``A``, ``B``, ... in order, skipping the known names."""
     names = list(known)
-    labels: list[str | None] = [None] * len(voices)
-    if voices and names:
-        similarity = np.asarray(voices) @ np.asarray([known[n] for n in names]).T
+    labels: list[str | None] = [None] * found["speakers"]
+    if found["speakers"] and names:
+        similarity = np.asarray(found["voices"]) @ np.asarray([known[n] for n in names]).T
         for voice, best in enumerate(similarity.argmax(axis=1)):
             if similarity[voice, best] > same_voice:
                 labels[voice] = names[best]

@@ -73,9 +73,11 @@ class Lease:
         """Each sentence's samples as it is spoken; the sample rate and the totals."""
         return self._run(Synthesize(text, speed))
 
-    def diarize(self, audio: np.ndarray, speakers: int | None, threshold: float) -> Reply[None, DiarizationResult]:
-        """Who spoke when, and each speaker's voice."""
-        return self._run(Diarize(audio, speakers, threshold))
+    def diarize(
+        self, audio: np.ndarray, speakers: int | None, threshold: float, voices: bool
+    ) -> Reply[None, DiarizationResult]:
+        """Who spoke when, and each speaker's voice where ``voices``."""
+        return self._run(Diarize(audio, speakers, threshold, voices))
 
     def embed_voice(self, audio: np.ndarray) -> Reply[None, VoiceResult]:
         """The voice in a known speaker's reference clip."""

@@ -77,8 +77,8 @@ def diarize(
     outweighs the enrolled voice of that name)."""
     with models.lease(asked.model, keep_alive) as lease:
         known = asked.enrolled | {name: result(lease.embed_voice(c))["voice"] for name, c in asked.references.items()}
-        found = result(lease.diarize(audio, asked.speakers, asked.threshold))
-    return found, speaker_labels(found["voices"], known)
+        found = result(lease.diarize(audio, asked.speakers, asked.threshold, voices=bool(known)))
+    return found, speaker_labels(found, known)
 
 
 @bp.get("/api/speakers")

@@ -92,7 +92,8 @@ class SpeakerTurn(TypedDict):
 class DiarizationResult(TypedDict):
     duration: float  # seconds of audio
     turns: list[SpeakerTurn]  # in order of their start
-    voices: list[list[float]]  # each speaker's voice embedding (unit length), in order of first turn
+    speakers: int  # how many were found: ``SpeakerTurn.speaker`` counts from 0 to this
+    voices: list[list[float]]  # each speaker's voice embedding (unit length), when asked; else empty
 
 
 class VoiceResult(TypedDict):
@@ -160,12 +161,14 @@ SAME_SPEAKER_DISTANCE = 0.5
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays
 class Diarize(Request[None, DiarizationResult]):
     """Who spoke when. ``speakers``: how many there are, when known; else the clustering's
-    ``threshold`` (a cosine distance between voices) decides."""
+    ``threshold`` (a cosine distance between voices) decides. ``voices``: embed each speaker's
+    voice too (to name them against known voices: a tenth more time, so only when there are some)."""
 
     method: ClassVar[str] = "diarize"
     audio: np.ndarray  # 16 kHz mono float32
     speakers: int | None = None
     threshold: float = SAME_SPEAKER_DISTANCE
+    voices: bool = False
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: a request may hold arrays

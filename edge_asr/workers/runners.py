@@ -201,7 +201,7 @@ class DiarizationRunner(Runner):
         return {"runtime": "sherpa-onnx", "runtime_reason": reason, "providers": ["CPUExecutionProvider"]}
 
     def diarize(self, request: Diarize) -> DiarizationResult:
-        return self.diarizer.diarize(request.audio, request.speakers, request.threshold)
+        return self.diarizer.diarize(request.audio, request.speakers, request.threshold, request.voices)
 
     def embed_voice(self, request: EmbedVoice) -> VoiceResult:
         return self.diarizer.embed_voice(request.audio)
