@@ -271,9 +271,12 @@ url_option = click.option("--url", envvar="EDGE_ASR_URL", help="Service URL (def
 @url_option
 @click.pass_obj
 def ps(config: Config, url: str | None) -> None:
-    """Models of a running service: state, memory, and until when an idle one stays loaded."""
+    """Models of a running service: state, memory, and until when an idle one stays loaded (behind
+    a router: of the unit that answered, named first)."""
+    listing = _api(config, "GET", "/api/models", url)
+    click.echo(f"unit {listing['unit']}")
     click.echo(f"{'MODEL':28} {'TASK':4} {'STATE':9} {'IN USE':6} {'FOOTPRINT':>10}  {'UNTIL':9}  REASON")
-    for m in _api(config, "GET", "/api/models", url)["models"]:
+    for m in listing["models"]:
         footprint = format_size(m["footprint_bytes"]) if m["footprint_bytes"] is not None else "-"
         row = f"{m['id']:28} {m['task']:4} {m['state']:9} {m['in_flight']:6} {footprint:>10}  {_until(m):9}"
         click.echo(f"{row}  {m['reason']}")

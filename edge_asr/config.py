@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -88,6 +89,14 @@ class Config:
     # service
     host: str = key("127.0.0.1", str, "Address to listen on (`0.0.0.0`: the LAN).")
     port: int = key(8000, int, "HTTP port.")
+    unit_name: str = key(
+        None,
+        str,
+        "This unit's name: in every response's `X-Edge-Asr-Unit` header, the metrics and the page (which unit of a "
+        "fleet answered).",
+        factory=socket.gethostname,
+        shown="the host name",
+    )
     threads: int = key(16, int, "HTTP handler threads (one process: CUDA does not survive fork); 2 kept for reads.")
     api_key: tuple[str, ...] = key(
         (),
@@ -174,7 +183,9 @@ class Config:
     wait_timeout: float = key(
         30.0, parse_duration, "Time a request waits for a loading or unloading model before a 503."
     )
-    drain_timeout: float = key(30.0, parse_duration, "Longest `?wait=` an unload may ask for.")
+    drain_timeout: float = key(
+        30.0, parse_duration, "Longest `?wait=` an unload or a drain (`/api/system/drain`) may ask for."
+    )
     failure_backoff: float = key(
         2.0, parse_duration, "Wait before reloading after a second failure in a row, doubling with each."
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -18,9 +18,11 @@ LIFECYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
-    def __init__(self, manager: ModelManager, supervisor: Supervisor):
+    def __init__(self, manager: ModelManager, supervisor: Supervisor, unit: str):
         self.registry = CollectorRegistry()
         self.registry.register(_StateCollector(manager, supervisor))
+        # which unit of a fleet this is: edge_asr_unit_info{unit="..."} 1, joined on the scrape's instance
+        Info("edge_asr_unit", "This unit", registry=self.registry).info({"unit": unit})
         self.loads = Counter("edge_asr_model_loads", "Model loads", ["model", "reason"], registry=self.registry)
         self.unloads = Counter(
             "edge_asr_model_unloads",

@@ -56,6 +56,8 @@ def guarded_calls(wav: bytes) -> list[tuple[str, str, dict, int]]:
         ("PATCH", "/api/models/<model_id>/settings", {"json": {"priority": 1}}, 200),
         ("POST", "/api/models/<model_id>/unload", {}, 200),
         ("POST", "/api/system/free", {}, 200),
+        ("POST", "/api/system/drain", {}, 200),
+        ("DELETE", "/api/system/drain", {}, 200),  # after the drain: the calls after it find the unit ready
         ("GET", "/api/system/memory", {}, 200),
         ("GET", "/api/events", {}, 200),
         ("GET", "/api/stream", {"stream": True}, 200),
@@ -63,7 +65,7 @@ def guarded_calls(wav: bytes) -> list[tuple[str, str, dict, int]]:
     ]
 
 
-PUBLIC = {("GET", "/healthz"), ("GET", "/"), ("GET", "/web/<path:filename>")}  # probes, the page's own files
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/web/<path:filename>")}  # probes, the page
 
 
 def test_the_key_test_calls_every_route_the_app_has(config, tmp_path):
@@ -89,7 +91,7 @@ def test_the_api_key_guards_every_endpoint_but_healthz_and_the_page(tmp_path, wh
                 headers = {"Authorization": f"Bearer {key}"}
                 with requests.request(method, svc.url + path, headers=headers, timeout=120, **kw) as answer:
                     assert answer.status_code == status, (method, path, answer.text[:200] if status != 200 else "")
-        for path in ("/healthz", "/", "/web/app.js"):
+        for path in ("/healthz", "/readyz", "/", "/web/app.js"):
             assert svc.get(path).status_code == 200, path
         client = svc.openai()
         client.api_key = KEYS[1]

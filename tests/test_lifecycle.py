@@ -111,6 +111,9 @@ def test_a_model_that_cannot_load_backs_off(tmp_path, whisper_spec, clips):
         r = svc.transcribe(clips["beckett"], model="broken")
         assert r.status_code == 503 and 25 <= int(r.headers["Retry-After"]) <= 30
         assert "failed 2 times in a row" in r.json()["error"]["message"]
+        ready = svc.get("/readyz?model=broken")  # a router hears it too, and sends the unit other work
+        assert ready.status_code == 503 and ready.headers["X-Edge-Asr-Reason"] == "backing_off"
+        assert 25 <= int(ready.headers["Retry-After"]) <= 30 and svc.get("/readyz").ok
         assert svc.model("broken")["state"] == "failed" and svc.workers() == []
         assert svc.model("whisper-tiny-en")["state"] == "unloaded"  # the others are not disturbed
     finally:

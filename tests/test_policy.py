@@ -119,6 +119,27 @@ def test_queue_bound():
     assert policy.queue_full(record("a", in_flight=8, waiting=1), max_queue=8)
 
 
+def test_readiness_refuses_for_the_first_reason_and_takes_work_again_once_it_clears():
+    def refused(rec=None, stopping=False, draining=False, admission=None, now=100.0, turn_s=None):
+        found = policy.refusal(stopping, draining, rec, 2, admission, now, turn_s)
+        return found and (found.code, found.retry_after)
+
+    fits, full = policy.Admission(True, 5 * MB), policy.Admission(False, -MB)
+    assert refused() is None and refused(record("a"), admission=fits) is None
+    assert refused(stopping=True, draining=True) == ("shutting_down", policy.STOP_RETRY)  # stopping outranks all
+    assert refused(draining=True) == ("draining", policy.DRAIN_RETRY)
+    failing = record("a", state=State.FAILED, failures=2, retry_at=130.0)
+    assert refused(failing) == ("backing_off", 30.0)
+    assert refused(failing, now=131.0) is None  # the back-off is over: the next request loads it
+    assert refused(record("a", state=State.FAILED, failures=1, retry_at=130.0)) is None  # one failure: retried at once
+    busy = record("a", in_flight=1, waiting=2)  # max_queue 2: one runs, two wait, a fourth would be refused
+    assert refused(busy, turn_s=1.5) == ("queue_full", 4.5)  # the three ahead at the worker's recent pace
+    assert refused(record("a", in_flight=1, waiting=1)) is None
+    assert refused(admission=full) == ("insufficient_memory", policy.MEMORY_RETRY)
+    assert refused(admission=policy.Admission(False, -MB, victim=record("idle"))) is None  # one can be evicted
+    assert refused(admission=policy.Admission(False, -MB, wait=True)) is None  # a busy one will be idle
+
+
 def test_only_contract_moves_are_allowed_and_events_name_the_settled_origin():
     rec = record("a", state=State.UNLOADED)
     assert rec.move(State.LOADING, "loading") is State.UNLOADED

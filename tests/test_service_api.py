@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import numpy as np
@@ -106,6 +107,7 @@ def test_load_free_and_cli(service: Service):
     done = subprocess.run([*cli, "load", "whisper-tiny-en"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and "whisper-tiny-en: ready" in done.stdout, done.stderr
     ps = subprocess.run([*cli, "ps"], capture_output=True, text=True, env=env, timeout=60).stdout
+    assert ps.splitlines()[0] == f"unit {socket.gethostname()}"  # the default name; behind a router, who answered
     row = next(line.split() for line in ps.splitlines() if line.startswith("whisper-tiny-en"))
     assert row[:3] == ["whisper-tiny-en", "asr", "ready"] and row[6] == "in" and row[7] in ("5m00s", "4m59s")
     freed = service.post("/api/system/free").json()

@@ -295,23 +295,9 @@ class ModelManager(ModelRegistry):
         ``evict``, raise unless it fits now."""
         need = self.footprints.predict(rec.spec)
         while True:
-            # the spare's memory becomes the model's worker's: not in the way of its load
-            spare = self._spare
-            available = self._memory.measure().available_bytes + (
-                self._spare_footprint if spare and spare.report else 0
-            )
+            available = self._memory.measure().available_bytes
             with self._cond:
-                resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
-                plan = policy.admit(
-                    need,
-                    available,
-                    self.config.memory_reserve,
-                    self.config.memory_budget,
-                    resident,
-                    self.footprints.known(),
-                    self._all_settings(),
-                    measured=self.footprints.measured(rec.spec.id),
-                )
+                plan = self._admission(rec, need, available)
                 if plan.fits:
                     return
                 if not evict:
@@ -329,6 +315,58 @@ class ModelManager(ModelRegistry):
                         retry_after=10,
                     )
             self._unload(plan.victim, f"evicted-for:{rec.spec.id}")
+
+    def _admission(self, rec: ModelRecord | None, need: int, available: int) -> policy.Admission:
+        """(Under the lock.) What loading ``rec`` (``need`` bytes; None: nothing) would have to do
+        first, ``available`` bytes being free now."""
+        if self._spare is not None and self._spare.report:  # its memory becomes the loaded model's worker's
+            available += self._spare_footprint
+        resident = [r for r in self._records.values() if r is not rec and r.state is State.READY]
+        measured = rec is None or self.footprints.measured(rec.spec.id)
+        known, settings = self.footprints.known(), self._all_settings()
+        budget, reserve = self.config.memory_budget, self.config.memory_reserve
+        return policy.admit(need, available, reserve, budget, resident, known, settings, measured=measured)
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def readiness(self, model_id: str | None = None) -> tuple[dict[str, Any], policy.Refusal | None]:
+        """Whether the unit, or ``model_id`` on it, takes one more request now (``/readyz``, for a
+        router): the facts (``ready``, the queue, the memory), and why not (``policy.refusal``)."""
+        rec = self._record(model_id) if model_id else None
+        available = self._memory.read().available_bytes
+        loaded = rec is not None and rec.state is State.READY
+        need = self.footprints.predict(rec.spec) if rec is not None and not loaded else 0
+        with self._cond:
+            admission = None if loaded else self._admission(rec, need, available)
+            turn_s = rec.worker.turn_s if rec is not None and rec.worker is not None else None
+            refused = policy.refusal(
+                self._stopping, self._draining, rec, self.config.max_queue, admission, self._clock(), turn_s
+            )
+            facts: dict[str, Any] = {"ready": refused is None, "draining": self._draining}
+            facts["available_bytes"], facts["reserve_bytes"] = available, self.config.memory_reserve
+            if rec is not None:
+                facts |= {"model": rec.spec.id, "state": rec.state.value, "queued": rec.queued}
+                facts |= {
+                    "max_queue": self.config.max_queue,
+                    "expected_wait_s": round(policy.expected_wait(rec, turn_s), 3),
+                }
+            else:
+                facts["queued"] = self._queued()
+        return facts, refused
+
+    def drain(self, on: bool, wait: float | None = None) -> dict[str, Any]:
+        """Drained (``on``), the unit tells a router it takes no new work (``readiness``), so that it
+        can be upgraded or stopped without failing a request; it still serves what comes. With
+        ``wait``, up to that many seconds (at most ``drain_timeout``) for the requests under way to end."""
+        deadline = self._clock() + min(wait or 0.0, self.config.drain_timeout)
+        with self._cond:
+            self._draining = on
+            while on and self._queued() and self._clock() < deadline:
+                self._cond.wait(deadline - self._clock())
+            return {"draining": self._draining, "queued": self._queued()}
+
+    def _queued(self) -> int:
+        return sum(r.queued for r in self._records.values())
 
     # -- the spare worker ------------------------------------------------------------------
 

@@ -131,6 +131,11 @@ def backoff_until(failures: int, base: float, now: float) -> float:
     return now + min(MAX_BACKOFF, base * 2 ** (failures - 2))
 
 
+def backoff_left(rec: ModelRecord, now: float) -> float:
+    """Seconds a model that failed twice or more in a row still waits before its next load (0: none)."""
+    return max(0.0, rec.retry_at - now) if rec.failures >= 2 else 0.0
+
+
 def is_thrash(rec: ModelRecord, now: float, window: float) -> bool:
     """A load soon after a pressure hibernation: memory is too tight for the work asked of it."""
     return rec.last_unload_reason == "pressure" and rec.unloaded_at is not None and now - rec.unloaded_at < window
@@ -140,3 +145,52 @@ def queue_full(rec: ModelRecord, max_queue: int) -> bool:
     """One request runs in a worker; at most ``max_queue`` more wait for it (Ollama's
     ``OLLAMA_MAX_QUEUE``): beyond that a request is refused at once, not after a timeout."""
     return rec.queued >= 1 + max_queue
+
+
+DRAIN_RETRY = 30.0  # seconds a drained unit tells a router to wait (an upgrade takes minutes)
+STOP_RETRY = 10.0  # seconds a stopping unit tells a client to wait (a restart takes seconds)
+MEMORY_RETRY = 10.0  # seconds to wait for memory that nothing can free now
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the unit takes no more requests now: ``code`` (what a router logs), ``message``, and
+    the seconds after which to ask again."""
+
+    code: str
+    message: str
+    retry_after: float
+
+
+def refusal(
+    stopping: bool,
+    draining: bool,
+    rec: ModelRecord | None,
+    max_queue: int,
+    admission: Admission | None,
+    now: float,
+    turn_s: float | None,
+) -> Refusal | None:
+    """Readiness (``/readyz``): the first reason the unit, or the model of ``rec`` where one is
+    asked about, cannot take one more request now; None when it can. ``admission``: what room for
+    the model (for nothing, asked of the unit) would find, where it is not loaded; ``turn_s``: its
+    worker's recent time per request, for how long a full queue takes to move."""
+    if stopping:
+        return Refusal("shutting_down", "the service is stopping", STOP_RETRY)
+    if draining:
+        return Refusal("draining", "the unit is drained (an upgrade or maintenance): use another", DRAIN_RETRY)
+    if rec is not None and (left := backoff_left(rec, now)):
+        return Refusal("backing_off", f"the model {rec.spec.id!r} failed {rec.failures} times in a row", left)
+    if rec is not None and queue_full(rec, max_queue):
+        wait = expected_wait(rec, turn_s)
+        return Refusal("queue_full", f"the model {rec.spec.id!r} has {rec.queued} requests to serve", wait)
+    if admission is not None and not (admission.fits or admission.victim or admission.wait):
+        needs = f"the model {rec.spec.id!r} does not fit" if rec else "memory is below memory_reserve"
+        return Refusal("insufficient_memory", f"{needs} and no idle model can be unloaded", MEMORY_RETRY)
+    return None
+
+
+def expected_wait(rec: ModelRecord, turn_s: float | None) -> float:
+    """Seconds a request that came now would wait for the ones ahead of it (by the worker's recent
+    time per request; 0 before it has served one)."""
+    return rec.queued * (turn_s or 0.0)

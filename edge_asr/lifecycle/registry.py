@@ -68,6 +68,7 @@ class ModelRegistry:
         self.footprints = Footprints(store)
         self._cond = _Condition(events.deliver)  # guards every record
         self._stopping = False  # the service stops: no new work
+        self._draining = False  # a router should send no new work (``readiness``); what comes is served
         self.moves = 0  # lifecycle moves so far (state changes, spare starts): memory moved with each
 
     # -- queries ---------------------------------------------------------------------------
@@ -210,8 +211,7 @@ class ModelRegistry:
             self._cond.wait(remaining)
 
     def _check_backoff(self, rec: ModelRecord) -> None:
-        wait = rec.retry_at - self._clock()
-        if rec.failures >= 2 and wait > 0:
+        if wait := policy.backoff_left(rec, self._clock()):
             raise ModelUnavailable(
                 f"the model {rec.spec.id!r} failed {rec.failures} times in a row ({rec.reason}); "
                 f"next attempt in {wait:.0f} s",

@@ -30,7 +30,7 @@ from edge_asr.server import (
     tts,
     web,
 )
-from edge_asr.server.admission import AudioBudget, RequestSlots
+from edge_asr.server.admission import AudioBudget, RequestSlots, UnitHeader
 from edge_asr.supervisor import Supervisor
 from edge_asr.telemetry import Metrics
 
@@ -49,11 +49,11 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.config"] = config
     app.extensions["edge_asr.manager"] = manager
     app.extensions["edge_asr.supervisor"] = supervisor
-    app.extensions["edge_asr.metrics"] = Metrics(manager, supervisor)
+    app.extensions["edge_asr.metrics"] = Metrics(manager, supervisor, config.unit_name)
     app.extensions["edge_asr.realtime"] = RealtimeSessions(manager, config, app.extensions["edge_asr.metrics"].requests)
     app.extensions["edge_asr.audio_budget"] = AudioBudget(config.request_memory_budget, config.wait_timeout)
     app.extensions["edge_asr.voices"] = EnrolledVoices(config.state_dir)
-    app.wsgi_app = RequestSlots(app.wsgi_app, config.threads)  # type: ignore[method-assign]
+    app.wsgi_app = UnitHeader(RequestSlots(app.wsgi_app, config.threads), config.unit_name)  # type: ignore[method-assign]
     errors.register(app)
     origins.register(app)
     auth.register(app)

@@ -21,7 +21,7 @@ from typing import Any
 from werkzeug.wsgi import ClosingIterator
 
 from edge_asr.errors import QueueFull
-from edge_asr.server.errors import error_json
+from edge_asr.server.errors import REASON_HEADER, error_json
 from edge_asr.units import format_size
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -51,6 +51,7 @@ class RequestSlots:
             error = QueueFull(f"all {self.slots} request slots are busy; try again", retry_after=BUSY_RETRY)
             body = error_json(error.message, error.type, error.code)
             headers = [("Content-Type", "application/json"), ("Retry-After", str(BUSY_RETRY))]
+            headers.append((REASON_HEADER, error.code))
             start_response("503 SERVICE UNAVAILABLE", [*headers, ("Content-Length", str(len(body)))])
             return [body]
         try:
@@ -58,6 +59,20 @@ class RequestSlots:
         except BaseException:
             self._free.release()
             raise
+
+
+class UnitHeader:
+    """WSGI middleware: every response says which unit answered (``X-Edge-Asr-Unit``), so that
+    behind a router the client, the router's log and a test can tell."""
+
+    def __init__(self, app: Callable, unit: str):
+        self.app, self.header = app, ("X-Edge-Asr-Unit", unit)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Callable:
+            return start_response(status, [*headers, self.header], *exc_info)
+
+        return self.app(environ, start)
 
 
 class AudioBudget:

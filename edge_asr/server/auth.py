@@ -1,6 +1,6 @@
 """API keys. When ``api_key`` is configured, every request needs ``Authorization: Bearer <key>``
 (what the OpenAI SDKs send) with one of the keys, compared in constant time; the exceptions are
-``/healthz`` (systemd and load balancers probe it), the web page's own files (it asks for the key
+``/healthz`` and ``/readyz`` (systemd and load balancers probe them), the web page's own files (it asks for the key
 and sends it with every call it makes), a CORS preflight (``OPTIONS``: browsers send it without
 credentials, and it answers nothing but what is allowed) and, with ``metrics_public``,
 ``/metrics``. A browser's WebSocket cannot send headers: it may send the key as the subprotocol
@@ -15,7 +15,7 @@ from flask import Flask, request
 from edge_asr.errors import Unauthorized
 from edge_asr.server.current import config
 
-PUBLIC = ("/healthz", "/")
+PUBLIC = ("/healthz", "/readyz", "/")
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 PUBLIC_PREFIXES = ("/web/",)
 

@@ -1,12 +1,14 @@
 """Every error leaves the service as JSON in OpenAI's shape:
-``{"error": {"message", "type", "param", "code"}}`` with the matching status (and ``Retry-After``
-on a 503), never an HTML page or a traceback."""
+``{"error": {"message", "type", "param", "code"}}`` with the matching status (and on a 503,
+``Retry-After`` and the code in ``X-Edge-Asr-Reason``, for a router's log), never an HTML page or a
+traceback."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -16,15 +18,22 @@ from edge_asr.units import format_size
 
 log = logging.getLogger(__name__)
 
-
-def error_json(message: str, type_: str, code: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+REASON_HEADER = "X-Edge-Asr-Reason"  # a 503's error code, where a router's log can take it
 
 
-def error_response(status: int, message: str, type_: str, code: str, retry_after: float | None = None) -> Response:
-    response = Response(error_json(message, type_, code), status=status, mimetype="application/json")
+def error_json(message: str, type_: str, code: str, **facts: Any) -> bytes:
+    """The error, and beside it any ``facts`` the endpoint adds (``/readyz``'s)."""
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}, **facts}).encode()
+
+
+def error_response(
+    status: int, message: str, type_: str, code: str, retry_after: float | None = None, **facts: Any
+) -> Response:
+    response = Response(error_json(message, type_, code, **facts), status=status, mimetype="application/json")
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if status == 503:
+        response.headers[REASON_HEADER] = code
     return response
 
 

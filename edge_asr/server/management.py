@@ -1,4 +1,5 @@
-"""The management API under ``/api`` (models, memory, events) and ``/healthz``."""
+"""The management API under ``/api`` (models, memory, events, draining), ``/healthz`` (liveness:
+the process answers) and ``/readyz`` (readiness: it takes one more request now, for a router)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,31 @@ from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest
 from edge_asr.server.bodies import json_body, seconds_arg
-from edge_asr.server.current import manager
+from edge_asr.server.current import config, manager
+from edge_asr.server.errors import error_response
 
 bp = Blueprint("management", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return jsonify({"status": "ok"})
+    return jsonify({"status": "ok", "unit": config().unit_name})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """200 with the facts while the unit (or ``?model=``) takes one more request now; else a 503
+    in OpenAI's error shape, its code the reason, with ``Retry-After`` and the same facts."""
+    facts, refused = manager().readiness(request.args.get("model") or None)
+    facts["unit"] = config().unit_name
+    if refused is None:
+        return jsonify(facts)
+    return error_response(503, refused.message, "server_error", refused.code, refused.retry_after, **facts)
 
 
 @bp.get("/api/models")
 def models() -> Response:
-    return jsonify({"models": manager().statuses()})
+    return jsonify({"models": manager().statuses(), "unit": config().unit_name})
 
 
 @bp.get("/api/models/<model_id>")
@@ -47,6 +60,18 @@ def settings(model_id: str) -> Response:
 @bp.post("/api/system/free")
 def free() -> Response:
     return jsonify(manager().free())
+
+
+@bp.post("/api/system/drain")
+def drain() -> Response:
+    """Readiness goes 503 (``draining``) so that a router sends no new work; ``?wait=`` waits for
+    the requests under way to end (``queued`` says how many still run)."""
+    return jsonify(manager().drain(True, wait=seconds_arg("wait")))
+
+
+@bp.delete("/api/system/drain")
+def undrain() -> Response:
+    return jsonify(manager().drain(False))
 
 
 @bp.get("/api/system/memory")

@@ -398,7 +398,10 @@ async function follow() {
 
 async function start() {
   try {
-    const [memory, events] = await Promise.all([getJson("/api/system/memory"), getJson("/api/events")]);
+    const [health, memory, events] = await Promise.all(
+      [getJson("/healthz"), getJson("/api/system/memory"), getJson("/api/events")]);
+    $("unit").textContent = health.unit;
+    document.title = `edge-asr · ${health.unit}`;
     const since = Date.now() / 1000 - CHART_SECONDS;
     state.readings = [];
     memory.history.filter((r) => r.time > since).forEach(addReading);

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the spare hands its process over; the handle never starts o
     from edge_asr.workers.spare import Spare
 
 TURN_POLL = 1.0  # seconds between looks at whether the worker a call queues for still lives
+TURN_WEIGHT = 0.3  # the latest call's share in ``turn_s`` (an exponential moving average)
 
 
 class WorkerDied(WorkerCrashed):
@@ -54,6 +55,7 @@ class WorkerHandle:
         self.model_id = spec.id
         self._lock = threading.Lock()
         self._waiting_since: float | None = None  # a request's last message from the worker
+        self.turn_s: float | None = None  # a call's time in the worker, recent ones weighted most (expected waits)
         self._kill_reason: str | None = None
         self._reaping = threading.Lock()
         if spare is not None:
@@ -115,7 +117,7 @@ class WorkerHandle:
         answers, so the next request starts in step.
         """
         with self._turn():
-            self._waiting_since = time.monotonic()
+            self._waiting_since = began = time.monotonic()
             try:
                 protocol.send_request(self._conn, request)
                 while isinstance(answer := self._receive(None), protocol.Partial):
@@ -129,6 +131,8 @@ class WorkerHandle:
                 raise
             finally:
                 self._waiting_since = None
+                took = time.monotonic() - began
+                self.turn_s = took if self.turn_s is None else TURN_WEIGHT * took + (1 - TURN_WEIGHT) * self.turn_s
         if isinstance(answer, protocol.Done):
             return answer.result
         if answer.kind == "invalid":
