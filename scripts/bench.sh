@@ -11,6 +11,8 @@ names=("$@")
 for name in "${names[@]}"; do
   if [ "$name" = transcription ] || [ "$name" = wyoming ]; then
     debian_packages espeak-ng:espeak-ng
+  elif [ "$name" = fleet ]; then
+    debian_packages haproxy:haproxy
   fi
   echo "== bench.$name"
   python -m "bench.$name"

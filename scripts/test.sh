@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
-debian_packages espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver  # German and Spanish speech; the page in a browser
+debian_packages espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver haproxy:haproxy  # German and Spanish speech; the page in a browser; a router
 edge-asr models prepare
 ruff check .
 ruff format --check .

@@ -1,0 +1,86 @@
+"""Several units behind HAProxy (``deploy/haproxy.cfg``, Debian's haproxy), on loopback:
+
+(a) the router's own overhead on a warm transcription: the same request through the router and
+    straight to the unit, in turns (the goal: at most 1.05x);
+(b) throughput of two units behind the router against one unit alone: the time for a batch of
+    concurrent transcriptions (on this machine both units share its cores, so this shows what the
+    router costs and that it spreads the work, not the second unit's hardware).
+
+usage: python -m bench.fleet [--repeats 20] [--batch 16]   (after `source scripts/env.sh`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from edge_asr.config import load_config
+from edge_asr.samples import sample_clips
+from tests.router import Router
+from tests.service import ASR, Service
+
+
+def transcribe(url: str, clip: bytes) -> str:
+    r = requests.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", clip)}, data={"model": ASR})
+    assert r.ok, r.text
+    return r.headers["X-Edge-Asr-Unit"]
+
+
+def batch(url: str, clip: bytes, size: int) -> tuple[float, Counter]:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(size) as pool:
+        units = Counter(pool.map(lambda _: transcribe(url, clip), range(size)))
+    return time.perf_counter() - start, units
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    clip = sample_clips(load_config())["beckett"].read_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        units = {name: Service(Path(folder) / name, EDGE_ASR_UNIT_NAME=name) for name in "ab"}
+        for svc in units.values():
+            svc.start()
+        router = Router(units, Path(folder) / "haproxy.log")
+        try:
+            for url in (units["a"].url, units["b"].url):
+                transcribe(url, clip)  # both warm
+            ratios = []
+            for _ in range(args.repeats):
+                direct = time.perf_counter()
+                transcribe(units["a"].url, clip)
+                direct = time.perf_counter() - direct
+                routed = time.perf_counter()
+                transcribe(router.url, clip)
+                ratios.append((time.perf_counter() - routed) / direct)
+            print(json.dumps({"bench": "router overhead on a warm transcription (beckett, 10 s)",
+                              "routed_vs_direct": round(statistics.median(ratios), 3),
+                              "goal_met": statistics.median(ratios) <= 1.05}))  # fmt: skip
+            alone, both = [], []
+            for _ in range(3):
+                alone.append(batch(units["a"].url, clip, args.batch)[0])
+                seconds, spread = batch(router.url, clip, args.batch)
+                both.append(seconds)
+            print(json.dumps({"bench": f"{args.batch} concurrent transcriptions: two units behind the router",
+                              "one_unit_s": round(statistics.median(alone), 3),
+                              "two_units_s": round(statistics.median(both), 3),
+                              "throughput_two_vs_one": round(statistics.median(alone) / statistics.median(both), 3),
+                              "spread": dict(spread)}))  # fmt: skip
+        finally:
+            router.close()
+            for svc in units.values():
+                svc.stop()
+
+
+if __name__ == "__main__":
+    main()
