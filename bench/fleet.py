@@ -6,7 +6,7 @@
     concurrent transcriptions (on this machine both units share its cores, so this shows what the
     router costs and that it spreads the work, not the second unit's hardware).
 
-usage: python -m bench.fleet [--repeats 20] [--batch 16]   (after `source scripts/env.sh`)
+usage: python -m bench.fleet [--repeats 20] [--batch 9]   (after `source scripts/env.sh`)
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def batch(url: str, clip: bytes, size: int) -> tuple[float, Counter]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=9)  # what one unit takes at once: 1 + max_queue
     args = parser.parse_args()
     clip = sample_clips(load_config())["beckett"].read_bytes()
     with tempfile.TemporaryDirectory() as folder:
