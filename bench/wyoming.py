@@ -41,11 +41,12 @@ from pathlib import Path
 
 import soundfile
 
-from bench._peers import PEER_ENV, ct2_weights, peer_python
+from bench._peers import ct2_weights
 from edge_asr.audio import SAMPLE_RATE
 from edge_asr.config import load_config
 from edge_asr.manifest import get_model
 from edge_asr.samples import VOICES, espeak
+from tests.peers import PEER_ENV, peer_python
 from tests.service import Service, free_port
 
 PEERS = {

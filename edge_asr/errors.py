@@ -64,6 +64,13 @@ class ModelUnavailable(ServiceError):
     status, type, code = 503, "server_error", "model_unavailable"
 
 
+class Draining(ServiceError):
+    """The unit is drained (an upgrade): it finishes the requests it has and takes no new ones, so
+    that a router sends them to another unit (``/api/system/drain``)."""
+
+    status, type, code = 503, "server_error", "draining"
+
+
 class InsufficientMemory(ServiceError):
     status, type, code = 503, "server_error", "insufficient_memory"
 

@@ -48,7 +48,7 @@ def test_transcription_json_and_text(service: Service, clips):
 
 
 def test_models_listing_and_lifecycle_contract(service: Service, clips):
-    assert service.get("/healthz").json() == {"status": "ok"}
+    assert service.get("/healthz").json() == {"status": "ok", "unit": socket.gethostname()}
     ids = [m["id"] for m in service.get("/v1/models").json()["data"]]
     assert ids == ["whisper-tiny-en", "whisper-base", *CHAT_MODELS, "piper-joe-en", "diarization-pyannote-campplus"]
     before = service.model()

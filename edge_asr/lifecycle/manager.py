@@ -26,6 +26,7 @@ from typing import Any
 
 from edge_asr.config import Config
 from edge_asr.errors import (
+    Draining,
     InsufficientMemory,
     ModelBusy,
     ModelLoadFailed,
@@ -115,6 +116,8 @@ class ModelManager(ModelRegistry):
         deadline = self._clock() + self.config.wait_timeout
         with self._cond:
             self._check_open()
+            if self._draining:
+                raise Draining("the unit is drained (an upgrade or maintenance); use another", policy.DRAIN_RETRY)
             if policy.queue_full(rec, self.config.max_queue):
                 raise QueueFull(
                     f"the model {model_id!r} has {rec.queued} requests to serve (max_queue "
@@ -355,8 +358,9 @@ class ModelManager(ModelRegistry):
         return facts, refused
 
     def drain(self, on: bool, wait: float | None = None) -> dict[str, Any]:
-        """Drained (``on``), the unit tells a router it takes no new work (``readiness``), so that it
-        can be upgraded or stopped without failing a request; it still serves what comes. With
+        """Drained (``on``), the unit finishes the requests it has and refuses new ones (503
+        ``draining``: a router retries them on another unit) and says so to a router's health check
+        (``readiness``), so that it can be upgraded or stopped without failing a request. With
         ``wait``, up to that many seconds (at most ``drain_timeout``) for the requests under way to end."""
         deadline = self._clock() + min(wait or 0.0, self.config.drain_timeout)
         with self._cond:

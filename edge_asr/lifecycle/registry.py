@@ -68,7 +68,7 @@ class ModelRegistry:
         self.footprints = Footprints(store)
         self._cond = _Condition(events.deliver)  # guards every record
         self._stopping = False  # the service stops: no new work
-        self._draining = False  # a router should send no new work (``readiness``); what comes is served
+        self._draining = False  # the unit takes no new requests, a router hears so (``ModelManager.drain``)
         self.moves = 0  # lifecycle moves so far (state changes, spare starts): memory moved with each
 
     # -- queries ---------------------------------------------------------------------------
