@@ -186,6 +186,11 @@ class Config:
     drain_timeout: float = key(
         30.0, parse_duration, "Longest `?wait=` an unload or a drain (`/api/system/drain`) may ask for."
     )
+    drain_grace: float = key(
+        5.0,
+        parse_duration,
+        "Time a drained unit still takes new requests, while routers' health checks notice it; then: 503 `draining`.",
+    )
     failure_backoff: float = key(
         2.0, parse_duration, "Wait before reloading after a second failure in a row, doubling with each."
     )

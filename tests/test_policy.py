@@ -140,6 +140,12 @@ def test_readiness_refuses_for_the_first_reason_and_takes_work_again_once_it_cle
     assert refused(admission=policy.Admission(False, -MB, wait=True)) is None  # a busy one will be idle
 
 
+def test_a_drained_unit_refuses_requests_only_once_its_grace_is_over():
+    assert not policy.drain_refuses(None, now=100.0, grace=5.0)  # not drained
+    assert not policy.drain_refuses(96.0, now=100.0, grace=5.0)  # the routers' checks are still noticing
+    assert policy.drain_refuses(95.0, now=100.0, grace=5.0)
+
+
 def test_only_contract_moves_are_allowed_and_events_name_the_settled_origin():
     rec = record("a", state=State.UNLOADED)
     assert rec.move(State.LOADING, "loading") is State.UNLOADED

@@ -62,13 +62,19 @@ def test_a_full_queue_and_a_drain_make_the_unit_unready_until_they_clear(tmp_pat
         )
         assert svc.get("/readyz").ok and svc.get(f"/readyz?model={LLM}").ok  # the unit takes other work
 
+        chat = {"model": LLM, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        assert svc.post("/api/system/drain").json()["draining"]
+        refused(svc.get("/readyz"), "draining")  # at once, for the routers' health checks
+        refused(svc.get(f"/readyz?model={LLM}"), "draining")
+        assert svc.post("/v1/chat/completions", json=chat).ok  # served while they notice (drain_grace)
         drained = svc.post("/api/system/drain?wait=120").json()  # returns once the long transcription is done
         worker.join(timeout=60)
         assert drained == {"draining": True, "queued": 0} and done["long"].ok
-        refused(svc.get("/readyz"), "draining")
-        refused(svc.get(f"/readyz?model={ASR}"), "draining")
-        refused(svc.transcribe(clips["beckett"]), "draining")  # a router retries it on another unit
-        assert svc.get("/api/models").ok and svc.get("/healthz").ok  # alive, and it still answers reads
+        # the grace over, new requests are refused for a router to retry elsewhere; reads still answer
+        [late] = wait_for(lambda: (r := svc.post("/v1/chat/completions", json=chat)).status_code == 503 and [r], 15)
+        refused(late, "draining")
+        refused(svc.transcribe(clips["beckett"]), "draining")
+        assert svc.get("/api/models").ok and svc.get("/healthz").ok
         assert svc.delete("/api/system/drain").json() == {"draining": False, "queued": 0}
         again = svc.get(f"/readyz?model={ASR}").json()
         assert again["ready"] and again["expected_wait_s"] == 0.0

@@ -116,7 +116,7 @@ class ModelManager(ModelRegistry):
         deadline = self._clock() + self.config.wait_timeout
         with self._cond:
             self._check_open()
-            if self._draining:
+            if policy.drain_refuses(self._drained_at, self._clock(), self.config.drain_grace):
                 raise Draining("the unit is drained (an upgrade or maintenance); use another", policy.DRAIN_RETRY)
             if policy.queue_full(rec, self.config.max_queue):
                 raise QueueFull(
@@ -343,9 +343,15 @@ class ModelManager(ModelRegistry):
             admission = None if loaded else self._admission(rec, need, available)
             turn_s = rec.worker.turn_s if rec is not None and rec.worker is not None else None
             refused = policy.refusal(
-                self._stopping, self._draining, rec, self.config.max_queue, admission, self._clock(), turn_s
+                self._stopping,
+                self._drained_at is not None,
+                rec,
+                self.config.max_queue,
+                admission,
+                self._clock(),
+                turn_s,
             )
-            facts: dict[str, Any] = {"ready": refused is None, "draining": self._draining}
+            facts: dict[str, Any] = {"ready": refused is None, "draining": self._drained_at is not None}
             facts["available_bytes"], facts["reserve_bytes"] = available, self.config.memory_reserve
             if rec is not None:
                 facts |= {"model": rec.spec.id, "state": rec.state.value, "queued": rec.queued}
@@ -358,16 +364,21 @@ class ModelManager(ModelRegistry):
         return facts, refused
 
     def drain(self, on: bool, wait: float | None = None) -> dict[str, Any]:
-        """Drained (``on``), the unit finishes the requests it has and refuses new ones (503
-        ``draining``: a router retries them on another unit) and says so to a router's health check
-        (``readiness``), so that it can be upgraded or stopped without failing a request. With
-        ``wait``, up to that many seconds (at most ``drain_timeout``) for the requests under way to end."""
+        """Drained (``on``), the unit says so to a router's health check at once (``readiness``),
+        serves new requests for ``drain_grace`` more (while the checks notice), then refuses them
+        (503 ``draining``: a router retries them on another unit, and one without health checks
+        learns from it); what it has, it finishes. So it can be upgraded or stopped without failing
+        a request. With ``wait``, up to that many seconds (at most ``drain_timeout``) for the
+        requests under way to end."""
         deadline = self._clock() + min(wait or 0.0, self.config.drain_timeout)
         with self._cond:
-            self._draining = on
+            if not on:
+                self._drained_at = None
+            elif self._drained_at is None:
+                self._drained_at = self._clock()
             while on and self._queued() and self._clock() < deadline:
                 self._cond.wait(deadline - self._clock())
-            return {"draining": self._draining, "queued": self._queued()}
+            return {"draining": self._drained_at is not None, "queued": self._queued()}
 
     def _queued(self) -> int:
         return sum(r.queued for r in self._records.values())

@@ -136,6 +136,12 @@ def backoff_left(rec: ModelRecord, now: float) -> float:
     return max(0.0, rec.retry_at - now) if rec.failures >= 2 else 0.0
 
 
+def drain_refuses(drained_at: float | None, now: float, grace: float) -> bool:
+    """A drained unit refuses new requests once ``grace`` seconds have passed since the drain,
+    time enough for routers' health checks to see it and send them elsewhere."""
+    return drained_at is not None and now - drained_at >= grace
+
+
 def is_thrash(rec: ModelRecord, now: float, window: float) -> bool:
     """A load soon after a pressure hibernation: memory is too tight for the work asked of it."""
     return rec.last_unload_reason == "pressure" and rec.unloaded_at is not None and now - rec.unloaded_at < window

@@ -68,7 +68,7 @@ class ModelRegistry:
         self.footprints = Footprints(store)
         self._cond = _Condition(events.deliver)  # guards every record
         self._stopping = False  # the service stops: no new work
-        self._draining = False  # the unit takes no new requests, a router hears so (``ModelManager.drain``)
+        self._drained_at: float | None = None  # when the unit was drained (``ModelManager.drain``); None: it is not
         self.moves = 0  # lifecycle moves so far (state changes, spare starts): memory moved with each
 
     # -- queries ---------------------------------------------------------------------------
