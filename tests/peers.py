@@ -22,7 +22,7 @@ def peer_python(config: Config, name: str, requirements: list[str]) -> Path:
     venv = config.cache_dir / "bench" / f"venv-{name}-{key}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").is_file():
-        print(f"[bench] creating {venv}: {' '.join(requirements)}", file=sys.stderr, flush=True)
+        print(f"[peers] creating {venv}: {' '.join(requirements)}", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "--progress-bar", "off", *requirements]
         done = subprocess.run(pip, env=PEER_ENV, capture_output=True, text=True)
