@@ -274,7 +274,7 @@ def ps(config: Config, url: str | None) -> None:
     """Models of a running service: state, memory, and until when an idle one stays loaded (behind
     a router: of the unit that answered, named first)."""
     listing = _api(config, "GET", "/api/models", url)
-    click.echo(f"unit {listing['unit']}")
+    click.echo(f"unit {listing.get('unit', '?')}")  # '?': a unit of a version before names
     click.echo(f"{'MODEL':28} {'TASK':4} {'STATE':9} {'IN USE':6} {'FOOTPRINT':>10}  {'UNTIL':9}  REASON")
     for m in listing["models"]:
         footprint = format_size(m["footprint_bytes"]) if m["footprint_bytes"] is not None else "-"

@@ -14,6 +14,7 @@ from edge_asr.samples import long_recording
 from tests.service import ASR, LLM, Service, wait_for, wav
 
 UNIT = "shelf-2"
+CHAT = {"model": LLM, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
 
 def refused(response: requests.Response, reason: str) -> dict:
@@ -47,7 +48,7 @@ def test_the_unit_names_itself_on_every_response_and_in_its_metrics(tmp_path, wh
 
 def test_a_full_queue_and_a_drain_make_the_unit_unready_until_they_clear(tmp_path, whisper_spec, speech, clips):
     svc = Service(tmp_path / "state", EDGE_ASR_MAX_QUEUE="0").start()  # one request per model at a time
-    long = wav(long_recording(speech, seconds=120).audio)
+    long = wav(long_recording(speech, seconds=300).audio)  # ten seconds' work or so
     done: dict[str, requests.Response] = {}
     worker = threading.Thread(target=lambda: done.setdefault("long", svc.transcribe(long)))
     try:
@@ -62,20 +63,18 @@ def test_a_full_queue_and_a_drain_make_the_unit_unready_until_they_clear(tmp_pat
         )
         assert svc.get("/readyz").ok and svc.get(f"/readyz?model={LLM}").ok  # the unit takes other work
 
-        chat = {"model": LLM, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
         assert svc.post("/api/system/drain").json()["draining"]
         refused(svc.get("/readyz"), "draining")  # at once, for the routers' health checks
         refused(svc.get(f"/readyz?model={LLM}"), "draining")
-        assert svc.post("/v1/chat/completions", json=chat).ok  # served while they notice (drain_grace)
-        drained = svc.post("/api/system/drain?wait=120").json()  # returns once the long transcription is done
+        assert svc.post("/v1/chat/completions", json=CHAT).ok  # served while they notice (drain_grace)
+        drained = svc.post("/api/system/drain?wait=120").json()  # once the grace is over and the long one done
         worker.join(timeout=60)
-        assert drained == {"draining": True, "queued": 0} and done["long"].ok
-        # the grace over, new requests are refused for a router to retry elsewhere; reads still answer
-        [late] = wait_for(lambda: (r := svc.post("/v1/chat/completions", json=chat)).status_code == 503 and [r], 15)
-        refused(late, "draining")
+        assert drained == {"draining": True, "refusing": True, "requests": 0, "queued": 0} and done["long"].ok
+        refused(svc.post("/v1/chat/completions", json=CHAT), "draining")  # for a router to retry elsewhere
         refused(svc.transcribe(clips["beckett"]), "draining")
-        assert svc.get("/api/models").ok and svc.get("/healthz").ok
-        assert svc.delete("/api/system/drain").json() == {"draining": False, "queued": 0}
+        assert svc.get("/api/models").ok and svc.post(f"/api/models/{LLM}/unload").ok  # managed as ever
+        undrained = svc.delete("/api/system/drain").json()
+        assert undrained == {"draining": False, "refusing": False, "requests": 0, "queued": 0}
         again = svc.get(f"/readyz?model={ASR}").json()
         assert again["ready"] and again["expected_wait_s"] == 0.0
         assert svc.transcribe(clips["beckett"]).ok
@@ -89,12 +88,11 @@ def test_a_model_that_cannot_fit_beside_a_pinned_one_is_unready_until_unpinned(b
     assert svc.patch(f"/api/models/{ASR}/settings", json={"pinned": True}).ok
     assert svc.post(f"/api/models/{ASR}/load").ok
     assert "does not fit" in refused(svc.get(f"/readyz?model={LLM}"), "insufficient_memory")["error"]["message"]
-    chat = {"model": LLM, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    refused(svc.post("/v1/chat/completions", json=chat), "insufficient_memory")  # as a request finds it
+    refused(svc.post("/v1/chat/completions", json=CHAT), "insufficient_memory")  # as a request finds it
     assert svc.get(f"/readyz?model={ASR}").ok and svc.get("/readyz").ok  # what is loaded still serves
     assert svc.patch(f"/api/models/{ASR}/settings", json={"pinned": False}).ok
     assert svc.get(f"/readyz?model={LLM}").json()["ready"]  # the speech model can make room now
-    assert svc.post("/v1/chat/completions", json=chat).ok
+    assert svc.post("/v1/chat/completions", json=CHAT).ok
 
 
 def test_memory_below_the_reserve_makes_the_unit_unready(tmp_path, whisper_spec, clips):
@@ -105,4 +103,23 @@ def test_memory_below_the_reserve_makes_the_unit_unready(tmp_path, whisper_spec,
         refused(svc.transcribe(clips["beckett"]), "insufficient_memory")
         assert svc.get("/healthz").ok  # alive, not ready: a router stops sending, systemd does not restart it
     finally:
+        svc.stop()
+
+
+def test_a_drain_never_cuts_a_request_between_its_models(tmp_path, whisper_spec, clips):
+    svc = Service(tmp_path / "state", EDGE_ASR_DRAIN_GRACE="0").start()  # refusing at once
+    done: dict[str, requests.Response] = {}
+    audio = {"file": ("two_cities.wav", clips["two_cities"].read_bytes())}
+    pipeline = threading.Thread(
+        target=lambda: done.setdefault("it", svc.post("/api/pipeline", files=audio, timeout=300))
+    )
+    try:
+        pipeline.start()
+        wait_for(lambda: svc.model(ASR)["in_flight"], timeout=60)  # transcribing: the LLM is still to come
+        assert svc.post("/api/system/drain").json()["refusing"]
+        refused(svc.post("/v1/chat/completions", json=CHAT), "draining")  # a new request is refused...
+        pipeline.join(timeout=300)
+        assert done["it"].ok and done["it"].json()["output"].strip()  # ...the one under way ran to its end
+    finally:
+        pipeline.join(timeout=300)
         svc.stop()

@@ -63,7 +63,8 @@ class SpeakerDiarizer:
         for segment in found:
             speaker = order.setdefault(segment.speaker, len(order))
             turns.append({"start": round(segment.start, 3), "end": round(segment.end, 3), "speaker": speaker})
-        embedded = [self._voice(audio, [t for t in turns if t["speaker"] == n]) for n in range(len(order) * voices)]
+        speakers = range(len(order)) if voices else range(0)
+        embedded = [self._voice(audio, [t for t in turns if t["speaker"] == n]) for n in speakers]
         return {"duration": len(audio) / RATE, "turns": turns, "speakers": len(order), "voices": embedded}
 
     def embed_voice(self, audio: np.ndarray) -> VoiceResult:

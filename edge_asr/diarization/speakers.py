@@ -27,7 +27,7 @@ def speaker_labels(
     ``A``, ``B``, ... in order, skipping the known names."""
     names = list(known)
     labels: list[str | None] = [None] * found["speakers"]
-    if found["speakers"] and names:
+    if names and len(found["voices"]) == found["speakers"] > 0:  # voices embedded (asked for with known ones)
         similarity = np.asarray(found["voices"]) @ np.asarray([known[n] for n in names]).T
         for voice, best in enumerate(similarity.argmax(axis=1)):
             if similarity[voice, best] > same_voice:

@@ -26,7 +26,6 @@ from typing import Any
 
 from edge_asr.config import Config
 from edge_asr.errors import (
-    Draining,
     InsufficientMemory,
     ModelBusy,
     ModelLoadFailed,
@@ -116,8 +115,6 @@ class ModelManager(ModelRegistry):
         deadline = self._clock() + self.config.wait_timeout
         with self._cond:
             self._check_open()
-            if policy.drain_refuses(self._drained_at, self._clock(), self.config.drain_grace):
-                raise Draining("the unit is drained (an upgrade or maintenance); use another", policy.DRAIN_RETRY)
             if policy.queue_full(rec, self.config.max_queue):
                 raise QueueFull(
                     f"the model {model_id!r} has {rec.queued} requests to serve (max_queue "
@@ -334,54 +331,53 @@ class ModelManager(ModelRegistry):
 
     def readiness(self, model_id: str | None = None) -> tuple[dict[str, Any], policy.Refusal | None]:
         """Whether the unit, or ``model_id`` on it, takes one more request now (``/readyz``, for a
-        router): the facts (``ready``, the queue, the memory), and why not (``policy.refusal``)."""
+        router): the facts (``ready``, the queue, the memory), and why not (``policy.refusal``).
+        Memory is asked about only where a request would need room: for a model not loaded nor
+        loading, or for the unit when nothing is (else its models serve what comes)."""
         rec = self._record(model_id) if model_id else None
-        available = self._memory.read().available_bytes
-        loaded = rec is not None and rec.state is State.READY
-        need = self.footprints.predict(rec.spec) if rec is not None and not loaded else 0
+        available = self._memory.measure().available_bytes
         with self._cond:
-            admission = None if loaded else self._admission(rec, need, available)
+            present = [r for r in ([rec] if rec else self._records.values()) if r.state in (State.READY, State.LOADING)]
+            need = self.footprints.predict(rec.spec) if rec is not None else 0
+            admission = None if present else self._admission(rec, need, available)
             turn_s = rec.worker.turn_s if rec is not None and rec.worker is not None else None
-            refused = policy.refusal(
-                self._stopping,
-                self._drained_at is not None,
-                rec,
-                self.config.max_queue,
-                admission,
-                self._clock(),
-                turn_s,
-            )
-            facts: dict[str, Any] = {"ready": refused is None, "draining": self._drained_at is not None}
+            draining = self._drained_at is not None
+            now, max_queue = self._clock(), self.config.max_queue
+            refused = policy.refusal(self._stopping, draining, rec, max_queue, admission, now, turn_s)
+            facts: dict[str, Any] = {"ready": refused is None, "draining": draining}
             facts["available_bytes"], facts["reserve_bytes"] = available, self.config.memory_reserve
             if rec is not None:
                 facts |= {"model": rec.spec.id, "state": rec.state.value, "queued": rec.queued}
-                facts |= {
-                    "max_queue": self.config.max_queue,
-                    "expected_wait_s": round(policy.expected_wait(rec, turn_s), 3),
-                }
+                facts |= {"max_queue": max_queue, "expected_wait_s": round(policy.expected_wait(rec, turn_s), 3)}
             else:
-                facts["queued"] = self._queued()
+                facts["queued"] = self.queued()
         return facts, refused
 
-    def drain(self, on: bool, wait: float | None = None) -> dict[str, Any]:
-        """Drained (``on``), the unit says so to a router's health check at once (``readiness``),
+    def drain(self, on: bool) -> None:
+        """Drained (``on``), the unit says so to routers' health checks at once (``readiness``),
         serves new requests for ``drain_grace`` more (while the checks notice), then refuses them
-        (503 ``draining``: a router retries them on another unit, and one without health checks
-        learns from it); what it has, it finishes. So it can be upgraded or stopped without failing
-        a request. With ``wait``, up to that many seconds (at most ``drain_timeout``) for the
-        requests under way to end."""
-        deadline = self._clock() + min(wait or 0.0, self.config.drain_timeout)
+        (``refuses_requests``: the front's 503 ``draining``, which a router retries on another
+        unit, and one without health checks learns from); what it has, it finishes. So it can be
+        upgraded or stopped without failing a request (docs/fleet.md)."""
         with self._cond:
             if not on:
                 self._drained_at = None
             elif self._drained_at is None:
                 self._drained_at = self._clock()
-            while on and self._queued() and self._clock() < deadline:
-                self._cond.wait(deadline - self._clock())
-            return {"draining": self._drained_at is not None, "queued": self._queued()}
 
-    def _queued(self) -> int:
-        return sum(r.queued for r in self._records.values())
+    @property
+    def drained(self) -> bool:
+        return self._drained_at is not None
+
+    def refuses_requests(self) -> bool:
+        """Drained, and its grace over: a new request is refused (``drain``)."""
+        with self._cond:
+            return policy.drain_refuses(self._drained_at, self._clock(), self.config.drain_grace)
+
+    def queued(self) -> int:
+        """Requests the models have accepted and not yet answered, all together."""
+        with self._cond:
+            return sum(r.queued for r in self._records.values())
 
     # -- the spare worker ------------------------------------------------------------------
 

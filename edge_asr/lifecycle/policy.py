@@ -154,6 +154,7 @@ def queue_full(rec: ModelRecord, max_queue: int) -> bool:
 
 
 DRAIN_RETRY = 30.0  # seconds a drained unit tells a router to wait (an upgrade takes minutes)
+DRAINED = "the unit is drained (an upgrade or maintenance): send the request to another unit"
 STOP_RETRY = 10.0  # seconds a stopping unit tells a client to wait (a restart takes seconds)
 MEMORY_RETRY = 10.0  # seconds to wait for memory that nothing can free now
 
@@ -184,14 +185,14 @@ def refusal(
     if stopping:
         return Refusal("shutting_down", "the service is stopping", STOP_RETRY)
     if draining:
-        return Refusal("draining", "the unit is drained (an upgrade or maintenance): use another", DRAIN_RETRY)
+        return Refusal("draining", DRAINED, DRAIN_RETRY)
     if rec is not None and (left := backoff_left(rec, now)):
         return Refusal("backing_off", f"the model {rec.spec.id!r} failed {rec.failures} times in a row", left)
     if rec is not None and queue_full(rec, max_queue):
         wait = expected_wait(rec, turn_s)
         return Refusal("queue_full", f"the model {rec.spec.id!r} has {rec.queued} requests to serve", wait)
     if admission is not None and not (admission.fits or admission.victim or admission.wait):
-        needs = f"the model {rec.spec.id!r} does not fit" if rec else "memory is below memory_reserve"
+        needs = f"the model {rec.spec.id!r} does not fit" if rec else "nothing is loaded and no model fits"
         return Refusal("insufficient_memory", f"{needs} and no idle model can be unloaded", MEMORY_RETRY)
     return None
 

@@ -53,7 +53,9 @@ def create_app(config: Config, manager: ModelManager | None = None) -> Flask:
     app.extensions["edge_asr.realtime"] = RealtimeSessions(manager, config, app.extensions["edge_asr.metrics"].requests)
     app.extensions["edge_asr.audio_budget"] = AudioBudget(config.request_memory_budget, config.wait_timeout)
     app.extensions["edge_asr.voices"] = EnrolledVoices(config.state_dir)
-    app.wsgi_app = UnitHeader(RequestSlots(app.wsgi_app, config.threads), config.unit_name)  # type: ignore[method-assign]
+    slots = RequestSlots(app.wsgi_app, config.threads, manager.refuses_requests)
+    app.extensions["edge_asr.request_slots"] = slots
+    app.wsgi_app = UnitHeader(slots, config.unit_name)  # type: ignore[method-assign]
     errors.register(app)
     origins.register(app)
     auth.register(app)

@@ -1,9 +1,9 @@
 """What the front process admits, so that no client (or crowd of them) can exhaust it:
 
 - ``RequestSlots``: at most ``threads - READ_THREADS`` requests that are not reads run at once;
-  beyond that a 503 with ``Retry-After`` at once. Reads (``GET``: ``/healthz``, statuses,
-  metrics) always find a thread, however busy the models are; the page's event stream, a read
-  that holds its thread for minutes, takes a slot like a write.
+  beyond that a 503 with ``Retry-After`` at once; a drained unit refuses new model work. Reads
+  (``GET``: ``/healthz``, statuses, metrics) always find a thread, however busy the models are;
+  the page's event stream, a read that holds its thread for minutes, takes a slot like a write.
 - ``AudioBudget``: the decoded audio held by all requests together stays under
   ``request_memory_budget``; a request waits (up to ``wait_timeout``) for room, then gets a 503.
   One request larger than the whole budget runs when it is alone (refusing it would make the
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,8 @@ from typing import Any
 
 from werkzeug.wsgi import ClosingIterator
 
-from edge_asr.errors import QueueFull
+from edge_asr.errors import Draining, QueueFull, ServiceError
+from edge_asr.lifecycle.policy import DRAIN_RETRY, DRAINED
 from edge_asr.server.errors import REASON_HEADER, error_json
 from edge_asr.units import format_size
 
@@ -28,6 +30,7 @@ READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2  # handler threads only reads may use
 LONG_READS = ("/api/stream",)  # reads that hold a thread for minutes (web.py): they take a slot
 BUSY_RETRY = 2  # seconds a client is told to wait when every slot is taken
+MODEL_WORK = ("/v1/", "/api/pipeline", "/api/speakers")  # what a drained unit refuses (not its management API)
 
 
 def request_slots(threads: int) -> int:
@@ -37,28 +40,50 @@ def request_slots(threads: int) -> int:
 
 class RequestSlots:
     """WSGI middleware around the Flask app; a slot is held until the response is closed (a
-    stream holds its slot until it ends or its client leaves)."""
+    stream holds its slot until it ends or its client leaves). It counts the requests under way
+    (``busy``) and refuses new model work while the unit is ``drained`` (``ModelManager.drain``):
+    decided once a request, so one that runs several models (a pipeline) is never cut off."""
 
-    def __init__(self, app: Callable, threads: int):
-        self.app = app
+    def __init__(self, app: Callable, threads: int, drained: Callable[[], bool]):
+        self.app, self.drained = app, drained
         self.slots = request_slots(threads)
         self._free = threading.BoundedSemaphore(self.slots)
+        self._lock = threading.Lock()
+        self.busy = 0  # requests holding a slot
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        if environ["REQUEST_METHOD"] in READ_METHODS and environ.get("PATH_INFO") not in LONG_READS:
+        path = environ.get("PATH_INFO", "")
+        if environ["REQUEST_METHOD"] in READ_METHODS and path not in LONG_READS:
             return self.app(environ, start_response)
+        if path.startswith(MODEL_WORK) and self.drained():
+            return _refuse(Draining(DRAINED, retry_after=DRAIN_RETRY), start_response)
         if not self._free.acquire(blocking=False):
-            error = QueueFull(f"all {self.slots} request slots are busy; try again", retry_after=BUSY_RETRY)
-            body = error_json(error.message, error.type, error.code)
-            headers = [("Content-Type", "application/json"), ("Retry-After", str(BUSY_RETRY))]
-            headers.append((REASON_HEADER, error.code))
-            start_response("503 SERVICE UNAVAILABLE", [*headers, ("Content-Length", str(len(body)))])
-            return [body]
+            busy = QueueFull(f"all {self.slots} request slots are busy; try again", retry_after=BUSY_RETRY)
+            return _refuse(busy, start_response)
+        self._count(+1)
         try:
-            return ClosingIterator(self.app(environ, start_response), self._free.release)
+            return ClosingIterator(self.app(environ, start_response), self._release)
         except BaseException:
-            self._free.release()
+            self._release()
             raise
+
+    def _count(self, step: int) -> None:
+        with self._lock:
+            self.busy += step
+
+    def _release(self) -> None:
+        self._count(-1)
+        self._free.release()
+
+
+def _refuse(error: ServiceError, start_response: Callable) -> list[bytes]:
+    """A 503 the app never sees, in the shape every other error has (``server.errors``)."""
+    body = error_json(error.message, error.type, error.code)
+    headers = [("Content-Type", "application/json"), ("Retry-After", str(math.ceil(error.retry_after or 1)))]
+    start_response(
+        "503 SERVICE UNAVAILABLE", [*headers, (REASON_HEADER, error.code), ("Content-Length", str(len(body)))]
+    )
+    return [body]
 
 
 class UnitHeader:

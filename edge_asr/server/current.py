@@ -8,7 +8,7 @@ from edge_asr.config import Config
 from edge_asr.diarization.voices import EnrolledVoices
 from edge_asr.lifecycle import ModelManager
 from edge_asr.realtime.session import RealtimeSessions
-from edge_asr.server.admission import AudioBudget
+from edge_asr.server.admission import AudioBudget, RequestSlots
 from edge_asr.telemetry import Metrics
 
 
@@ -26,6 +26,10 @@ def metrics() -> Metrics:
 
 def audio_budget() -> AudioBudget:
     return current_app.extensions["edge_asr.audio_budget"]
+
+
+def request_slots() -> RequestSlots:
+    return current_app.extensions["edge_asr.request_slots"]
 
 
 def realtime_sessions() -> RealtimeSessions:

@@ -3,14 +3,21 @@ the process answers) and ``/readyz`` (readiness: it takes one more request now, 
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from flask import Blueprint, Response, jsonify, request
 
 from edge_asr.errors import InvalidRequest
+from edge_asr.lifecycle import ModelManager
+from edge_asr.server.admission import RequestSlots
 from edge_asr.server.bodies import json_body, seconds_arg
-from edge_asr.server.current import config, manager
+from edge_asr.server.current import config, manager, request_slots
 from edge_asr.server.errors import error_response
 
 bp = Blueprint("management", __name__)
+
+DRAIN_POLL = 0.1  # seconds between looks at a drain's progress
 
 
 @bp.get("/healthz")
@@ -64,14 +71,36 @@ def free() -> Response:
 
 @bp.post("/api/system/drain")
 def drain() -> Response:
-    """Readiness goes 503 (``draining``) so that a router sends no new work; ``?wait=`` waits for
-    the requests under way to end (``queued`` says how many still run)."""
-    return jsonify(manager().drain(True, wait=seconds_arg("wait")))
+    """Drain the unit (``ModelManager.drain``). ``?wait=S`` (at most ``drain_timeout``) returns
+    once its grace is over and nothing is under way, so that a restart after it cuts nothing off."""
+    models, slots = manager(), request_slots()
+    models.drain(True)
+    deadline = time.monotonic() + min(seconds_arg("wait") or 0.0, config().drain_timeout)
+    while not _drained(state := _drain_state(models, slots)) and time.monotonic() < deadline:
+        time.sleep(DRAIN_POLL)
+    return jsonify(state)
 
 
 @bp.delete("/api/system/drain")
 def undrain() -> Response:
-    return jsonify(manager().drain(False))
+    models = manager()
+    models.drain(False)
+    return jsonify(_drain_state(models, request_slots()))
+
+
+def _drain_state(models: ModelManager, slots: RequestSlots) -> dict[str, Any]:
+    """``requests``: HTTP requests under way besides the one asking; ``queued``: the models'
+    (Wyoming's and live sessions' too)."""
+    return {
+        "draining": models.drained,
+        "refusing": models.refuses_requests(),
+        "requests": slots.busy - 1,
+        "queued": models.queued(),
+    }
+
+
+def _drained(state: dict[str, Any]) -> bool:
+    return state["refusing"] and not state["requests"] and not state["queued"]
 
 
 @bp.get("/api/system/memory")
