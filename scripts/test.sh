@@ -8,4 +8,4 @@ debian_packages espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driv
 edge-asr models prepare
 ruff check .
 ruff format --check .
-python -m pytest "$@"
+python -m pytest --durations=20 "$@"  # the slowest: what a CI run spends its time on

@@ -31,7 +31,11 @@ class Router:
     def __init__(self, command: list[str], env: dict[str, str], log: Path, alive: str):
         self.log = log.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
-        wait_for(lambda: self._answers(alive), timeout=120)
+        try:
+            wait_for(lambda: self._answers(alive), timeout=120)
+        except BaseException:
+            self.close()
+            raise
 
     def _answers(self, path: str) -> bool:
         assert self.process.poll() is None, "the router exited: see its log"

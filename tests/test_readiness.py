@@ -53,11 +53,13 @@ def test_a_full_queue_and_a_drain_make_the_unit_unready_until_they_clear(tmp_pat
     worker = threading.Thread(target=lambda: done.setdefault("long", svc.transcribe(long)))
     try:
         assert svc.get(f"/readyz?model={ASR}").json()["expected_wait_s"] == 0.0
+        assert svc.transcribe(clips["beckett"]).ok  # the worker's time per request, learned
         worker.start()
         # (a list: a 503 response is falsy)
         [busy] = wait_for(lambda: (r := svc.get(f"/readyz?model={ASR}")).status_code == 503 and [r], timeout=30)
         facts = refused(busy, "queue_full")
         assert facts["model"] == ASR and facts["queued"] == 1 and facts["max_queue"] == 0 and not facts["ready"]
+        assert 0 < facts["expected_wait_s"] <= int(busy.headers["Retry-After"])  # one request ahead, at its pace
         refused(
             svc.post("/v1/audio/transcriptions", files={"file": ("a.wav", long)}, data={"model": ASR}), "queue_full"
         )

@@ -176,6 +176,7 @@ def test_refusals_at_the_upgrade(unit: Service):
         assert response.status_code == status and json.loads(response.body)["error"]["code"] == code, address
     with connect(url, origin=unit.url) as own_page:  # type: ignore[arg-type]
         assert json.loads(own_page.recv(timeout=10))["type"] == "session.created"
+        assert own_page.response.headers["X-Edge-Asr-Unit"] == socket.gethostname()  # which unit took it
     plain = unit.get("/v1/realtime?intent=transcription")
     assert plain.status_code == 400 and plain.json()["error"]["type"] == "invalid_request_error"
 

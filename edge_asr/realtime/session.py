@@ -99,14 +99,15 @@ class RealtimeSession:
     def config(self) -> SessionConfig:
         return self._turns.config
 
-    async def run(self, receive: Any, send: Any, subprotocol: str | None) -> None:
-        """Accept the WebSocket and serve it until the client leaves or the session is closed."""
+    async def run(self, receive: Any, send: Any, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None:
+        """Accept the WebSocket (answering with ``headers``: which unit took it) and serve it until
+        the client leaves or the session is closed."""
         self._send = send
         decoding: asyncio.Task | None = None
         try:
             if (await receive())["type"] != "websocket.connect":  # ASGI's first message
                 return
-            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
             decoding = asyncio.create_task(self._turns.run())
             decoding.add_done_callback(self._decoding_ended)
             await self._emit(event("session.created", session=session_object(self.config)))

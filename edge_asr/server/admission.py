@@ -30,6 +30,7 @@ READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2  # handler threads only reads may use
 LONG_READS = ("/api/stream",)  # reads that hold a thread for minutes (web.py): they take a slot
 BUSY_RETRY = 2  # seconds a client is told to wait when every slot is taken
+UNIT_HEADER = "X-Edge-Asr-Unit"
 MODEL_WORK = ("/v1/", "/api/pipeline", "/api/speakers")  # what a drained unit refuses (not its management API)
 
 
@@ -87,11 +88,12 @@ def _refuse(error: ServiceError, start_response: Callable) -> list[bytes]:
 
 
 class UnitHeader:
-    """WSGI middleware: every response says which unit answered (``X-Edge-Asr-Unit``), so that
-    behind a router the client, the router's log and a test can tell."""
+    """WSGI middleware: every response says which unit answered (``UNIT_HEADER``), so that behind
+    a router the client, the router's log and a test can tell (a WebSocket's acceptance too:
+    ``front``)."""
 
     def __init__(self, app: Callable, unit: str):
-        self.app, self.header = app, ("X-Edge-Asr-Unit", unit)
+        self.app, self.header = app, (UNIT_HEADER, unit)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Callable:

@@ -21,6 +21,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from edge_asr.server.admission import UNIT_HEADER
 from edge_asr.server.bridge import Receive, Scope, Send, WsgiBridge, encoded, wsgi_environ
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class Front:
             await send({"type": "websocket.http.response.start", "status": status, "headers": encoded(headers)})
             await send({"type": "websocket.http.response.body", "body": body})
             return
-        await session.run(receive, send, dict(headers).get("Sec-WebSocket-Protocol"))
+        unit = [(name, value) for name, value in headers if name == UNIT_HEADER]
+        await session.run(receive, send, dict(headers).get("Sec-WebSocket-Protocol"), encoded(unit))
 
 
 def front_protocol(max_client_connections: int, client_timeout: float) -> type[H11Protocol]:

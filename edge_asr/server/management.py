@@ -76,7 +76,7 @@ def drain() -> Response:
     models, slots = manager(), request_slots()
     models.drain(True)
     deadline = time.monotonic() + min(seconds_arg("wait") or 0.0, config().drain_timeout)
-    while not _drained(state := _drain_state(models, slots)) and time.monotonic() < deadline:
+    while not _drained(state := _drain_state(models, slots)) and models.drained and time.monotonic() < deadline:
         time.sleep(DRAIN_POLL)
     return jsonify(state)
 
@@ -100,6 +100,7 @@ def _drain_state(models: ModelManager, slots: RequestSlots) -> dict[str, Any]:
 
 
 def _drained(state: dict[str, Any]) -> bool:
+    """Safe to restart: refusing new requests, nothing under way."""
     return state["refusing"] and not state["requests"] and not state["queued"]
 
 
