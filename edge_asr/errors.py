@@ -71,6 +71,16 @@ class Draining(ServiceError):
     status, type, code = 503, "server_error", "draining"
 
 
+class BackingOff(ModelUnavailable):
+    """The model failed to load or crashed twice or more in a row: it waits before the next try."""
+
+    code = "backing_off"
+
+
+class ShuttingDown(ModelUnavailable):
+    code = "shutting_down"
+
+
 class InsufficientMemory(ServiceError):
     status, type, code = 503, "server_error", "insufficient_memory"
 

@@ -110,6 +110,7 @@ def test_a_model_that_cannot_load_backs_off(tmp_path, whisper_spec, clips):
             assert r.status_code == 500 and r.json()["error"]["code"] == "model_load_failed"
         r = svc.transcribe(clips["beckett"], model="broken")
         assert r.status_code == 503 and 25 <= int(r.headers["Retry-After"]) <= 30
+        assert r.json()["error"]["code"] == r.headers["X-Edge-Asr-Reason"] == "backing_off"  # as /readyz says
         assert "failed 2 times in a row" in r.json()["error"]["message"]
         ready = svc.get("/readyz?model=broken")  # a router hears it too, and sends the unit other work
         assert ready.status_code == 503 and ready.headers["X-Edge-Asr-Reason"] == "backing_off"

@@ -18,6 +18,7 @@ from edge_asr.errors import ModelBusy, ModelLoadFailed, ModelUnavailable, QueueF
 from edge_asr.events import EventLog
 from edge_asr.lifecycle import ModelManager, result
 from edge_asr.lifecycle.footprints import Footprints
+from edge_asr.lifecycle.manager import QUEUE_RETRY
 from edge_asr.manifest import ModelSpec
 from edge_asr.memory import MemoryReading, MemorySource
 from edge_asr.state import StateStore
@@ -210,7 +211,11 @@ def test_the_queue_bound_refuses_at_once(make):
     with manager.lease("asr"), manager.lease("asr"):
         with pytest.raises(QueueFull) as refused, manager.lease("asr"):
             pass
-        assert refused.value.retry_after
+        assert refused.value.retry_after == QUEUE_RETRY  # no request timed yet
+        FakeWorkerHandle.spawned[-1].turn_s = 1.5  # the worker's recent time per request
+        with pytest.raises(QueueFull) as refused, manager.lease("asr"):
+            pass
+        assert refused.value.retry_after == 3.0  # the two ahead, at that pace (as /readyz says)
     with manager.lease("asr"):
         pass
 

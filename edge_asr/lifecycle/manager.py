@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 LIFECYCLE_BUSY_RETRY = 0.25  # seconds before the supervisor tries again behind a load or unload
 SPARE_PREDICTED = 150 * 10**6  # a spare worker's footprint until one reports its own (bench/RESULTS.md)
 PREFETCH_NICE = 10  # a prefetch loads in the CPU time the running step leaves over
+QUEUE_RETRY = 5.0  # seconds a client refused by a full queue waits, before the worker has a time per request
 Spawn = Callable[[ModelSpec, Config, Spare | None, int], WorkerHandle]
 
 
@@ -116,10 +117,11 @@ class ModelManager(ModelRegistry):
         with self._cond:
             self._check_open()
             if policy.queue_full(rec, self.config.max_queue):
+                turn_s = rec.worker.turn_s if rec.worker is not None else None
                 raise QueueFull(
                     f"the model {model_id!r} has {rec.queued} requests to serve (max_queue "
                     f"{self.config.max_queue}); try again",
-                    retry_after=5,
+                    retry_after=policy.expected_wait(rec, turn_s) or QUEUE_RETRY,
                 )
             rec.waiting += 1
         try:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edge_asr.errors import BackingOff, Draining, InsufficientMemory, QueueFull, ShuttingDown
 from edge_asr.lifecycle.records import ModelRecord, State
 
 MAX_BACKOFF = 300.0  # seconds: the longest a model that keeps failing waits before the next try
@@ -183,17 +184,17 @@ def refusal(
     the model (for nothing, asked of the unit) would find, where it is not loaded; ``turn_s``: its
     worker's recent time per request, for how long a full queue takes to move."""
     if stopping:
-        return Refusal("shutting_down", "the service is stopping", STOP_RETRY)
+        return Refusal(ShuttingDown.code, "the service is stopping", STOP_RETRY)
     if draining:
-        return Refusal("draining", DRAINED, DRAIN_RETRY)
+        return Refusal(Draining.code, DRAINED, DRAIN_RETRY)
     if rec is not None and (left := backoff_left(rec, now)):
-        return Refusal("backing_off", f"the model {rec.spec.id!r} failed {rec.failures} times in a row", left)
+        return Refusal(BackingOff.code, f"the model {rec.spec.id!r} failed {rec.failures} times in a row", left)
     if rec is not None and queue_full(rec, max_queue):
         wait = expected_wait(rec, turn_s)
-        return Refusal("queue_full", f"the model {rec.spec.id!r} has {rec.queued} requests to serve", wait)
+        return Refusal(QueueFull.code, f"the model {rec.spec.id!r} has {rec.queued} requests to serve", wait)
     if admission is not None and not (admission.fits or admission.victim or admission.wait):
         needs = f"the model {rec.spec.id!r} does not fit" if rec else "nothing is loaded and no model fits"
-        return Refusal("insufficient_memory", f"{needs} and no idle model can be unloaded", MEMORY_RETRY)
+        return Refusal(InsufficientMemory.code, f"{needs} and no idle model can be unloaded", MEMORY_RETRY)
     return None
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from edge_asr import settings as model_settings
 from edge_asr.config import Config
-from edge_asr.errors import ModelNotFound, ModelUnavailable
+from edge_asr.errors import BackingOff, ModelNotFound, ModelUnavailable, ShuttingDown
 from edge_asr.events import EventLog
 from edge_asr.lifecycle import policy
 from edge_asr.lifecycle.footprints import Footprints
@@ -194,7 +194,7 @@ class ModelRegistry:
 
     def _check_open(self) -> None:
         if self._stopping:
-            raise ModelUnavailable("the service is stopping", retry_after=10)
+            raise ShuttingDown("the service is stopping", retry_after=policy.STOP_RETRY)
 
     def _wait_ready(self, rec: ModelRecord, deadline: float) -> WorkerHandle | None:
         """(Under the lock.) The worker once ``rec`` is ready, or None if the caller must load it."""
@@ -212,7 +212,7 @@ class ModelRegistry:
 
     def _check_backoff(self, rec: ModelRecord) -> None:
         if wait := policy.backoff_left(rec, self._clock()):
-            raise ModelUnavailable(
+            raise BackingOff(
                 f"the model {rec.spec.id!r} failed {rec.failures} times in a row ({rec.reason}); "
                 f"next attempt in {wait:.0f} s",
                 retry_after=wait,

@@ -36,6 +36,7 @@ class FakeWorkerHandle:
         self._read, self._write = os.pipe()
         self.killed = self.released = False
         self.load_report: dict[str, Any] = {"rss_loaded": 100 * MB, "runtime": "fake", "providers": []}
+        self.turn_s: float | None = None  # as the real handle's: a call's recent time in the worker
         FakeWorkerHandle.spawned.append(self)
 
     pid = 424242
