@@ -47,7 +47,7 @@ from edge_asr.config import load_config
 from edge_asr.manifest import get_model
 from edge_asr.samples import VOICES, espeak
 from tests.peers import PEER_ENV, peer_python
-from tests.service import Service, free_port
+from tests.service import Service, free_ports
 
 PEERS = {
     "wyoming-bench": ["wyoming-bench==2026.10.0"],
@@ -162,7 +162,7 @@ def main() -> None:
     delay = CHUNK_SAMPLES / SAMPLE_RATE  # real time
     rounds = ["--rounds", str(args.rounds), "--warmup", "1", "-v", "--timeout", "120"]
 
-    whisper_port, piper_port = free_port(), free_port()
+    whisper_port, piper_port = free_ports(2)
     whisper = [
         *(str(whisper_python), "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{whisper_port}"),
         *("--model", str(weights), "--data-dir", str(work), "--device", "cpu", "--compute-type", "float32"),

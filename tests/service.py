@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -24,9 +25,16 @@ CHAT_MODELS = (LLM, "smollm2-135m-instruct-onnx")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (bound at once: two calls of ``free_port`` may get one port twice)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def cmdline(pid: int) -> bytes | None:
@@ -107,7 +115,7 @@ def wav(samples: np.ndarray, subtype: str = "PCM_16") -> bytes:
 class Service:
     def __init__(self, state_dir: Path, **env: str):
         self.state_dir = state_dir
-        self.port, self.wyoming_port = free_port(), free_port()
+        self.port, self.wyoming_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.port}"
         ports = {"EDGE_ASR_PORT": str(self.port), "EDGE_ASR_WYOMING_PORT": str(self.wyoming_port)}
         self.env = {**os.environ, "EDGE_ASR_STATE_DIR": str(state_dir), **ports, **env}

@@ -88,6 +88,9 @@ def open_page(driver: WebDriver, service: Service) -> None:
 
 def test_models_memory_free_and_events(browser: WebDriver, page_service: Service):
     open_page(browser, page_service)
+    unit = page_service.get("/healthz").json()["unit"]  # which unit of a fleet this page is on
+    until(browser, text_of("unit", lambda name: name == unit))
+    assert browser.title == f"edge-asr · {unit}"
     models = page_service.get("/api/models").json()["models"]
     for model in models:
         assert by_testid(browser, f"model-row-{model['id']}").is_displayed()
