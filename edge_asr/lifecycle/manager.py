@@ -117,11 +117,10 @@ class ModelManager(ModelRegistry):
         with self._cond:
             self._check_open()
             if policy.queue_full(rec, self.config.max_queue):
-                turn_s = rec.worker.turn_s if rec.worker is not None else None
                 raise QueueFull(
                     f"the model {model_id!r} has {rec.queued} requests to serve (max_queue "
                     f"{self.config.max_queue}); try again",
-                    retry_after=policy.expected_wait(rec, turn_s) or QUEUE_RETRY,
+                    retry_after=policy.expected_wait(rec, _turn_s(rec)) or QUEUE_RETRY,
                 )
             rec.waiting += 1
         try:
@@ -342,7 +341,7 @@ class ModelManager(ModelRegistry):
             present = [r for r in ([rec] if rec else self._records.values()) if r.state in (State.READY, State.LOADING)]
             need = self.footprints.predict(rec.spec) if rec is not None else 0
             admission = None if present else self._admission(rec, need, available)
-            turn_s = rec.worker.turn_s if rec is not None and rec.worker is not None else None
+            turn_s = _turn_s(rec) if rec is not None else None
             draining = self._drained_at is not None
             now, max_queue = self._clock(), self.config.max_queue
             refused = policy.refusal(self._stopping, draining, rec, max_queue, admission, now, turn_s)
@@ -662,3 +661,8 @@ class ModelManager(ModelRegistry):
                 if held:  # else a load still runs (it may be taking the spare), and the spare ends with us
                     self._drop_spare()
             self._memory.stop()
+
+
+def _turn_s(rec: ModelRecord) -> float | None:
+    """(Under the lock.) The model's worker's recent time per request; None before it has one."""
+    return rec.worker.turn_s if rec.worker is not None else None

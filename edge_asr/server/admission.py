@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +22,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from edge_asr.errors import Draining, QueueFull, ServiceError
 from edge_asr.lifecycle.policy import DRAIN_RETRY, DRAINED
-from edge_asr.server.errors import REASON_HEADER, error_json
+from edge_asr.server.errors import error_response
 from edge_asr.units import format_size
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -57,10 +56,10 @@ class RequestSlots:
         if environ["REQUEST_METHOD"] in READ_METHODS and path not in LONG_READS:
             return self.app(environ, start_response)
         if path.startswith(MODEL_WORK) and self.drained():
-            return _refuse(Draining(DRAINED, retry_after=DRAIN_RETRY), start_response)
+            return _refuse(Draining(DRAINED, retry_after=DRAIN_RETRY), environ, start_response)
         if not self._free.acquire(blocking=False):
             busy = QueueFull(f"all {self.slots} request slots are busy; try again", retry_after=BUSY_RETRY)
-            return _refuse(busy, start_response)
+            return _refuse(busy, environ, start_response)
         self._count(+1)
         try:
             return ClosingIterator(self.app(environ, start_response), self._release)
@@ -77,14 +76,10 @@ class RequestSlots:
         self._free.release()
 
 
-def _refuse(error: ServiceError, start_response: Callable) -> list[bytes]:
-    """A 503 the app never sees, in the shape every other error has (``server.errors``)."""
-    body = error_json(error.message, error.type, error.code)
-    headers = [("Content-Type", "application/json"), ("Retry-After", str(math.ceil(error.retry_after or 1)))]
-    start_response(
-        "503 SERVICE UNAVAILABLE", [*headers, (REASON_HEADER, error.code), ("Content-Length", str(len(body)))]
-    )
-    return [body]
+def _refuse(error: ServiceError, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    """An error the app never sees, made as the app makes every other (``server.errors``)."""
+    response = error_response(error.status, error.message, error.type, error.code, error.retry_after)
+    return response(environ, start_response)
 
 
 class UnitHeader:
